@@ -1,0 +1,679 @@
+//! Domain settings: one TOML file, read into raw serde structs and converted into
+//! validated types.
+//!
+//! Owns the file format, its defaults and every check on it. Everything after loading
+//! sees only [`Config`]; nothing else parses TOML. Does not open sockets or files other
+//! than the config itself (path existence checks of boot files are in `rackseed check`).
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A config that cannot be used, naming the file, the key and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config `{path}`")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: String, key: String, message: String },
+}
+
+/// How the DHCP part answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Hands out addresses from pools and reservations, with boot information.
+    Authoritative,
+    /// ProxyDHCP: boot information only, beside a site DHCP server (ports 67 and 4011).
+    Proxy,
+    /// No DHCP at all (another server points nodes at rackseed).
+    Disabled,
+}
+
+/// What happens to MAC addresses rackseed does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownPolicy {
+    /// Record PXE-booting unknown machines as `discovered` nodes and answer them.
+    Discover,
+    /// Do not answer unknown machines at all.
+    Ignore,
+}
+
+/// When a client that already runs iPXE still gets rackseed's own iPXE binary first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainloadPolicy {
+    /// Only firmware PXE clients get an iPXE binary; an iPXE client gets its script.
+    Firmware,
+    /// Every PXE boot goes through rackseed's iPXE binary once; the next iPXE request
+    /// from the same MAC within `chainload_window` gets the script (no loops).
+    AlwaysOnce,
+}
+
+/// Which iPXE build x86-64 UEFI clients get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EfiBinary {
+    /// `ipxe.efi`: iPXE with its own NIC drivers.
+    Ipxe,
+    /// `snponly.efi`: iPXE on the firmware's SNP driver.
+    Snponly,
+}
+
+/// The validated configuration every part receives.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it came from, for messages (`<embedded>` for the built-in defaults).
+    pub source: String,
+    pub server: ServerConfig,
+    pub dhcp: DhcpConfig,
+    pub tftp: TftpConfig,
+    pub boot: BootConfig,
+    pub installer: InstallerConfig,
+    pub profiles: ProfilesConfig,
+    pub enroll: EnrollConfig,
+    pub groups: Vec<GroupConfig>,
+    pub images: ImagesConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The address nodes use to reach rackseed (HTTP, TFTP, syslog, DHCP server id).
+    pub advertise: Ipv4Addr,
+    pub http: SocketAddr,
+    pub tftp: SocketAddr,
+    pub syslog: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base URL nodes use for HTTP, built from `advertise` and the HTTP port.
+    pub base_url: String,
+    /// Maximum HTTP request body in bytes (events, enrollment, API).
+    pub max_body: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct DhcpConfig {
+    pub mode: DhcpMode,
+    /// Interfaces to answer on; empty means every interface.
+    pub interfaces: Vec<String>,
+    pub port: u16,
+    pub proxy_port: u16,
+    pub unknown: UnknownPolicy,
+    pub lease_time: Duration,
+    pub offer_hold: Duration,
+    pub decline_hold: Duration,
+    pub chainload: ChainloadPolicy,
+    pub chainload_window: Duration,
+    pub subnets: Vec<Subnet>,
+}
+
+/// One address range rackseed answers for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Net,
+    /// Set for directly attached subnets; relayed subnets are found by giaddr.
+    pub interface: Option<String>,
+    /// First and last address of the dynamic pool, inclusive (reservations may be outside).
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_time: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TftpConfig {
+    pub max_sessions: usize,
+    /// A directory whose files are also served (symlinks out of it are refused).
+    pub extra_dir: Option<PathBuf>,
+    pub block_size_limit: Option<u16>,
+    pub window_size_limit: Option<u16>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct BootConfig {
+    pub ipxe_bios: PathBuf,
+    pub ipxe_efi: PathBuf,
+    pub ipxe_snponly: PathBuf,
+    pub efi_binary: EfiBinary,
+    pub console: Option<String>,
+    pub token_ttl: Duration,
+    pub retry_interval: Duration,
+    pub kernel_args: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct InstallerConfig {
+    /// Name of a stored image (see `rackseed image`), used when set.
+    pub image: Option<String>,
+    /// Directory holding `linux` and `initrd.gz` when no image is named.
+    pub dir: PathBuf,
+    pub suite: String,
+    /// Debian mirror base URI, e.g. `http://mirror.example/debian`.
+    pub mirror: Option<String>,
+    pub proxy: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProfilesConfig {
+    pub dir: PathBuf,
+    pub default: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct EnrollConfig {
+    pub token_ttl: Duration,
+    /// HTTPS listener for agents holding a node certificate.
+    pub https: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    pub name: String,
+    pub min_members: u32,
+    pub failure_domain: Option<String>,
+    pub interval: Duration,
+    pub retention: String,
+    pub datasets: Vec<String>,
+    pub replication_network: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImagesConfig {
+    pub store: PathBuf,
+    pub keyring: PathBuf,
+    pub manifests: PathBuf,
+    pub proxy: Option<String>,
+}
+
+// ---------- raw file format ----------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    dhcp: RawDhcp,
+    #[serde(default)]
+    tftp: RawTftp,
+    #[serde(default)]
+    boot: RawBoot,
+    #[serde(default)]
+    installer: RawInstaller,
+    #[serde(default)]
+    profiles: RawProfiles,
+    #[serde(default)]
+    enroll: RawEnroll,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+    #[serde(default)]
+    images: RawImages,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    advertise: Option<Ipv4Addr>,
+    http: Option<SocketAddr>,
+    tftp: Option<SocketAddr>,
+    syslog: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    max_body: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDhcp {
+    mode: Option<DhcpMode>,
+    #[serde(default)]
+    interfaces: Vec<String>,
+    port: Option<u16>,
+    proxy_port: Option<u16>,
+    unknown: Option<UnknownPolicy>,
+    lease_time: Option<String>,
+    offer_hold: Option<String>,
+    decline_hold: Option<String>,
+    chainload: Option<ChainloadPolicy>,
+    chainload_window: Option<String>,
+    #[serde(default)]
+    subnets: Vec<RawSubnet>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubnet {
+    network: String,
+    interface: Option<String>,
+    range: Option<String>,
+    router: Option<Ipv4Addr>,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    domain: Option<String>,
+    lease_time: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTftp {
+    max_sessions: Option<usize>,
+    extra_dir: Option<PathBuf>,
+    block_size_limit: Option<u16>,
+    window_size_limit: Option<u16>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBoot {
+    ipxe_bios: Option<PathBuf>,
+    ipxe_efi: Option<PathBuf>,
+    ipxe_snponly: Option<PathBuf>,
+    efi_binary: Option<EfiBinary>,
+    console: Option<String>,
+    token_ttl: Option<String>,
+    retry_interval: Option<String>,
+    #[serde(default)]
+    kernel_args: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInstaller {
+    image: Option<String>,
+    dir: Option<PathBuf>,
+    suite: Option<String>,
+    mirror: Option<String>,
+    proxy: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProfiles {
+    dir: Option<PathBuf>,
+    default: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEnroll {
+    token_ttl: Option<String>,
+    https: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    min_members: Option<u32>,
+    failure_domain: Option<String>,
+    interval: Option<String>,
+    retention: Option<String>,
+    #[serde(default)]
+    datasets: Vec<String>,
+    replication_network: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    store: Option<PathBuf>,
+    keyring: Option<PathBuf>,
+    manifests: Option<PathBuf>,
+    proxy: Option<String>,
+}
+
+/// The directory of the netboot installer in Debian's `debian-installer-12-netboot-amd64`.
+pub const PACKAGE_INSTALLER_DIR: &str = "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64";
+
+/// The built-in defaults, used when no config file is given: a proxyDHCP appliance on
+/// every interface, serving Debian's `ipxe` and netboot installer packages.
+pub const EMBEDDED: &str = include_str!("../../examples/default.toml");
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The built-in defaults.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED, "<embedded>")
+    }
+
+    /// Validates config text; `source` names it in errors. A missing
+    /// `server.advertise` is detected from this host's interfaces.
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(text, source, &crate::netif::detect_advertise)
+    }
+
+    /// Like [`Config::parse`], with the advertise-address detection given (for tests).
+    pub fn parse_with(
+        text: &str,
+        source: &str,
+        detect: &dyn Fn(&[String]) -> Option<Ipv4Addr>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: source.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        Validator { source, detect }.config(raw)
+    }
+
+    /// The subnet a directly attached interface serves.
+    pub fn subnet_for_interface(&self, iface: &str) -> Option<&Subnet> {
+        self.dhcp.subnets.iter().find(|s| s.interface.as_deref() == Some(iface))
+    }
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    detect: &'a dyn Fn(&[String]) -> Option<Ipv4Addr>,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.source.to_string(), key: key.into(), message: message.into() }
+    }
+
+    fn duration(&self, key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(&v)
+                .map_err(|e| self.err(key, format!("`{v}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"4h\""))),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let advertise = match raw.server.advertise {
+            Some(a) => a,
+            None => (self.detect)(&raw.dhcp.interfaces).ok_or_else(|| {
+                self.err("server.advertise", "missing and not detectable from this host's interfaces: set the IPv4 address nodes use to reach rackseed on the provisioning network")
+            })?,
+        };
+        if advertise.is_unspecified() || advertise.is_broadcast() {
+            return Err(self.err("server.advertise", format!("{advertise} cannot be reached by nodes; use this host's address on the provisioning network")));
+        }
+        let http = raw.server.http.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let server = ServerConfig {
+            advertise,
+            http,
+            tftp: raw.server.tftp.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+            syslog: raw.server.syslog.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 514))),
+            data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/rackseed")),
+            base_url: if http.port() == 80 {
+                format!("http://{advertise}")
+            } else {
+                format!("http://{advertise}:{}", http.port())
+            },
+            max_body: raw.server.max_body.unwrap_or(1 << 20),
+        };
+
+        let dhcp = self.dhcp(raw.dhcp)?;
+        let tftp = TftpConfig {
+            max_sessions: raw.tftp.max_sessions.unwrap_or(512),
+            extra_dir: raw.tftp.extra_dir,
+            block_size_limit: raw.tftp.block_size_limit,
+            window_size_limit: raw.tftp.window_size_limit,
+            timeout: self.duration("tftp.timeout", raw.tftp.timeout, Duration::from_secs(3))?,
+        };
+        if tftp.max_sessions == 0 {
+            return Err(self.err("tftp.max_sessions", "must be at least 1"));
+        }
+        if let Some(b) = tftp.block_size_limit
+            && !(8..=65464).contains(&b)
+        {
+            return Err(self.err("tftp.block_size_limit", format!("{b} is outside 8..=65464 (RFC 2348)")));
+        }
+        if tftp.window_size_limit == Some(0) {
+            return Err(self.err("tftp.window_size_limit", "must be at least 1 (RFC 7440)"));
+        }
+
+        let boot = BootConfig {
+            ipxe_bios: raw.boot.ipxe_bios.unwrap_or_else(|| "/usr/lib/ipxe/undionly.kpxe".into()),
+            ipxe_efi: raw.boot.ipxe_efi.unwrap_or_else(|| "/usr/lib/ipxe/ipxe.efi".into()),
+            ipxe_snponly: raw.boot.ipxe_snponly.unwrap_or_else(|| "/usr/lib/ipxe/snponly.efi".into()),
+            efi_binary: raw.boot.efi_binary.unwrap_or(EfiBinary::Ipxe),
+            console: raw.boot.console.filter(|c| !c.is_empty()),
+            token_ttl: self.duration("boot.token_ttl", raw.boot.token_ttl, Duration::from_secs(4 * 3600))?,
+            retry_interval: self.duration("boot.retry_interval", raw.boot.retry_interval, Duration::from_secs(30))?,
+            kernel_args: raw.boot.kernel_args,
+        };
+        for (i, arg) in boot.kernel_args.iter().enumerate() {
+            if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(self.err(format!("boot.kernel_args[{i}]"), "one argument per entry, without spaces"));
+            }
+        }
+
+        let installer = InstallerConfig {
+            image: raw.installer.image,
+            dir: raw.installer.dir.unwrap_or_else(|| PACKAGE_INSTALLER_DIR.into()),
+            suite: raw.installer.suite.unwrap_or_else(|| "bookworm".into()),
+            mirror: raw.installer.mirror.map(|m| m.trim_end_matches('/').to_string()),
+            proxy: raw.installer.proxy,
+        };
+        if let Some(m) = &installer.mirror
+            && !(m.starts_with("http://") || m.starts_with("https://"))
+        {
+            return Err(self.err("installer.mirror", format!("`{m}` must be an http:// or https:// URL such as http://<mirror>/debian")));
+        }
+
+        let profiles = ProfilesConfig {
+            dir: raw.profiles.dir.unwrap_or_else(|| "/etc/rackseed/profiles".into()),
+            default: raw.profiles.default,
+        };
+        let enroll = EnrollConfig {
+            token_ttl: self.duration("enroll.token_ttl", raw.enroll.token_ttl, Duration::from_secs(24 * 3600))?,
+            https: raw.enroll.https,
+        };
+
+        let mut groups = Vec::new();
+        for (i, g) in raw.groups.into_iter().enumerate() {
+            let key = format!("groups[{i}]");
+            if !valid_name(&g.name) {
+                return Err(self.err(format!("{key}.name"), format!("`{}` is not a valid group name (letters, digits, `-`, `_`)", g.name)));
+            }
+            if groups.iter().any(|x: &GroupConfig| x.name == g.name) {
+                return Err(self.err(format!("{key}.name"), format!("group `{}` is defined twice", g.name)));
+            }
+            groups.push(GroupConfig {
+                min_members: g.min_members.unwrap_or(2),
+                failure_domain: g.failure_domain,
+                interval: self.duration(&format!("{key}.interval"), g.interval, Duration::from_secs(15 * 60))?,
+                retention: g.retention.unwrap_or_else(|| "hourly=24,daily=7".into()),
+                datasets: g.datasets,
+                replication_network: g.replication_network,
+                name: g.name,
+            });
+        }
+
+        let images = ImagesConfig {
+            store: raw.images.store.unwrap_or_else(|| server.data_dir.join("images")),
+            keyring: raw.images.keyring.unwrap_or_else(|| "/usr/share/keyrings/debian-archive-keyring.gpg".into()),
+            manifests: raw.images.manifests.unwrap_or_else(|| "/etc/rackseed/images".into()),
+            proxy: raw.images.proxy,
+        };
+
+        Ok(Config { source: self.source.to_string(), server, dhcp, tftp, boot, installer, profiles, enroll, groups, images })
+    }
+
+    fn dhcp(&self, raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
+        let mode = raw.mode.unwrap_or(DhcpMode::Proxy);
+        let mut subnets: Vec<Subnet> = Vec::new();
+        for (i, s) in raw.subnets.into_iter().enumerate() {
+            let key = format!("dhcp.subnets[{i}]");
+            let network: Ipv4Net = s
+                .network
+                .parse()
+                .map_err(|_| self.err(format!("{key}.network"), format!("`{}` is not an IPv4 network like 192.0.2.0/24", s.network)))?;
+            if network.trunc() != network {
+                return Err(self.err(format!("{key}.network"), format!("`{network}` has host bits set; did you mean {}?", network.trunc())));
+            }
+            let range = match s.range {
+                None => None,
+                Some(r) => {
+                    let (a, b) = r.split_once('-').ok_or_else(|| {
+                        self.err(format!("{key}.range"), format!("`{r}` must be `FIRST-LAST`, e.g. 192.0.2.100-192.0.2.199"))
+                    })?;
+                    let parse = |x: &str| {
+                        x.trim().parse::<Ipv4Addr>().map_err(|_| self.err(format!("{key}.range"), format!("`{x}` is not an IPv4 address")))
+                    };
+                    let (a, b) = (parse(a)?, parse(b)?);
+                    if a > b {
+                        return Err(self.err(format!("{key}.range"), format!("{a} comes after {b}; write the lower address first")));
+                    }
+                    for ip in [a, b] {
+                        if !network.contains(&ip) || ip == network.network() || ip == network.broadcast() {
+                            return Err(self.err(format!("{key}.range"), format!("{ip} is not a host address of {network}")));
+                        }
+                    }
+                    Some((a, b))
+                }
+            };
+            if let Some(r) = s.router
+                && !network.contains(&r)
+            {
+                return Err(self.err(format!("{key}.router"), format!("{r} is not inside {network}")));
+            }
+            if let Some(other) = subnets.iter().find(|o| o.network.contains(&network.network()) || network.contains(&o.network.network())) {
+                return Err(self.err(format!("{key}.network"), format!("{network} overlaps {}", other.network)));
+            }
+            if let Some(iface) = &s.interface
+                && subnets.iter().any(|o| o.interface.as_deref() == Some(iface))
+            {
+                return Err(self.err(format!("{key}.interface"), format!("interface `{iface}` already serves another subnet")));
+            }
+            subnets.push(Subnet {
+                network,
+                interface: s.interface,
+                range,
+                router: s.router,
+                dns: s.dns,
+                domain: s.domain,
+                lease_time: s.lease_time.map(|v| self.duration(&format!("{key}.lease_time"), Some(v), Duration::ZERO)).transpose()?,
+            });
+        }
+        if mode == DhcpMode::Authoritative && subnets.is_empty() {
+            return Err(self.err("dhcp.subnets", "authoritative mode needs at least one [[dhcp.subnets]] entry; or set dhcp.mode = \"proxy\""));
+        }
+        if raw.chainload == Some(ChainloadPolicy::AlwaysOnce) && mode != DhcpMode::Authoritative {
+            return Err(self.err("dhcp.chainload", "\"always-once\" needs dhcp.mode = \"authoritative\" (a proxy cannot see which boot a request belongs to)"));
+        }
+        let lease_time = self.duration("dhcp.lease_time", raw.lease_time, Duration::from_secs(3600))?;
+        if lease_time < Duration::from_secs(60) {
+            return Err(self.err("dhcp.lease_time", "must be at least 60s"));
+        }
+        Ok(DhcpConfig {
+            mode,
+            interfaces: raw.interfaces,
+            port: raw.port.unwrap_or(67),
+            proxy_port: raw.proxy_port.unwrap_or(4011),
+            unknown: raw.unknown.unwrap_or(UnknownPolicy::Discover),
+            lease_time,
+            offer_hold: self.duration("dhcp.offer_hold", raw.offer_hold, Duration::from_secs(60))?,
+            decline_hold: self.duration("dhcp.decline_hold", raw.decline_hold, Duration::from_secs(600))?,
+            chainload: raw.chainload.unwrap_or(ChainloadPolicy::Firmware),
+            chainload_window: self.duration("dhcp.chainload_window", raw.chainload_window, Duration::from_secs(300))?,
+            subnets,
+        })
+    }
+}
+
+/// Names of groups, profiles and images: ASCII letters, digits, `-` and `_`, 1–63 long.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse_with(text, "rackseed.toml", &|_| None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::parse_with(EMBEDDED, "<embedded>", &|_| Some(Ipv4Addr::new(192, 0, 2, 1))).unwrap();
+        assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(c.dhcp.unknown, UnknownPolicy::Discover);
+    }
+
+    #[test]
+    fn every_example_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Config::parse_with(&text, &path.display().to_string(), &|_| Some(Ipv4Addr::new(192, 0, 2, 1)))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "expected example configs, found {n}");
+    }
+
+    #[test]
+    fn missing_advertise_names_key_and_fix() {
+        assert_eq!(
+            err(""),
+            "rackseed.toml: server.advertise: missing and not detectable from this host's interfaces: set the IPv4 address nodes use to reach rackseed on the provisioning network"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = err("[server]\nadvertise = \"192.0.2.1\"\nadvertize = 1\n");
+        assert!(e.starts_with("rackseed.toml: "), "{e}");
+        assert!(e.contains("unknown field `advertize`"), "{e}");
+    }
+
+    #[test]
+    fn subnet_errors_name_the_entry() {
+        let base = "[server]\nadvertise = \"192.0.2.1\"\n[dhcp]\nmode = \"authoritative\"\n";
+        assert_eq!(
+            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\nrange = \"192.0.2.200-192.0.2.100\"\n")),
+            "rackseed.toml: dhcp.subnets[0].range: 192.0.2.200 comes after 192.0.2.100; write the lower address first"
+        );
+        assert_eq!(
+            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\nrange = \"192.0.2.10-198.51.100.9\"\n")),
+            "rackseed.toml: dhcp.subnets[0].range: 198.51.100.9 is not a host address of 192.0.2.0/24"
+        );
+        assert_eq!(
+            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.1/24\"\n")),
+            "rackseed.toml: dhcp.subnets[0].network: `192.0.2.1/24` has host bits set; did you mean 192.0.2.0/24?"
+        );
+        assert_eq!(
+            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.128/25\"\n")),
+            "rackseed.toml: dhcp.subnets[1].network: 192.0.2.128/25 overlaps 192.0.2.0/24"
+        );
+        assert!(err(base).contains("dhcp.subnets: authoritative mode needs at least one"));
+    }
+
+    #[test]
+    fn bad_durations_say_how_to_write_them() {
+        let e = err("[server]\nadvertise = \"192.0.2.1\"\n[boot]\ntoken_ttl = \"soon\"\n");
+        assert!(e.starts_with("rackseed.toml: boot.token_ttl: `soon` is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn base_url_omits_port_80() {
+        let c = Config::parse("[server]\nadvertise = \"192.0.2.1\"\nhttp = \"0.0.0.0:80\"\n", "x").unwrap();
+        assert_eq!(c.server.base_url, "http://192.0.2.1");
+        let c = Config::parse("[server]\nadvertise = \"192.0.2.1\"\n", "x").unwrap();
+        assert_eq!(c.server.base_url, "http://192.0.2.1:8080");
+    }
+}

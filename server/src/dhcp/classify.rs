@@ -1,0 +1,315 @@
+//! Turns a decoded DHCP message into a typed [`Request`]: who is asking, for what, and
+//! what kind of network-boot client it is (option 93 arch, option 60, user class).
+//!
+//! Pure: no sockets, no inventory.
+
+use crate::mac::MacAddr;
+use dhcproto::v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// The client system architecture of RFC 4578 option 93 (IANA registry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// 0: x86 BIOS.
+    Bios,
+    /// 6: x86 UEFI.
+    EfiIa32,
+    /// 7 or 9: x86-64 UEFI.
+    EfiX64,
+    /// 16: x86-64 UEFI HTTP boot.
+    EfiX64Http,
+    /// 11: ARM64 UEFI.
+    EfiArm64,
+    /// 19: ARM64 UEFI HTTP boot.
+    EfiArm64Http,
+    Other(u16),
+}
+
+impl Arch {
+    /// From the numeric option 93 value.
+    pub fn from_code(code: u16) -> Arch {
+        match code {
+            0 => Arch::Bios,
+            6 => Arch::EfiIa32,
+            7 | 9 => Arch::EfiX64,
+            16 => Arch::EfiX64Http,
+            11 => Arch::EfiArm64,
+            19 => Arch::EfiArm64Http,
+            n => Arch::Other(n),
+        }
+    }
+
+    /// The name used in the inventory and the API.
+    pub fn as_str(&self) -> String {
+        match self {
+            Arch::Bios => "bios".into(),
+            Arch::EfiIa32 => "efi-ia32".into(),
+            Arch::EfiX64 => "efi-x64".into(),
+            Arch::EfiX64Http => "efi-x64-http".into(),
+            Arch::EfiArm64 => "efi-arm64".into(),
+            Arch::EfiArm64Http => "efi-arm64-http".into(),
+            Arch::Other(n) => format!("arch-{n}"),
+        }
+    }
+
+    /// True for firmware that boots over HTTP rather than TFTP.
+    pub fn is_http(&self) -> bool {
+        matches!(self, Arch::EfiX64Http | Arch::EfiArm64Http)
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// What kind of network-boot client sent a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootClient {
+    /// Not booting from the network (an OS DHCP client, the installer, perfdhcp without PXE options).
+    None,
+    /// A firmware PXE ROM (option 60 `PXEClient`).
+    Pxe(Arch),
+    /// UEFI HTTP boot firmware (option 60 `HTTPClient`).
+    HttpBoot(Arch),
+    /// iPXE (user class `iPXE`), whatever loaded it.
+    Ipxe(Arch),
+}
+
+impl BootClient {
+    /// True for every network-boot client.
+    pub fn is_boot(&self) -> bool {
+        !matches!(self, BootClient::None)
+    }
+
+    /// The architecture, when the client is booting.
+    pub fn arch(&self) -> Option<Arch> {
+        match self {
+            BootClient::None => None,
+            BootClient::Pxe(a) | BootClient::HttpBoot(a) | BootClient::Ipxe(a) => Some(*a),
+        }
+    }
+
+    /// A short description for events and logs: `pxe bios`, `ipxe efi-x64`.
+    pub fn describe(&self) -> String {
+        match self {
+            BootClient::None => "no network boot".into(),
+            BootClient::Pxe(a) => format!("pxe {a}"),
+            BootClient::HttpBoot(a) => format!("http-boot {a}"),
+            BootClient::Ipxe(a) => format!("ipxe {a}"),
+        }
+    }
+}
+
+/// A DHCP request, reduced to what rackseed decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub msg_type: MessageType,
+    pub xid: u32,
+    pub mac: MacAddr,
+    pub broadcast: bool,
+    pub ciaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    pub requested_ip: Option<Ipv4Addr>,
+    pub server_id: Option<Ipv4Addr>,
+    pub client: BootClient,
+    pub vendor_class: Option<String>,
+    pub hostname: Option<String>,
+    pub max_size: Option<u16>,
+    /// Option 97 (client machine identifier), echoed to PXE clients.
+    pub client_uuid: Option<Vec<u8>>,
+    /// Option 61, echoed when present.
+    pub client_id: Option<Vec<u8>>,
+}
+
+/// A packet that is not a usable DHCP request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClassifyError {
+    #[error("not a BOOTREQUEST")]
+    NotRequest,
+    #[error("hardware type is not Ethernet or address length is not 6")]
+    NotEthernet,
+    #[error("no DHCP message type (option 53); BOOTP is not served")]
+    NoMessageType,
+    #[error("message type {0:?} is not sent by clients")]
+    ServerMessage(MessageType),
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).chars().filter(|c| !c.is_control()).take(128).collect()
+}
+
+/// Reads the fields rackseed uses from a decoded message.
+pub fn classify(msg: &Message) -> Result<Request, ClassifyError> {
+    if msg.opcode() != Opcode::BootRequest {
+        return Err(ClassifyError::NotRequest);
+    }
+    if msg.htype() != v4::HType::Eth || msg.hlen() != 6 {
+        return Err(ClassifyError::NotEthernet);
+    }
+    let mac = MacAddr::from_slice(msg.chaddr()).ok_or(ClassifyError::NotEthernet)?;
+    let opts = msg.opts();
+    let msg_type = opts.msg_type().ok_or(ClassifyError::NoMessageType)?;
+    if matches!(msg_type, MessageType::Offer | MessageType::Ack | MessageType::Nak) {
+        return Err(ClassifyError::ServerMessage(msg_type));
+    }
+    let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
+        Some(DhcpOption::ClassIdentifier(v)) => Some(text(v)),
+        _ => None,
+    };
+    let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(Arch::from_code(u16::from(*a))),
+        _ => None,
+    };
+    let is_ipxe = match opts.get(OptionCode::UserClass) {
+        Some(DhcpOption::UserClass(v)) => user_class_is_ipxe(v),
+        _ => false,
+    };
+    let vc = vendor_class.as_deref().unwrap_or("");
+    // Option 60 carries `PXEClient:Arch:00000:...`; some ROMs omit option 93.
+    let arch = arch.or_else(|| vc.split(':').nth(2).and_then(|a| a.parse().ok()).map(Arch::from_code));
+    let client = if is_ipxe {
+        BootClient::Ipxe(arch.unwrap_or(Arch::Bios))
+    } else if vc.starts_with("PXEClient") {
+        BootClient::Pxe(arch.unwrap_or(Arch::Bios))
+    } else if vc.starts_with("HTTPClient") {
+        BootClient::HttpBoot(arch.unwrap_or(Arch::EfiX64Http))
+    } else {
+        BootClient::None
+    };
+    let ip = |code| match opts.get(code) {
+        Some(DhcpOption::RequestedIpAddress(a)) | Some(DhcpOption::ServerIdentifier(a)) => Some(*a),
+        _ => None,
+    };
+    Ok(Request {
+        msg_type,
+        xid: msg.xid(),
+        mac,
+        broadcast: msg.flags().broadcast(),
+        ciaddr: msg.ciaddr(),
+        giaddr: msg.giaddr(),
+        requested_ip: ip(OptionCode::RequestedIpAddress),
+        server_id: ip(OptionCode::ServerIdentifier),
+        client,
+        vendor_class,
+        hostname: match opts.get(OptionCode::Hostname) {
+            Some(DhcpOption::Hostname(h)) => Some(text(h.as_bytes())),
+            _ => None,
+        },
+        max_size: match opts.get(OptionCode::MaxMessageSize) {
+            Some(DhcpOption::MaxMessageSize(n)) => Some(*n),
+            _ => None,
+        },
+        client_uuid: match opts.get(OptionCode::ClientMachineIdentifier) {
+            Some(DhcpOption::ClientMachineIdentifier(v)) => Some(v.clone()),
+            _ => None,
+        },
+        client_id: match opts.get(OptionCode::ClientIdentifier) {
+            Some(DhcpOption::ClientIdentifier(v)) => Some(v.clone()),
+            _ => None,
+        },
+    })
+}
+
+/// iPXE sends the literal `iPXE`; RFC 3004 clients send length-prefixed entries.
+fn user_class_is_ipxe(v: &[u8]) -> bool {
+    if v == b"iPXE" {
+        return true;
+    }
+    let mut rest = v;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = len as usize;
+        if tail.len() < len {
+            return false;
+        }
+        if &tail[..len] == b"iPXE" {
+            return true;
+        }
+        rest = &tail[len..];
+    }
+    false
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use dhcproto::v4::{Architecture, Flags};
+
+    pub fn request(t: MessageType, mac: u8, extra: &[DhcpOption]) -> Message {
+        let chaddr = [0x52, 0x54, 0, 0, 0, mac];
+        let mut m = Message::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &chaddr);
+        m.set_xid(0x1234).set_flags(Flags::default().set_broadcast());
+        m.opts_mut().insert(DhcpOption::MessageType(t));
+        for o in extra {
+            m.opts_mut().insert(o.clone());
+        }
+        m
+    }
+
+    pub fn pxe(arch: u16) -> Vec<DhcpOption> {
+        vec![
+            DhcpOption::ClassIdentifier(format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes()),
+            DhcpOption::ClientSystemArchitecture(Architecture::from(arch)),
+        ]
+    }
+
+    #[test]
+    fn firmware_pxe_by_arch() {
+        let r = classify(&request(MessageType::Discover, 1, &pxe(0))).unwrap();
+        assert_eq!(r.client, BootClient::Pxe(Arch::Bios));
+        let r = classify(&request(MessageType::Discover, 1, &pxe(7))).unwrap();
+        assert_eq!(r.client, BootClient::Pxe(Arch::EfiX64));
+        let r = classify(&request(MessageType::Discover, 1, &pxe(9))).unwrap();
+        assert_eq!(r.client, BootClient::Pxe(Arch::EfiX64));
+        assert!(r.broadcast);
+    }
+
+    #[test]
+    fn ipxe_user_class_wins_over_pxeclient() {
+        let mut o = pxe(7);
+        o.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let r = classify(&request(MessageType::Discover, 1, &o)).unwrap();
+        assert_eq!(r.client, BootClient::Ipxe(Arch::EfiX64));
+        // RFC 3004 encoding.
+        let o = vec![DhcpOption::UserClass(b"\x03abc\x04iPXE".to_vec())];
+        assert_eq!(classify(&request(MessageType::Discover, 1, &o)).unwrap().client, BootClient::Ipxe(Arch::Bios));
+        assert!(!user_class_is_ipxe(b"\x09iPXE"));
+    }
+
+    #[test]
+    fn http_boot_client() {
+        let o = vec![
+            DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()),
+            DhcpOption::ClientSystemArchitecture(Architecture::from(16)),
+        ];
+        let r = classify(&request(MessageType::Discover, 1, &o)).unwrap();
+        assert_eq!(r.client, BootClient::HttpBoot(Arch::EfiX64Http));
+    }
+
+    #[test]
+    fn arch_from_vendor_class_when_option_93_missing() {
+        let o = vec![DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003016".to_vec())];
+        assert_eq!(classify(&request(MessageType::Discover, 1, &o)).unwrap().client, BootClient::Pxe(Arch::EfiX64));
+    }
+
+    #[test]
+    fn plain_os_client_is_not_booting() {
+        let o = vec![DhcpOption::ClassIdentifier(b"udhcp 1.35.0".to_vec()), DhcpOption::Hostname("web1".into())];
+        let r = classify(&request(MessageType::Discover, 1, &o)).unwrap();
+        assert_eq!(r.client, BootClient::None);
+        assert_eq!(r.hostname.as_deref(), Some("web1"));
+    }
+
+    #[test]
+    fn refuses_server_messages_and_bootp() {
+        assert_eq!(classify(&request(MessageType::Offer, 1, &[])), Err(ClassifyError::ServerMessage(MessageType::Offer)));
+        let mut m = request(MessageType::Discover, 1, &[]);
+        m.opts_mut().remove(OptionCode::MessageType);
+        assert_eq!(classify(&m), Err(ClassifyError::NoMessageType));
+        let mut m = request(MessageType::Discover, 1, &[]);
+        m.set_opcode(Opcode::BootReply);
+        assert_eq!(classify(&m), Err(ClassifyError::NotRequest));
+    }
+}

@@ -1,0 +1,13 @@
+//! DHCP: leases, PXE classification, authoritative and ProxyDHCP modes, relays.
+//!
+//! `classify` reads packets into typed requests, `decide` turns them into outcomes,
+//! `leases` keeps the address book, `server` owns the sockets. Only `server` does I/O.
+
+pub mod classify;
+pub mod decide;
+pub mod leases;
+pub mod server;
+
+pub use classify::{Arch, BootClient, Request, classify};
+pub use decide::{BootFile, Destination, Outcome};
+pub use leases::LeaseTable;

@@ -1,0 +1,231 @@
+//! The admin REST API under `/api`, behind the bearer token from `admin.token`.
+//!
+//! Owns request shapes and status codes. Validation of node input lives here (profile
+//! exists, address inside a served subnet); state rules live in the inventory.
+
+use super::ApiError;
+use crate::inventory::{Event, NewNode, Node, Transition, now_ms, valid_hostname};
+use crate::mac::MacAddr;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Constant-time comparison of two tokens.
+pub fn tokens_match(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if tokens_match(t.trim(), &state.admin_token) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response(),
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <token>`; the token is in <data_dir>/admin.token").into_response(),
+    }
+}
+
+/// The `/api` routes, all behind the admin token.
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/nodes", get(list_nodes).post(add_node))
+        .route("/nodes/{key}", get(show_node).delete(delete_node))
+        .route("/nodes/{key}/reprovision", post(reprovision))
+        .route("/nodes/{key}/provision", post(provision))
+        .route("/nodes/{key}/events", get(node_events))
+        .route("/profiles", get(list_profiles))
+        .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+fn json<T>(r: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    r.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
+}
+
+#[derive(Serialize)]
+struct NodeList {
+    nodes: Vec<Node>,
+}
+
+async fn list_nodes(State(state): State<Arc<AppState>>) -> Result<Json<NodeList>, ApiError> {
+    Ok(Json(NodeList { nodes: state.inventory.list_nodes()? }))
+}
+
+/// The body of `POST /api/nodes`.
+#[derive(Deserialize, Serialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AddNode {
+    pub mac: String,
+    pub hostname: String,
+    pub profile: String,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// Install on next boot (default); false holds the node in `ready`.
+    #[serde(default)]
+    pub provision: Option<bool>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub failure_domain: Option<String>,
+}
+
+/// Checks a new node against the config and profiles; the message says what to fix.
+pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiError> {
+    let mac: MacAddr = body.mac.parse().map_err(|e: crate::mac::MacParseError| ApiError::bad_request(format!("mac: {e}")))?;
+    if !valid_hostname(&body.hostname) {
+        return Err(ApiError::bad_request(format!("hostname: `{}` is not a valid hostname", body.hostname)));
+    }
+    let catalog = state.catalog();
+    if catalog.get(&body.profile).is_none() {
+        let names: Vec<&str> = catalog.names().collect();
+        return Err(ApiError::bad_request(format!(
+            "profile: no profile named `{}` is loaded (loaded: {})",
+            body.profile,
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        )));
+    }
+    if let Some(ip) = body.ip {
+        let subnets = &state.config.dhcp.subnets;
+        if !subnets.is_empty() && !subnets.iter().any(|s| s.network.contains(&ip) && ip != s.network.network() && ip != s.network.broadcast()) {
+            return Err(ApiError::bad_request(format!(
+                "ip: {ip} is not a host address of any served subnet ({})",
+                subnets.iter().map(|s| s.network.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(NewNode {
+        mac: Some(mac),
+        hostname: body.hostname.clone(),
+        profile: body.profile.clone(),
+        ip: body.ip,
+        provision: body.provision.unwrap_or(true),
+        group: body.group.clone(),
+        failure_domain: body.failure_domain.clone(),
+    })
+}
+
+async fn add_node(State(state): State<Arc<AppState>>, body: Result<Json<AddNode>, JsonRejection>) -> Result<Response, ApiError> {
+    let body = json(body)?;
+    let new = check_new_node(&state, &body)?;
+    let node = state.inventory.add_node(&new, state.config.boot.token_ttl, now_ms())?;
+    state.reload_reservations();
+    state.events.notify();
+    info!(node = node.id, mac = %node.mac, hostname = ?node.hostname, state = %node.state, "node added");
+    Ok((StatusCode::CREATED, Json(node)).into_response())
+}
+
+/// `GET /api/nodes/{key}`.
+#[derive(Serialize)]
+pub struct NodeDetail {
+    #[serde(flatten)]
+    pub node: Node,
+    pub install_token_valid: bool,
+}
+
+async fn show_node(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<NodeDetail>, ApiError> {
+    let node = state.inventory.find_node(&key)?;
+    let install_token_valid = state.inventory.current_install_token(node.id, now_ms())?.is_some();
+    Ok(Json(NodeDetail { node, install_token_valid }))
+}
+
+async fn delete_node(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
+    let node = state.inventory.find_node(&key)?;
+    state.inventory.delete_node(node.id)?;
+    {
+        let mut leases = state.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = leases.lease_of(node.mac).cloned() {
+            leases.release(node.mac, l.ip);
+        }
+    }
+    state.reload_reservations();
+    info!(node = node.id, mac = %node.mac, "node deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn change(state: &AppState, key: &str, t: Transition) -> Result<Json<Node>, ApiError> {
+    let node = state.inventory.find_node(key)?;
+    let node = state.inventory.transition(node.id, &t, state.config.boot.token_ttl, now_ms())?;
+    state.events.notify();
+    info!(node = node.id, state = %node.state, action = t.name(), "node state changed by operator");
+    Ok(Json(node))
+}
+
+async fn reprovision(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Node>, ApiError> {
+    change(&state, &key, Transition::Reprovision).await
+}
+
+async fn provision(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Node>, ApiError> {
+    change(&state, &key, Transition::Provision).await
+}
+
+#[derive(Deserialize)]
+pub struct EventQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<u32>,
+    /// Seconds to wait for new events when there are none (long poll), at most 60.
+    wait: Option<u64>,
+    /// Only events of this kind.
+    kind: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct EventPage {
+    pub node: Node,
+    pub events: Vec<Event>,
+    /// Pass as `after` to get what comes next.
+    pub last: i64,
+}
+
+async fn node_events(State(state): State<Arc<AppState>>, Path(key): Path<String>, Query(q): Query<EventQuery>) -> Result<Json<EventPage>, ApiError> {
+    let node = state.inventory.find_node(&key)?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
+    let mut changed = state.events.subscribe();
+    loop {
+        let mut events = state.inventory.events(node.id, q.after, limit)?;
+        let last = events.last().map(|e| e.id).unwrap_or(q.after);
+        if let Some(k) = &q.kind {
+            events.retain(|e| &e.kind == k);
+        }
+        if !events.is_empty() || last != q.after || tokio::time::Instant::now() >= deadline {
+            let node = state.inventory.find_node(&key)?;
+            return Ok(Json(EventPage { node, events, last }));
+        }
+        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+            let node = state.inventory.find_node(&key)?;
+            return Ok(Json(EventPage { node, events, last }));
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProfileList {
+    profiles: Vec<String>,
+}
+
+async fn list_profiles(State(state): State<Arc<AppState>>) -> Json<ProfileList> {
+    Json(ProfileList { profiles: state.catalog().names().map(str::to_string).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(tokens_match("abc", "abc"));
+        assert!(!tokens_match("abc", "abd"));
+        assert!(!tokens_match("abc", "abcd"));
+    }
+}

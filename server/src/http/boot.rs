@@ -1,0 +1,351 @@
+//! Node-facing HTTP: iPXE scripts by MAC, installer kernel/initrd (HEAD and Range), the
+//! iPXE binaries for HTTP boot, token-gated install files and installer events.
+//!
+//! Every node-facing answer for a bad token is a plain 404: it does not tell a prober
+//! whether a token ever existed.
+
+use super::ApiError;
+use crate::config::Config;
+use crate::inventory::{Node, NodeState, TokenKind, Transition, now_ms};
+use crate::mac::MacAddr;
+use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs, UrlsCtx};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+use tracing::{info, warn};
+
+fn ipxe(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+/// The domain a node's installer uses: from its hostname if qualified, else the
+/// domain of the subnet holding its address, else of the first subnet that has one.
+pub fn node_domain(cfg: &Config, node: &Node) -> String {
+    if let Some(h) = &node.hostname
+        && let Some((_, d)) = h.split_once('.')
+    {
+        return d.to_string();
+    }
+    let by_ip = node.ip.and_then(|ip| cfg.dhcp.subnets.iter().find(|s| s.network.contains(&ip)).and_then(|s| s.domain.clone()));
+    by_ip.or_else(|| cfg.dhcp.subnets.iter().find_map(|s| s.domain.clone())).unwrap_or_default()
+}
+
+/// The installer's kernel command line for a node and its install token.
+pub fn kernel_args(cfg: &Config, node: &NodeCtx, token: &str) -> String {
+    let base = &cfg.server.base_url;
+    let mut a: Vec<String> = vec![
+        "auto=true".into(),
+        "priority=critical".into(),
+        format!("url={base}/install/{token}/preseed.cfg"),
+        format!("log_host={}", cfg.server.advertise),
+        format!("log_port={}", cfg.server.syslog.port()),
+        format!("BOOTIF=01-{}", node.mac_hyphen),
+        format!("hostname={}", node.hostname),
+        format!("domain={}", node.domain),
+        "locale=en_US.UTF-8".into(),
+        "keymap=us".into(),
+    ];
+    a.extend(cfg.boot.kernel_args.iter().cloned());
+    if let Some(c) = &cfg.boot.console {
+        a.push(format!("console={c}"));
+        a.push("---".into());
+        a.push(format!("console={c}"));
+    }
+    a.join(" ")
+}
+
+/// `GET /boot.ipxe`: a generic script that chains to the per-MAC script.
+pub async fn chain_script(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let body = state
+        .templates
+        .render("chain.ipxe", &minijinja::context! { base_url => &state.config.server.base_url })
+        .map_err(ApiError::internal)?;
+    Ok(ipxe(body))
+}
+
+/// `GET /boot/{mac}.ipxe`: the per-node script.
+pub async fn node_script(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let mac: MacAddr = file
+        .strip_suffix(".ipxe")
+        .unwrap_or(&file)
+        .parse()
+        .map_err(|e: crate::mac::MacParseError| ApiError::bad_request(e.to_string()))?;
+    let node = state.inventory.node_by_mac(mac)?;
+    let cfg = &state.config;
+    let (mut inputs, mut token) = (
+        ScriptInputs {
+            base_url: &cfg.server.base_url,
+            kernel_url: format!("{}/installer/{}/linux?mac={mac}", cfg.server.base_url, state.installer.name),
+            initrd_url: format!("{}/installer/{}/initrd.gz?mac={mac}", cfg.server.base_url, state.installer.name),
+            kernel_args: String::new(),
+            retry_secs: cfg.boot.retry_interval.as_secs().max(1),
+        },
+        None::<String>,
+    );
+    let mut node_for_script = node.clone();
+    if let Some(n) = &node
+        && n.state == NodeState::Provisioning
+    {
+        match state.inventory.current_install_token(n.id, now_ms())? {
+            Some(t) => {
+                let nctx = NodeCtx::new(n, &node_domain(cfg, n));
+                inputs.kernel_args = kernel_args(cfg, &nctx, &t);
+                let _ = token.insert(t);
+            }
+            None => {
+                // The install window passed: fail visibly instead of looping silently.
+                let reason = "install token expired before the installer started; reprovision the node".to_string();
+                let failed = state.inventory.transition(n.id, &Transition::Fail { reason }, cfg.boot.token_ttl, now_ms())?;
+                state.events.notify();
+                node_for_script = Some(failed);
+            }
+        }
+    }
+    let body = render::ipxe_script(&state.templates, &mac.to_string(), node_for_script.as_ref(), &inputs).map_err(ApiError::internal)?;
+    if let Some(n) = &node_for_script {
+        if let std::net::IpAddr::V4(ip) = peer.ip() {
+            state.note_peer(ip, n.id);
+        }
+        let what = match n.state {
+            NodeState::Provisioning => "install".to_string(),
+            NodeState::Installed | NodeState::Enrolled => "boot from local disk".to_string(),
+            s => format!("wait ({s})"),
+        };
+        state.events.emit(n.id, "ipxe", format!("iPXE script served to {}: {what}", peer.ip()));
+        info!(mac = %mac, node = n.id, action = %what, "ipxe script served");
+    }
+    Ok(ipxe(body))
+}
+
+#[derive(Deserialize)]
+pub struct MacQuery {
+    mac: Option<String>,
+}
+
+async fn serve_file(path: &std::path::Path, req: Request) -> Response {
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+fn is_first_range(headers: &HeaderMap) -> bool {
+    match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(r) => r.trim_start_matches("bytes=").starts_with("0-"),
+    }
+}
+
+/// `GET|HEAD /installer/{image}/{linux|initrd.gz}`.
+pub async fn installer_file(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((image, file)): Path<(String, String)>,
+    Query(q): Query<MacQuery>,
+    req: Request,
+) -> Response {
+    if image != state.installer.name {
+        return ApiError::not_found(format!("no installer image `{image}` is served (serving `{}`)", state.installer.name)).into_response();
+    }
+    let path = match file.as_str() {
+        "linux" => state.installer.kernel.clone(),
+        "initrd.gz" => state.installer.initrd.clone(),
+        _ => return ApiError::not_found(format!("installer image has no file `{file}` (linux, initrd.gz)")).into_response(),
+    };
+    if req.method() == Method::GET && is_first_range(req.headers()) {
+        let node = match q.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) {
+            Some(mac) => state.inventory.node_by_mac(mac).ok().flatten().map(|n| n.id),
+            None => state.node_for_ip(peer.ip()),
+        };
+        if let Some(id) = node {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let kind = if file == "linux" { "kernel" } else { "initrd" };
+            state.events.emit(id, kind, format!("HTTP {file} ({size} bytes) to {}", peer.ip()));
+        }
+    }
+    serve_file(&path, req).await
+}
+
+/// `GET|HEAD /ipxe/{file}`: the iPXE binaries, for UEFI HTTP boot.
+pub async fn ipxe_binary(State(state): State<Arc<AppState>>, Path(file): Path<String>, req: Request) -> Response {
+    match state.tftp_tree.lookup(&file) {
+        Ok(path) if !file.contains('/') => serve_file(&path, req).await,
+        _ => ApiError::not_found(format!("no iPXE binary `{file}`")).into_response(),
+    }
+}
+
+fn installing_node(state: &AppState, token: &str) -> Result<Node, ApiError> {
+    let gone = || ApiError::not_found("not found");
+    let node = state.inventory.node_by_token(token, TokenKind::Install, now_ms())?.ok_or_else(gone)?;
+    if !node.state.serves_installer() {
+        return Err(gone());
+    }
+    Ok(node)
+}
+
+/// The template context for an installing node.
+pub fn install_ctx(state: &AppState, node: &Node, token: &str) -> Result<InstallCtx, ApiError> {
+    let cfg = &state.config;
+    let profile_name = node.profile.as_deref().unwrap_or_default();
+    let profile = state
+        .catalog()
+        .get(profile_name)
+        .ok_or_else(|| ApiError::internal(format!("node {} has profile `{profile_name}`, which is not loaded", node.display_name())))?;
+    let nctx = NodeCtx::new(node, &node_domain(cfg, node));
+    Ok(InstallCtx::new(nctx, &profile, state.mirror.clone(), UrlsCtx::new(&cfg.server.base_url, token)))
+}
+
+/// `GET /install/{token}/{file}`: the preseed and scripts, only while installing.
+pub async fn install_file(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if !render::INSTALL_FILES.contains(&file.as_str()) {
+        return Err(ApiError::not_found("not found"));
+    }
+    let node = installing_node(&state, &token)?;
+    if let std::net::IpAddr::V4(ip) = peer.ip() {
+        state.note_peer(ip, node.id);
+    }
+    let ctx = install_ctx(&state, &node, &token)?;
+    let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
+        warn!(node = node.id, file = %file, error = %e, "install file failed to render");
+        state.events.emit(node.id, "error", format!("{file} failed to render: {e}"));
+        ApiError::internal(format!("{file} failed to render"))
+    })?;
+    let kind = if file == "preseed.cfg" { "preseed" } else { "script" };
+    state.events.emit(node.id, kind, format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()));
+    Ok(text(body))
+}
+
+/// Largest event body accepted from an installer.
+const MAX_EVENT: usize = 64 * 1024;
+
+fn valid_kind(kind: &str) -> bool {
+    !kind.is_empty() && kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// `POST /install/{token}/events/{kind}`: an installer step report. `early_command`
+/// and `late_command` move the node (installing, installed); `error` fails it.
+pub async fn install_event(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !valid_kind(&kind) {
+        return Err(ApiError::bad_request(format!("`{}` is not an event kind (lowercase letters and `_`)", kind.escape_debug())));
+    }
+    if body.len() > MAX_EVENT {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("event body over {MAX_EVENT} bytes")));
+    }
+    let node = state.inventory.node_by_token(&token, TokenKind::Install, now_ms())?.ok_or_else(|| ApiError::not_found("not found"))?;
+    let text: String = String::from_utf8_lossy(&body).chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect();
+    let text = text.trim().to_string();
+    if let std::net::IpAddr::V4(ip) = peer.ip() {
+        state.note_peer(ip, node.id);
+    }
+    let ttl = state.config.boot.token_ttl;
+    let transition = match kind.as_str() {
+        "early_command" => Some(Transition::EarlyCommand),
+        "late_command" => Some(Transition::LateCommand),
+        "error" => Some(Transition::Fail { reason: if text.is_empty() { "installer reported an error".into() } else { text.clone() } }),
+        _ => None,
+    };
+    // The event and its state change are stored together; a refused change stores neither.
+    let message = if text.is_empty() { format!("{kind} from {}", peer.ip()) } else { text.clone() };
+    match transition {
+        Some(t) => {
+            let n = state.inventory.transition_with_event(node.id, Some((&kind, &message)), &t, ttl, now_ms())?;
+            info!(node = node.id, event = %kind, state = %n.state, "installer event");
+        }
+        None => {
+            state.inventory.record_event(node.id, &kind, &message, now_ms())?;
+        }
+    }
+    state.events.notify();
+    Ok(text_ok())
+}
+
+fn text_ok() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn cfg() -> Config {
+        Config::parse_with(
+            "[server]\nadvertise = \"192.0.2.1\"\nsyslog = \"0.0.0.0:5514\"\n[boot]\nconsole = \"ttyS0,115200n8\"\nkernel_args = [\"net.ifnames=0\"]\n[dhcp]\nmode = \"authoritative\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.110\"\ndomain = \"prov.example\"\n",
+            "t",
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    fn node() -> Node {
+        Node {
+            id: 7,
+            mac: "52:54:00:12:34:56".parse().unwrap(),
+            hostname: Some("web1".into()),
+            profile: Some("lab".into()),
+            ip: Some(Ipv4Addr::new(192, 0, 2, 20)),
+            state: NodeState::Provisioning,
+            state_reason: None,
+            arch: None,
+            vendor_class: None,
+            image: None,
+            group: None,
+            failure_domain: None,
+            created_at: 0,
+            updated_at: 0,
+            last_seen_at: None,
+        }
+    }
+
+    #[test]
+    fn installer_arguments() {
+        let c = cfg();
+        let n = node();
+        let a = kernel_args(&c, &NodeCtx::new(&n, &node_domain(&c, &n)), "TOKEN");
+        assert_eq!(
+            a,
+            "auto=true priority=critical url=http://192.0.2.1:8080/install/TOKEN/preseed.cfg log_host=192.0.2.1 log_port=5514 BOOTIF=01-52-54-00-12-34-56 hostname=web1 domain=prov.example locale=en_US.UTF-8 keymap=us net.ifnames=0 console=ttyS0,115200n8 --- console=ttyS0,115200n8"
+        );
+    }
+
+    #[test]
+    fn qualified_hostname_gives_the_domain() {
+        let c = cfg();
+        let n = Node { hostname: Some("db1.dc2.example".into()), ..node() };
+        assert_eq!(node_domain(&c, &n), "dc2.example");
+        let nctx = NodeCtx::new(&n, "dc2.example");
+        assert_eq!((nctx.hostname.as_str(), nctx.fqdn.as_str()), ("db1", "db1.dc2.example"));
+    }
+
+    #[test]
+    fn event_kinds() {
+        assert!(valid_kind("early_command"));
+        for bad in ["", "Early", "a/b", "x y", &"a".repeat(33)] {
+            assert!(!valid_kind(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! HTTP: what nodes fetch (iPXE scripts, installer files, preseeds, scripts), what they
+//! report (events), the admin REST API, health and metrics.
+//!
+//! Owns routing, request limits and the JSON error shape. Handlers call inventory and
+//! render functions; the decisions (which script, which state change) live there.
+//! Request logs name the route, never its tokens.
+
+pub mod api;
+pub mod boot;
+
+use crate::inventory::InventoryError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// An HTTP error with its status; rendered as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+    pub fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, what)
+    }
+    pub fn bad_request(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, what)
+    }
+    pub fn internal(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> ApiError {
+        match &e {
+            InventoryError::NotFound(_) => ApiError::not_found(e.to_string()),
+            InventoryError::Conflict(_) | InventoryError::Transition { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "inventory failure");
+                ApiError::internal(e)
+            }
+        }
+    }
+}
+
+async fn log_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "<unmatched>".into());
+    let resp = next.run(req).await;
+    state.metrics.http_requests.inc();
+    debug!(%method, %route, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "http request");
+    resp
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
+    let counts = state.inventory.count_by_state()?;
+    Ok(state.metrics.render(&counts, state.tftp_sessions.active()))
+}
+
+/// The whole router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.server.max_body;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/boot.ipxe", get(boot::chain_script))
+        .route("/boot/{file}", get(boot::node_script))
+        .route("/installer/{image}/{file}", get(boot::installer_file))
+        .route("/ipxe/{file}", get(boot::ipxe_binary))
+        .route("/install/{token}/{file}", get(boot::install_file))
+        .route("/install/{token}/events/{kind}", post(boot::install_event))
+        .nest("/api", api::router(state.clone()))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
+        .with_state(state)
+}
+
+/// Serves HTTP on an already-bound listener until `cancel` fires.
+pub async fn run(state: Arc<AppState>, listener: TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+    info!(addr = ?listener.local_addr().ok(), "http listening");
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+}

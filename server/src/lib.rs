@@ -1,0 +1,38 @@
+//! rackseed: a bare-metal provisioning appliance in one binary.
+//!
+//! Module map (data flows one way: sockets → decode → decision → encode → sockets):
+//!
+//! | module      | owns |
+//! |-------------|------|
+//! | `config`    | the TOML file, validated into typed config |
+//! | `mac`, `netif`, `aptsources` | small shared types and host facts |
+//! | `inventory` | SQLite: nodes, timeline events, tokens, leases; the state machine |
+//! | `events`    | the batched timeline writer and change signal |
+//! | `dhcp`      | classification, lease table, decisions (pure) and the socket loops |
+//! | `tftp`      | the read-only virtual tree and the async-tftp handler |
+//! | `http`      | node-facing routes, installer events, the admin API |
+//! | `syslog`    | installer log lines per node |
+//! | `render`    | templates: iPXE scripts, preseed, installer scripts |
+//! | `profiles`  | the profile format, inheritance and validation |
+//! | `images`    | the installer image store |
+//! | `state`     | the shared `AppState` and start-up checks |
+//! | `serve`     | binding listeners and running every part |
+//! | `cli`       | the command line, including the REST client |
+
+pub mod aptsources;
+pub mod cli;
+pub mod config;
+pub mod dhcp;
+pub mod events;
+pub mod http;
+pub mod images;
+pub mod inventory;
+pub mod mac;
+pub mod metrics;
+pub mod netif;
+pub mod profiles;
+pub mod render;
+pub mod serve;
+pub mod state;
+pub mod syslog;
+pub mod tftp;

@@ -1,0 +1,235 @@
+//! The one shared state every part receives (`Arc<AppState>`): validated config,
+//! inventory, lease table, templates, profiles, counters.
+//!
+//! Owns start-up checks (data directory, admin token, installer files) and the map
+//! from network addresses to nodes used to attribute TFTP, HTTP and syslog traffic.
+
+use crate::config::Config;
+use crate::dhcp::LeaseTable;
+use crate::events::EventSink;
+use crate::inventory::{Inventory, InventoryError, UnixMs, now_ms};
+use crate::metrics::Metrics;
+use crate::profiles::{Catalog, ProfileErrors};
+use crate::render::{MirrorCtx, Templates};
+use crate::tftp::{Sessions, Tree};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use tracing::{info, warn};
+
+/// Why rackseed cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory `{path}`")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read or create the admin token `{path}`")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error("profiles are invalid; no node can be assigned a broken profile")]
+    Profiles(#[source] ProfileErrors),
+    #[error("installer file `{path}` is missing: {hint}")]
+    Installer { path: String, hint: String },
+    #[error("no Debian mirror: none in this host's APT sources and none in the config; set [installer] mirror = \"http://<mirror>/debian\"")]
+    NoMirror,
+    #[error("cannot bind {what}")]
+    Bind {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Templates(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Images(#[from] crate::images::ImageError),
+}
+
+/// The installer kernel and initrd nodes boot.
+#[derive(Clone, Debug)]
+pub struct InstallerFiles {
+    /// The name in URLs (`/installer/{name}/linux`).
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Shared state.
+pub struct AppState {
+    pub config: Config,
+    pub inventory: Arc<Inventory>,
+    pub events: EventSink,
+    pub leases: Mutex<LeaseTable>,
+    pub metrics: Metrics,
+    pub admin_token: String,
+    pub templates: Templates,
+    pub profiles: RwLock<Arc<Catalog>>,
+    pub installer: InstallerFiles,
+    pub tftp_tree: Tree,
+    pub tftp_sessions: Arc<Sessions>,
+    pub mirror: MirrorCtx,
+    peers: Mutex<HashMap<Ipv4Addr, (i64, UnixMs)>>,
+    held_syslog: Mutex<HashMap<Ipv4Addr, VecDeque<(UnixMs, String)>>>,
+}
+
+/// How long unattributed syslog lines are held, and how many per address.
+const HOLD_MS: i64 = 5 * 60 * 1000;
+const HOLD_LINES: usize = 200;
+const HOLD_ADDRS: usize = 1024;
+
+/// The admin token in `data_dir/admin.token`, created (mode 0600) at first start.
+pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("admin.token");
+    let err = |source| StartError::Token { path: path.display().to_string(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let token = crate::inventory::new_token();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(err)?;
+    f.write_all(format!("{token}\n").as_bytes()).map_err(err)?;
+    info!(path = %path.display(), "admin token created");
+    Ok(token)
+}
+
+/// The mirror nodes install from: the config's, else the host's APT sources.
+pub fn resolve_mirror(cfg: &Config) -> Result<MirrorCtx, StartError> {
+    let uri = match &cfg.installer.mirror {
+        Some(m) => m.clone(),
+        None => crate::aptsources::debian_mirror(&crate::aptsources::host_sources(Path::new("/"))).ok_or(StartError::NoMirror)?,
+    };
+    MirrorCtx::from_uri(&uri, &cfg.installer.suite, cfg.installer.proxy.as_deref()).ok_or(StartError::NoMirror)
+}
+
+/// The installer files the config names, checked to exist.
+pub fn resolve_installer(cfg: &Config) -> Result<InstallerFiles, StartError> {
+    if let Some(name) = &cfg.installer.image {
+        let img = crate::images::Store::open(&cfg.images.store)?.image(name)?;
+        return Ok(InstallerFiles { name: name.clone(), kernel: img.kernel, initrd: img.initrd });
+    }
+    let kernel = cfg.installer.dir.join("linux");
+    let initrd = cfg.installer.dir.join("initrd.gz");
+    for p in [&kernel, &initrd] {
+        if !p.is_file() {
+            return Err(StartError::Installer {
+                path: p.display().to_string(),
+                hint: "install the `debian-installer-12-netboot-amd64` package, or set [installer] dir or image".into(),
+            });
+        }
+    }
+    Ok(InstallerFiles { name: "default".into(), kernel, initrd })
+}
+
+impl AppState {
+    /// Opens everything rackseed needs. Must run inside a tokio runtime.
+    pub fn open(config: Config, profiles: Catalog) -> Result<AppState, StartError> {
+        let dir = &config.server.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+        let admin_token = admin_token(dir)?;
+        let inventory = Arc::new(Inventory::open(&dir.join("inventory.db"))?);
+        let mut leases = LeaseTable::from_rows(inventory.load_leases()?);
+        leases.set_reservations(inventory.reservations()?);
+        info!(leases = leases.len(), "leases loaded");
+        let installer = resolve_installer(&config)?;
+        let mirror = resolve_mirror(&config)?;
+        let templates = Templates::embedded();
+        let tftp_tree = Tree::from_config(&config, &installer.kernel, &installer.initrd, config.tftp.extra_dir.clone());
+        for (name, path) in tftp_tree.names() {
+            if !path.is_file() {
+                warn!(name = %name, path = %path.display(), "TFTP tree entry is missing; clients asking for it get `file not found`");
+            }
+        }
+        let events = EventSink::start(inventory.clone());
+        Ok(AppState {
+            config,
+            inventory,
+            events,
+            leases: Mutex::new(leases),
+            metrics: Metrics::default(),
+            admin_token,
+            templates,
+            profiles: RwLock::new(Arc::new(profiles)),
+            installer,
+            tftp_tree,
+            tftp_sessions: Arc::default(),
+            mirror,
+            peers: Mutex::default(),
+            held_syslog: Mutex::default(),
+        })
+    }
+
+    /// The current profile catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.profiles.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads the lease table's reservations after nodes changed.
+    pub fn reload_reservations(&self) {
+        match self.inventory.reservations() {
+            Ok(r) => self.leases.lock().unwrap_or_else(|p| p.into_inner()).set_reservations(r),
+            Err(e) => warn!(error = %e, "reservations not reloaded"),
+        }
+    }
+
+    /// Remembers that `ip` is node `id` (from a DHCP reply or an authenticated HTTP
+    /// request), and files any syslog lines held for that address.
+    pub fn note_peer(&self, ip: Ipv4Addr, id: i64) {
+        let now = now_ms();
+        {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if peers.len() > 65_536 {
+                peers.retain(|_, (_, at)| now - *at < 24 * 3600 * 1000);
+            }
+            peers.insert(ip, (id, now));
+        }
+        let held = self.held_syslog.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+        if let Some(lines) = held {
+            for (at, text) in lines {
+                if now - at < HOLD_MS {
+                    self.events.emit(id, "syslog", text);
+                }
+            }
+        }
+    }
+
+    /// The node an address belongs to: learned peers first, then the lease table.
+    pub fn node_for_ip(&self, ip: IpAddr) -> Option<i64> {
+        let IpAddr::V4(ip) = ip else { return None };
+        if let Some((id, _)) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&ip) {
+            return Some(*id);
+        }
+        let mac = self.leases.lock().unwrap_or_else(|p| p.into_inner()).holder_of(ip, now_ms())?;
+        let node = self.inventory.node_by_mac(mac).ok().flatten()?;
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(ip, (node.id, now_ms()));
+        Some(node.id)
+    }
+
+    /// Holds a syslog line from an address no node is known by yet.
+    pub fn hold_syslog(&self, ip: Ipv4Addr, text: String) {
+        let now = now_ms();
+        let mut held = self.held_syslog.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() >= HOLD_ADDRS && !held.contains_key(&ip) {
+            held.retain(|_, q| q.back().is_some_and(|(at, _)| now - *at < HOLD_MS));
+            if held.len() >= HOLD_ADDRS {
+                return;
+            }
+        }
+        let q = held.entry(ip).or_default();
+        if q.len() >= HOLD_LINES {
+            q.pop_front();
+        }
+        q.push_back((now, text));
+    }
+}

@@ -1,0 +1,327 @@
+//! TFTP: a read-only virtual tree (the iPXE binaries, the installer files, an optional
+//! extra directory), served with async-tftp (blksize, tsize, timeout, windowsize).
+//!
+//! Owns request-path checks and the session cap. Never serves a directory as-is: a name
+//! is looked up in the tree; `..`, absolute paths, backslashes, control characters and
+//! symlinks out of the extra directory are refused. Write requests are refused.
+
+use crate::config::Config;
+use crate::dhcp::decide::{IPXE_BIOS, IPXE_EFI, IPXE_SNPONLY};
+use crate::state::AppState;
+use async_tftp::packet;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Why a request name was refused before any lookup.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("empty file name")]
+    Empty,
+    #[error("absolute paths are not served")]
+    Absolute,
+    #[error("backslashes are not allowed in file names")]
+    Backslash,
+    #[error("control characters are not allowed in file names")]
+    Control,
+    #[error("`.` and `..` components are not allowed")]
+    Dots,
+    #[error("empty path component")]
+    EmptyComponent,
+    #[error("file name longer than 255 bytes")]
+    TooLong,
+}
+
+/// Checks a requested name and returns it split into components.
+pub fn check_path(name: &str) -> Result<Vec<&str>, PathError> {
+    if name.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if name.len() > 255 {
+        return Err(PathError::TooLong);
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(PathError::Control);
+    }
+    if name.contains('\\') {
+        return Err(PathError::Backslash);
+    }
+    if name.starts_with('/') {
+        return Err(PathError::Absolute);
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(PathError::Dots);
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(PathError::EmptyComponent);
+    }
+    Ok(parts)
+}
+
+/// The virtual tree: fixed names mapped to files, plus an optional directory subtree.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    files: BTreeMap<String, PathBuf>,
+    extra: Option<PathBuf>,
+}
+
+/// A name that does not resolve to a servable file.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("not found")]
+    NotFound,
+    #[error("resolves outside the tree")]
+    Escapes,
+}
+
+impl Tree {
+    /// The tree for a config: iPXE binaries at the top, installer files under `installer/`.
+    pub fn from_config(cfg: &Config, installer_kernel: &Path, installer_initrd: &Path, extra: Option<PathBuf>) -> Tree {
+        let mut files = BTreeMap::new();
+        files.insert(IPXE_BIOS.to_string(), cfg.boot.ipxe_bios.clone());
+        files.insert(IPXE_EFI.to_string(), cfg.boot.ipxe_efi.clone());
+        files.insert(IPXE_SNPONLY.to_string(), cfg.boot.ipxe_snponly.clone());
+        files.insert("installer/linux".to_string(), installer_kernel.to_path_buf());
+        files.insert("installer/initrd.gz".to_string(), installer_initrd.to_path_buf());
+        Tree { files, extra }
+    }
+
+    /// A tree of the given entries (for tests and benchmarks).
+    pub fn new(files: BTreeMap<String, PathBuf>, extra: Option<PathBuf>) -> Tree {
+        Tree { files, extra }
+    }
+
+    /// The names of the fixed entries.
+    pub fn names(&self) -> impl Iterator<Item = (&String, &PathBuf)> {
+        self.files.iter()
+    }
+
+    /// Resolves a requested name to a regular file on disk.
+    pub fn lookup(&self, name: &str) -> Result<PathBuf, LookupError> {
+        let parts = check_path(name)?;
+        if let Some(p) = self.files.get(name) {
+            return Ok(p.clone());
+        }
+        let Some(root) = &self.extra else { return Err(LookupError::NotFound) };
+        let root = root.canonicalize().map_err(|_| LookupError::NotFound)?;
+        let candidate = parts.iter().fold(root.clone(), |acc, p| acc.join(p));
+        let real = candidate.canonicalize().map_err(|_| LookupError::NotFound)?;
+        if !real.starts_with(&root) {
+            return Err(LookupError::Escapes);
+        }
+        if !real.is_file() {
+            return Err(LookupError::NotFound);
+        }
+        Ok(real)
+    }
+}
+
+/// Counts sessions in flight and refuses new ones past the cap.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    active: AtomicUsize,
+}
+
+impl Sessions {
+    /// Takes a slot, or `None` when `max` are in flight.
+    pub fn acquire(self: &Arc<Self>, max: usize) -> Option<SessionSlot> {
+        let mut cur = self.active.load(Ordering::Relaxed);
+        loop {
+            if cur >= max {
+                return None;
+            }
+            match self.active.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(SessionSlot(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Sessions in flight.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// A held session slot; released on drop.
+#[derive(Debug)]
+pub struct SessionSlot(Arc<Sessions>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads a file by position for one transfer; reports completion when dropped.
+pub struct FileReader {
+    file: std::fs::File,
+    pos: u64,
+    size: u64,
+    name: String,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    _slot: SessionSlot,
+}
+
+impl futures_lite::AsyncRead for FileReader {
+    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        // Served files are small and hot in the page cache; a positional read does not
+        // wait on the network and keeps no per-session buffer.
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        self.state.metrics.tftp_bytes.add(self.pos);
+        let node = self.state.node_for_ip(self.peer.ip());
+        let complete = self.pos >= self.size;
+        if complete {
+            info!(file = %self.name, peer = %self.peer, bytes = self.pos, "tftp transfer complete");
+        } else {
+            info!(file = %self.name, peer = %self.peer, bytes = self.pos, size = self.size, "tftp transfer ended early");
+        }
+        if let Some(id) = node {
+            let msg = if complete {
+                format!("TFTP sent {} ({} bytes) to {}", self.name, self.size, self.peer.ip())
+            } else {
+                format!("TFTP transfer of {} to {} stopped after {} of {} bytes", self.name, self.peer.ip(), self.pos, self.size)
+            };
+            self.state.events.emit(id, "tftp", msg);
+        }
+    }
+}
+
+/// The async-tftp handler over the virtual tree.
+pub struct Handler {
+    state: Arc<AppState>,
+}
+
+impl async_tftp::server::Handler for Handler {
+    type Reader = FileReader;
+    type Writer = futures_lite::io::Sink;
+
+    async fn read_req_open(&mut self, client: &SocketAddr, path: &Path) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+        let name = path.to_string_lossy().to_string();
+        let tree = &self.state.tftp_tree;
+        let refuse = |e: packet::Error, why: String| {
+            self.state.metrics.tftp_refused.inc();
+            debug!(%client, file = %name.escape_debug(), reason = %why, "tftp request refused");
+            e
+        };
+        let file_path = match tree.lookup(&name) {
+            Ok(p) => p,
+            Err(LookupError::NotFound) => return Err(refuse(packet::Error::FileNotFound, "not in tree".into())),
+            Err(e) => return Err(refuse(packet::Error::Msg(format!("refused: {e}")), e.to_string())),
+        };
+        let Some(slot) = self.state.tftp_sessions.acquire(self.state.config.tftp.max_sessions) else {
+            return Err(refuse(packet::Error::Msg("server busy: too many transfers, retry later".into()), "session cap".into()));
+        };
+        let file = std::fs::File::open(&file_path).map_err(|e| {
+            warn!(file = %file_path.display(), error = %e, "tftp file in tree cannot be opened");
+            refuse(packet::Error::FileNotFound, e.to_string())
+        })?;
+        let meta = file.metadata().map_err(|e| refuse(packet::Error::UnknownError, e.to_string()))?;
+        if !meta.is_file() {
+            return Err(refuse(packet::Error::FileNotFound, "not a regular file".into()));
+        }
+        self.state.metrics.tftp_transfers.inc();
+        debug!(%client, file = %name, size = meta.len(), "tftp transfer starting");
+        Ok((
+            FileReader { file, pos: 0, size: meta.len(), name, peer: *client, state: self.state.clone(), _slot: slot },
+            Some(meta.len()),
+        ))
+    }
+
+    async fn write_req_open(&mut self, client: &SocketAddr, path: &Path, _size: Option<u64>) -> Result<Self::Writer, packet::Error> {
+        self.state.metrics.tftp_refused.inc();
+        debug!(%client, file = %path.display(), "tftp write refused");
+        Err(packet::Error::IllegalOperation)
+    }
+}
+
+/// Failure to start the TFTP server.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the TFTP server")]
+pub struct TftpError(#[source] async_tftp::Error);
+
+/// Serves TFTP on an already-bound socket until `cancel` fires.
+pub async fn run(state: Arc<AppState>, socket: std::net::UdpSocket, cancel: CancellationToken) -> Result<(), TftpError> {
+    let cfg = &state.config.tftp;
+    let mut b = async_tftp::server::TftpServerBuilder::with_handler(Handler { state: state.clone() })
+        .std_socket(socket)
+        .map_err(TftpError)?
+        .timeout(cfg.timeout)
+        .max_send_retries(8);
+    if let Some(limit) = cfg.block_size_limit {
+        b = b.block_size_limit(limit);
+    }
+    if let Some(limit) = cfg.window_size_limit {
+        b = b.window_size_limit(limit);
+    }
+    let server = b.build().await.map_err(TftpError)?;
+    info!(addr = ?server.listen_addr().ok(), "tftp listening");
+    tokio::select! {
+        _ = cancel.cancelled() => Ok(()),
+        r = server.serve() => r.map_err(TftpError),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        assert_eq!(check_path("../../etc/passwd"), Err(PathError::Dots));
+        assert_eq!(check_path("installer/../../x"), Err(PathError::Dots));
+        assert_eq!(check_path("/etc/passwd"), Err(PathError::Absolute));
+        assert_eq!(check_path("..\\x"), Err(PathError::Backslash));
+        assert_eq!(check_path("undionly.kpxe\0/../../etc/passwd"), Err(PathError::Control));
+        assert_eq!(check_path("a//b"), Err(PathError::EmptyComponent));
+        assert_eq!(check_path(""), Err(PathError::Empty));
+        assert_eq!(check_path("installer/linux"), Ok(vec!["installer", "linux"]));
+    }
+
+    #[test]
+    fn extra_directory_cannot_be_escaped_by_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/ok.txt"), "ok").unwrap();
+        let outside = dir.path().join("secret");
+        std::fs::write(&outside, "secret").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+        let t = Tree::new(BTreeMap::new(), Some(root.clone()));
+        assert!(t.lookup("sub/ok.txt").unwrap().ends_with("sub/ok.txt"));
+        assert!(matches!(t.lookup("evil"), Err(LookupError::Escapes)));
+        assert!(matches!(t.lookup("etc/passwd"), Err(LookupError::Escapes)));
+        assert!(matches!(t.lookup("sub"), Err(LookupError::NotFound)));
+        assert!(matches!(t.lookup("missing"), Err(LookupError::NotFound)));
+    }
+
+    #[test]
+    fn session_cap_holds() {
+        let s = Arc::new(Sessions::default());
+        let a = s.acquire(2).unwrap();
+        let _b = s.acquire(2).unwrap();
+        assert!(s.acquire(2).is_none());
+        drop(a);
+        assert!(s.acquire(2).is_some());
+    }
+}

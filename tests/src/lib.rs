@@ -1,0 +1,2 @@
+//! The rackseed test harness: network namespaces, the real `rackseed` binary, real
+//! clients and QEMU nodes.

@@ -32,7 +32,11 @@ pub fn parse_sources_list(text: &str) -> Vec<AptSource> {
             }
             let uri = words.next()?.to_string();
             let suite = words.next()?.to_string();
-            Some(AptSource { uri, suites: vec![suite], components: words.map(str::to_string).collect() })
+            Some(AptSource {
+                uri,
+                suites: vec![suite],
+                components: words.map(str::to_string).collect(),
+            })
         })
         .collect()
 }
@@ -50,8 +54,15 @@ pub fn parse_deb822(text: &str) -> Vec<AptSource> {
             if line.starts_with('#') {
                 continue;
             }
-            let Some((key, value)) = line.split_once(':') else { continue };
-            let words = || value.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let words = || {
+                value
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
             match key.trim().to_ascii_lowercase().as_str() {
                 "types" => types = words(),
                 "uris" => uris = words(),
@@ -63,7 +74,11 @@ pub fn parse_deb822(text: &str) -> Vec<AptSource> {
         }
         if enabled && types.iter().any(|t| t == "deb") {
             for uri in uris {
-                out.push(AptSource { uri, suites: suites.clone(), components: components.clone() });
+                out.push(AptSource {
+                    uri,
+                    suites: suites.clone(),
+                    components: components.clone(),
+                });
             }
         }
     }
@@ -86,7 +101,9 @@ pub fn host_sources(root: &Path) -> Vec<AptSource> {
         .collect();
     files.sort();
     for path in files {
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         match path.extension().and_then(|e| e.to_str()) {
             Some("list") => out.extend(parse_sources_list(&text)),
             Some("sources") => out.extend(parse_deb822(&text)),
@@ -99,11 +116,17 @@ pub fn host_sources(root: &Path) -> Vec<AptSource> {
 /// The first source that looks like a Debian archive mirror (it carries a main
 /// Debian suite, not `-security` or `-updates`), as a base URI without a trailing `/`.
 pub fn debian_mirror(sources: &[AptSource]) -> Option<String> {
-    const SUITES: [&str; 8] =
-        ["bookworm", "trixie", "bullseye", "forky", "stable", "testing", "unstable", "sid"];
+    const SUITES: [&str; 8] = [
+        "bookworm", "trixie", "bullseye", "forky", "stable", "testing", "unstable", "sid",
+    ];
     sources
         .iter()
-        .find(|s| s.suites.iter().any(|suite| SUITES.contains(&suite.as_str())) && !s.uri.contains("security"))
+        .find(|s| {
+            s.suites
+                .iter()
+                .any(|suite| SUITES.contains(&suite.as_str()))
+                && !s.uri.contains("security")
+        })
         .map(|s| s.uri.trim_end_matches('/').to_string())
 }
 
@@ -125,7 +148,10 @@ mod tests {
         let text = "Types: deb\nURIs: http://sec.example/debian-security\nSuites: bookworm-security\nComponents: main\n\nTypes: deb deb-src\n# note\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nEnabled: no\nURIs: http://off.example/debian\nSuites: bookworm\n";
         let s = parse_deb822(text);
         assert_eq!(s.len(), 2);
-        assert_eq!(debian_mirror(&s).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            debian_mirror(&s).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]

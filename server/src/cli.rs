@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "rackseed", version, about = "Bare-metal provisioning appliance: PXE → Debian installer → enrollment")]
+#[command(
+    name = "rackseed",
+    version,
+    about = "Bare-metal provisioning appliance: PXE → Debian installer → enrollment"
+)]
 pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `rackseed=debug`.
     #[arg(long, global = true, env = "RACKSEED_LOG", default_value = "info")]
@@ -74,7 +78,11 @@ pub struct ApiArgs {
     #[arg(long, env = "RACKSEED_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// File holding the admin token.
-    #[arg(long, env = "RACKSEED_TOKEN_FILE", default_value = "/var/lib/rackseed/admin.token")]
+    #[arg(
+        long,
+        env = "RACKSEED_TOKEN_FILE",
+        default_value = "/var/lib/rackseed/admin.token"
+    )]
     pub token_file: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -168,19 +176,29 @@ pub fn main() -> ExitCode {
 
 /// `error: cause: cause` on one line.
 pub fn chain(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let config = args.load()?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let cancel = tokio_util::sync::CancellationToken::new();
                 let c = cancel.clone();
@@ -200,7 +218,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -212,19 +233,38 @@ async fn shutdown_signal() {
 fn check(args: &ConfigArgs) -> Result<ExitCode> {
     let config = args.load()?;
     let mut problems: Vec<String> = Vec::new();
-    println!("config {}: ok (dhcp {:?}, advertise {})", config.source, config.dhcp.mode, config.server.advertise);
-    for (what, p) in [("boot.ipxe_bios", &config.boot.ipxe_bios), ("boot.ipxe_efi", &config.boot.ipxe_efi), ("boot.ipxe_snponly", &config.boot.ipxe_snponly)] {
+    println!(
+        "config {}: ok (dhcp {:?}, advertise {})",
+        config.source, config.dhcp.mode, config.server.advertise
+    );
+    for (what, p) in [
+        ("boot.ipxe_bios", &config.boot.ipxe_bios),
+        ("boot.ipxe_efi", &config.boot.ipxe_efi),
+        ("boot.ipxe_snponly", &config.boot.ipxe_snponly),
+    ] {
         if !p.is_file() {
-            problems.push(format!("{}: {what}: `{}` does not exist; install Debian's `ipxe` package or fix the path", config.source, p.display()));
+            problems.push(format!(
+                "{}: {what}: `{}` does not exist; install Debian's `ipxe` package or fix the path",
+                config.source,
+                p.display()
+            ));
         }
     }
     match crate::state::resolve_installer(&config) {
-        Ok(i) => println!("installer {}: {} + {}", i.name, i.kernel.display(), i.initrd.display()),
+        Ok(i) => println!(
+            "installer {}: {} + {}",
+            i.name,
+            i.kernel.display(),
+            i.initrd.display()
+        ),
         Err(e) => problems.push(e.to_string()),
     }
     let mirror = match crate::state::resolve_mirror(&config) {
         Ok(m) => {
-            println!("mirror: {}://{}{} ({})", m.protocol, m.host, m.directory, m.suite);
+            println!(
+                "mirror: {}://{}{} ({})",
+                m.protocol, m.host, m.directory, m.suite
+            );
             Some(m)
         }
         Err(e) => {
@@ -241,7 +281,11 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
             }
         }
     } else {
-        problems.push(format!("{}: profiles.dir: `{}` is not a directory", config.source, config.profiles.dir.display()));
+        problems.push(format!(
+            "{}: profiles.dir: `{}` is not a directory",
+            config.source,
+            config.profiles.dir.display()
+        ));
         None
     };
     if let (Some(cat), Some(mirror)) = (&catalog, &mirror) {
@@ -250,7 +294,12 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
             let Some(p) = cat.get(name) else { continue };
             let node = sample_node(name);
             let nctx = crate::render::NodeCtx::new(&node, "example.net");
-            let ctx = crate::render::InstallCtx::new(nctx, &p, mirror.clone(), crate::render::UrlsCtx::new(&config.server.base_url, "TOKEN"));
+            let ctx = crate::render::InstallCtx::new(
+                nctx,
+                &p,
+                mirror.clone(),
+                crate::render::UrlsCtx::new(&config.server.base_url, "TOKEN"),
+            );
             let mut ok = true;
             for f in crate::render::INSTALL_FILES {
                 if let Err(e) = crate::render::install_file(&t, f, &ctx) {
@@ -265,7 +314,10 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
         if let Some(d) = &config.profiles.default
             && cat.get(d).is_none()
         {
-            problems.push(format!("{}: profiles.default: no profile named `{d}`", config.source));
+            problems.push(format!(
+                "{}: profiles.default: no profile named `{d}`",
+                config.source
+            ));
         }
     }
     if problems.is_empty() {
@@ -314,23 +366,44 @@ impl Client {
         let token = match &api.token {
             Some(t) => t.clone(),
             None => std::fs::read_to_string(&api.token_file)
-                .with_context(|| format!("cannot read admin token `{}`; pass --token or --token-file", api.token_file.display()))?
+                .with_context(|| {
+                    format!(
+                        "cannot read admin token `{}`; pass --token or --token-file",
+                        api.token_file.display()
+                    )
+                })?
                 .trim()
                 .to_string(),
         };
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(90)).build()?;
-        Ok(Client { base: api.url.trim_end_matches('/').to_string(), token, http })
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Client {
+            base: api.url.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
     }
 
     fn send(&self, req: reqwest::blocking::RequestBuilder) -> Result<Value> {
-        let resp = req.bearer_auth(&self.token).send().with_context(|| format!("cannot reach rackseed at {}", self.base))?;
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("cannot reach rackseed at {}", self.base))?;
         let status = resp.status();
         let text = resp.text().unwrap_or_default();
         if !status.is_success() {
-            let msg = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or(text);
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
             bail!("{msg} (HTTP {})", status.as_u16());
         }
-        if text.is_empty() { Ok(Value::Null) } else { serde_json::from_str(&text).context("server sent invalid JSON") }
+        if text.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_str(&text).context("server sent invalid JSON")
+        }
     }
 
     pub fn get(&self, path: &str) -> Result<Value> {
@@ -346,19 +419,37 @@ impl Client {
 
 fn enc(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._:".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 /// Formats a Unix-ms time as UTC `YYYY-MM-DD HH:MM:SS.mmm`.
 pub fn fmt_time(ms: i64) -> String {
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else { return ms.to_string() };
-    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return ms.to_string();
+    };
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]"
+    );
     t.format(f).unwrap_or_else(|_| ms.to_string())
 }
 
 fn print_node(v: &Value) {
-    let s = |k: &str| v[k].as_str().map(str::to_string).unwrap_or_else(|| if v[k].is_null() { "-".into() } else { v[k].to_string() });
+    let s = |k: &str| {
+        v[k].as_str().map(str::to_string).unwrap_or_else(|| {
+            if v[k].is_null() {
+                "-".into()
+            } else {
+                v[k].to_string()
+            }
+        })
+    };
     println!(
         "{:<5} {:<17} {:<24} {:<18} {:<13} {:<15} {}",
         s("id"),
@@ -377,7 +468,16 @@ fn print_event(e: &Event) {
 
 fn node(cmd: NodeCmd) -> Result<ExitCode> {
     match cmd {
-        NodeCmd::Add { api, mac, hostname, profile, ip, ready, group, failure_domain } => {
+        NodeCmd::Add {
+            api,
+            mac,
+            hostname,
+            profile,
+            ip,
+            ready,
+            group,
+            failure_domain,
+        } => {
             let c = Client::new(&api)?;
             let body = serde_json::json!({
                 "mac": mac, "hostname": hostname, "profile": profile, "ip": ip,
@@ -387,7 +487,12 @@ fn node(cmd: NodeCmd) -> Result<ExitCode> {
             if api.json {
                 println!("{n:#}");
             } else {
-                println!("node {} ({}) added: {}", n["hostname"].as_str().unwrap_or("?"), n["mac"].as_str().unwrap_or("?"), n["state"].as_str().unwrap_or("?"));
+                println!(
+                    "node {} ({}) added: {}",
+                    n["hostname"].as_str().unwrap_or("?"),
+                    n["mac"].as_str().unwrap_or("?"),
+                    n["state"].as_str().unwrap_or("?")
+                );
             }
         }
         NodeCmd::List { api } => {
@@ -395,7 +500,10 @@ fn node(cmd: NodeCmd) -> Result<ExitCode> {
             if api.json {
                 println!("{v:#}");
             } else {
-                println!("{:<5} {:<17} {:<24} {:<18} {:<13} {:<15} REASON", "ID", "MAC", "HOSTNAME", "PROFILE", "STATE", "IP");
+                println!(
+                    "{:<5} {:<17} {:<24} {:<18} {:<13} {:<15} REASON",
+                    "ID", "MAC", "HOSTNAME", "PROFILE", "STATE", "IP"
+                );
                 for n in v["nodes"].as_array().into_iter().flatten() {
                     print_node(n);
                 }
@@ -410,21 +518,41 @@ fn node(cmd: NodeCmd) -> Result<ExitCode> {
             println!("node {node} deleted");
         }
         NodeCmd::Reprovision { api, node } => {
-            let n = Client::new(&api)?.post(&format!("/api/nodes/{}/reprovision", enc(&node)), &Value::Null)?;
+            let n = Client::new(&api)?.post(
+                &format!("/api/nodes/{}/reprovision", enc(&node)),
+                &Value::Null,
+            )?;
             println!("node {node}: {}", n["state"].as_str().unwrap_or("?"));
         }
         NodeCmd::Provision { api, node } => {
-            let n = Client::new(&api)?.post(&format!("/api/nodes/{}/provision", enc(&node)), &Value::Null)?;
+            let n = Client::new(&api)?.post(
+                &format!("/api/nodes/{}/provision", enc(&node)),
+                &Value::Null,
+            )?;
             println!("node {node}: {}", n["state"].as_str().unwrap_or("?"));
         }
-        NodeCmd::Events { api, node, follow, until, timeout, kind } => {
+        NodeCmd::Events {
+            api,
+            node,
+            follow,
+            until,
+            timeout,
+            kind,
+        } => {
             return follow_events(&api, &node, follow, until, timeout, kind.as_deref());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn follow_events(api: &ApiArgs, node: &str, follow: bool, until: Option<NodeState>, timeout: Option<u64>, kind: Option<&str>) -> Result<ExitCode> {
+fn follow_events(
+    api: &ApiArgs,
+    node: &str,
+    follow: bool,
+    until: Option<NodeState>,
+    timeout: Option<u64>,
+    kind: Option<&str>,
+) -> Result<ExitCode> {
     let c = Client::new(api)?;
     let started = Instant::now();
     let mut after = 0i64;
@@ -435,7 +563,8 @@ fn follow_events(api: &ApiArgs, node: &str, follow: bool, until: Option<NodeStat
             path.push_str(&format!("&kind={}", enc(k)));
         }
         let page = c.get(&path)?;
-        let events: Vec<Event> = serde_json::from_value(page["events"].clone()).map_err(|e| anyhow!("bad event page: {e}"))?;
+        let events: Vec<Event> = serde_json::from_value(page["events"].clone())
+            .map_err(|e| anyhow!("bad event page: {e}"))?;
         for e in &events {
             if api.json {
                 println!("{}", serde_json::to_string(e)?);
@@ -456,7 +585,10 @@ fn follow_events(api: &ApiArgs, node: &str, follow: bool, until: Option<NodeStat
         if let Some(t) = timeout
             && started.elapsed() > Duration::from_secs(t)
         {
-            eprintln!("rackseed: node {node} is {state} after {t}s{}", until.map(|u| format!(", not {u}")).unwrap_or_default());
+            eprintln!(
+                "rackseed: node {node} is {state} after {t}s{}",
+                until.map(|u| format!(", not {u}")).unwrap_or_default()
+            );
             return Ok(ExitCode::FAILURE);
         }
     }

@@ -23,7 +23,11 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: {key}: {message}")]
-    Invalid { path: String, key: String, message: String },
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// How the DHCP part answers.
@@ -333,7 +337,8 @@ struct RawImages {
 }
 
 /// The directory of the netboot installer in Debian's `debian-installer-12-netboot-amd64`.
-pub const PACKAGE_INSTALLER_DIR: &str = "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64";
+pub const PACKAGE_INSTALLER_DIR: &str =
+    "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64";
 
 /// The built-in defaults, used when no config file is given: a proxyDHCP appliance on
 /// every interface, serving Debian's `ipxe` and netboot installer packages.
@@ -342,8 +347,10 @@ pub const EMBEDDED: &str = include_str!("../../examples/default.toml");
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -373,7 +380,10 @@ impl Config {
 
     /// The subnet a directly attached interface serves.
     pub fn subnet_for_interface(&self, iface: &str) -> Option<&Subnet> {
-        self.dhcp.subnets.iter().find(|s| s.interface.as_deref() == Some(iface))
+        self.dhcp
+            .subnets
+            .iter()
+            .find(|s| s.interface.as_deref() == Some(iface))
     }
 }
 
@@ -384,14 +394,27 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { path: self.source.to_string(), key: key.into(), message: message.into() }
+        ConfigError::Invalid {
+            path: self.source.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
-    fn duration(&self, key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(v) => humantime::parse_duration(&v)
-                .map_err(|e| self.err(key, format!("`{v}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"4h\""))),
+            Some(v) => humantime::parse_duration(&v).map_err(|e| {
+                self.err(
+                    key,
+                    format!("`{v}` is not a duration ({e}); write e.g. \"30s\", \"15m\" or \"4h\""),
+                )
+            }),
         }
     }
 
@@ -405,13 +428,25 @@ impl Validator<'_> {
         if advertise.is_unspecified() || advertise.is_broadcast() {
             return Err(self.err("server.advertise", format!("{advertise} cannot be reached by nodes; use this host's address on the provisioning network")));
         }
-        let http = raw.server.http.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let http = raw
+            .server
+            .http
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
         let server = ServerConfig {
             advertise,
             http,
-            tftp: raw.server.tftp.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
-            syslog: raw.server.syslog.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 514))),
-            data_dir: raw.server.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/rackseed")),
+            tftp: raw
+                .server
+                .tftp
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+            syslog: raw
+                .server
+                .syslog
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 514))),
+            data_dir: raw
+                .server
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/rackseed")),
             base_url: if http.port() == 80 {
                 format!("http://{advertise}")
             } else {
@@ -434,47 +469,86 @@ impl Validator<'_> {
         if let Some(b) = tftp.block_size_limit
             && !(8..=65464).contains(&b)
         {
-            return Err(self.err("tftp.block_size_limit", format!("{b} is outside 8..=65464 (RFC 2348)")));
+            return Err(self.err(
+                "tftp.block_size_limit",
+                format!("{b} is outside 8..=65464 (RFC 2348)"),
+            ));
         }
         if tftp.window_size_limit == Some(0) {
             return Err(self.err("tftp.window_size_limit", "must be at least 1 (RFC 7440)"));
         }
 
         let boot = BootConfig {
-            ipxe_bios: raw.boot.ipxe_bios.unwrap_or_else(|| "/usr/lib/ipxe/undionly.kpxe".into()),
-            ipxe_efi: raw.boot.ipxe_efi.unwrap_or_else(|| "/usr/lib/ipxe/ipxe.efi".into()),
-            ipxe_snponly: raw.boot.ipxe_snponly.unwrap_or_else(|| "/usr/lib/ipxe/snponly.efi".into()),
+            ipxe_bios: raw
+                .boot
+                .ipxe_bios
+                .unwrap_or_else(|| "/usr/lib/ipxe/undionly.kpxe".into()),
+            ipxe_efi: raw
+                .boot
+                .ipxe_efi
+                .unwrap_or_else(|| "/usr/lib/ipxe/ipxe.efi".into()),
+            ipxe_snponly: raw
+                .boot
+                .ipxe_snponly
+                .unwrap_or_else(|| "/usr/lib/ipxe/snponly.efi".into()),
             efi_binary: raw.boot.efi_binary.unwrap_or(EfiBinary::Ipxe),
             console: raw.boot.console.filter(|c| !c.is_empty()),
-            token_ttl: self.duration("boot.token_ttl", raw.boot.token_ttl, Duration::from_secs(4 * 3600))?,
-            retry_interval: self.duration("boot.retry_interval", raw.boot.retry_interval, Duration::from_secs(30))?,
+            token_ttl: self.duration(
+                "boot.token_ttl",
+                raw.boot.token_ttl,
+                Duration::from_secs(4 * 3600),
+            )?,
+            retry_interval: self.duration(
+                "boot.retry_interval",
+                raw.boot.retry_interval,
+                Duration::from_secs(30),
+            )?,
             kernel_args: raw.boot.kernel_args,
         };
         for (i, arg) in boot.kernel_args.iter().enumerate() {
             if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(self.err(format!("boot.kernel_args[{i}]"), "one argument per entry, without spaces"));
+                return Err(self.err(
+                    format!("boot.kernel_args[{i}]"),
+                    "one argument per entry, without spaces",
+                ));
             }
         }
 
         let installer = InstallerConfig {
             image: raw.installer.image,
-            dir: raw.installer.dir.unwrap_or_else(|| PACKAGE_INSTALLER_DIR.into()),
+            dir: raw
+                .installer
+                .dir
+                .unwrap_or_else(|| PACKAGE_INSTALLER_DIR.into()),
             suite: raw.installer.suite.unwrap_or_else(|| "bookworm".into()),
-            mirror: raw.installer.mirror.map(|m| m.trim_end_matches('/').to_string()),
+            mirror: raw
+                .installer
+                .mirror
+                .map(|m| m.trim_end_matches('/').to_string()),
             proxy: raw.installer.proxy,
         };
         if let Some(m) = &installer.mirror
             && !(m.starts_with("http://") || m.starts_with("https://"))
         {
-            return Err(self.err("installer.mirror", format!("`{m}` must be an http:// or https:// URL such as http://<mirror>/debian")));
+            return Err(self.err(
+                "installer.mirror",
+                format!("`{m}` must be an http:// or https:// URL such as http://<mirror>/debian"),
+            ));
         }
 
         let profiles = ProfilesConfig {
-            dir: raw.profiles.dir.unwrap_or_else(|| "/etc/rackseed/profiles".into()),
+            dir: raw
+                .profiles
+                .dir
+                .unwrap_or_else(|| "/etc/rackseed/profiles".into()),
             default: raw.profiles.default,
         };
         let enroll = EnrollConfig {
-            token_ttl: self.duration("enroll.token_ttl", raw.enroll.token_ttl, Duration::from_secs(24 * 3600))?,
+            token_ttl: self.duration(
+                "enroll.token_ttl",
+                raw.enroll.token_ttl,
+                Duration::from_secs(24 * 3600),
+            )?,
             https: raw.enroll.https,
         };
 
@@ -482,15 +556,28 @@ impl Validator<'_> {
         for (i, g) in raw.groups.into_iter().enumerate() {
             let key = format!("groups[{i}]");
             if !valid_name(&g.name) {
-                return Err(self.err(format!("{key}.name"), format!("`{}` is not a valid group name (letters, digits, `-`, `_`)", g.name)));
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!(
+                        "`{}` is not a valid group name (letters, digits, `-`, `_`)",
+                        g.name
+                    ),
+                ));
             }
             if groups.iter().any(|x: &GroupConfig| x.name == g.name) {
-                return Err(self.err(format!("{key}.name"), format!("group `{}` is defined twice", g.name)));
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!("group `{}` is defined twice", g.name),
+                ));
             }
             groups.push(GroupConfig {
                 min_members: g.min_members.unwrap_or(2),
                 failure_domain: g.failure_domain,
-                interval: self.duration(&format!("{key}.interval"), g.interval, Duration::from_secs(15 * 60))?,
+                interval: self.duration(
+                    &format!("{key}.interval"),
+                    g.interval,
+                    Duration::from_secs(15 * 60),
+                )?,
                 retention: g.retention.unwrap_or_else(|| "hourly=24,daily=7".into()),
                 datasets: g.datasets,
                 replication_network: g.replication_network,
@@ -499,13 +586,33 @@ impl Validator<'_> {
         }
 
         let images = ImagesConfig {
-            store: raw.images.store.unwrap_or_else(|| server.data_dir.join("images")),
-            keyring: raw.images.keyring.unwrap_or_else(|| "/usr/share/keyrings/debian-archive-keyring.gpg".into()),
-            manifests: raw.images.manifests.unwrap_or_else(|| "/etc/rackseed/images".into()),
+            store: raw
+                .images
+                .store
+                .unwrap_or_else(|| server.data_dir.join("images")),
+            keyring: raw
+                .images
+                .keyring
+                .unwrap_or_else(|| "/usr/share/keyrings/debian-archive-keyring.gpg".into()),
+            manifests: raw
+                .images
+                .manifests
+                .unwrap_or_else(|| "/etc/rackseed/images".into()),
             proxy: raw.images.proxy,
         };
 
-        Ok(Config { source: self.source.to_string(), server, dhcp, tftp, boot, installer, profiles, enroll, groups, images })
+        Ok(Config {
+            source: self.source.to_string(),
+            server,
+            dhcp,
+            tftp,
+            boot,
+            installer,
+            profiles,
+            enroll,
+            groups,
+            images,
+        })
     }
 
     fn dhcp(&self, raw: RawDhcp) -> Result<DhcpConfig, ConfigError> {
@@ -513,29 +620,54 @@ impl Validator<'_> {
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in raw.subnets.into_iter().enumerate() {
             let key = format!("dhcp.subnets[{i}]");
-            let network: Ipv4Net = s
-                .network
-                .parse()
-                .map_err(|_| self.err(format!("{key}.network"), format!("`{}` is not an IPv4 network like 192.0.2.0/24", s.network)))?;
+            let network: Ipv4Net = s.network.parse().map_err(|_| {
+                self.err(
+                    format!("{key}.network"),
+                    format!("`{}` is not an IPv4 network like 192.0.2.0/24", s.network),
+                )
+            })?;
             if network.trunc() != network {
-                return Err(self.err(format!("{key}.network"), format!("`{network}` has host bits set; did you mean {}?", network.trunc())));
+                return Err(self.err(
+                    format!("{key}.network"),
+                    format!(
+                        "`{network}` has host bits set; did you mean {}?",
+                        network.trunc()
+                    ),
+                ));
             }
             let range = match s.range {
                 None => None,
                 Some(r) => {
                     let (a, b) = r.split_once('-').ok_or_else(|| {
-                        self.err(format!("{key}.range"), format!("`{r}` must be `FIRST-LAST`, e.g. 192.0.2.100-192.0.2.199"))
+                        self.err(
+                            format!("{key}.range"),
+                            format!("`{r}` must be `FIRST-LAST`, e.g. 192.0.2.100-192.0.2.199"),
+                        )
                     })?;
                     let parse = |x: &str| {
-                        x.trim().parse::<Ipv4Addr>().map_err(|_| self.err(format!("{key}.range"), format!("`{x}` is not an IPv4 address")))
+                        x.trim().parse::<Ipv4Addr>().map_err(|_| {
+                            self.err(
+                                format!("{key}.range"),
+                                format!("`{x}` is not an IPv4 address"),
+                            )
+                        })
                     };
                     let (a, b) = (parse(a)?, parse(b)?);
                     if a > b {
-                        return Err(self.err(format!("{key}.range"), format!("{a} comes after {b}; write the lower address first")));
+                        return Err(self.err(
+                            format!("{key}.range"),
+                            format!("{a} comes after {b}; write the lower address first"),
+                        ));
                     }
                     for ip in [a, b] {
-                        if !network.contains(&ip) || ip == network.network() || ip == network.broadcast() {
-                            return Err(self.err(format!("{key}.range"), format!("{ip} is not a host address of {network}")));
+                        if !network.contains(&ip)
+                            || ip == network.network()
+                            || ip == network.broadcast()
+                        {
+                            return Err(self.err(
+                                format!("{key}.range"),
+                                format!("{ip} is not a host address of {network}"),
+                            ));
                         }
                     }
                     Some((a, b))
@@ -544,15 +676,28 @@ impl Validator<'_> {
             if let Some(r) = s.router
                 && !network.contains(&r)
             {
-                return Err(self.err(format!("{key}.router"), format!("{r} is not inside {network}")));
+                return Err(self.err(
+                    format!("{key}.router"),
+                    format!("{r} is not inside {network}"),
+                ));
             }
-            if let Some(other) = subnets.iter().find(|o| o.network.contains(&network.network()) || network.contains(&o.network.network())) {
-                return Err(self.err(format!("{key}.network"), format!("{network} overlaps {}", other.network)));
+            if let Some(other) = subnets.iter().find(|o| {
+                o.network.contains(&network.network()) || network.contains(&o.network.network())
+            }) {
+                return Err(self.err(
+                    format!("{key}.network"),
+                    format!("{network} overlaps {}", other.network),
+                ));
             }
             if let Some(iface) = &s.interface
-                && subnets.iter().any(|o| o.interface.as_deref() == Some(iface))
+                && subnets
+                    .iter()
+                    .any(|o| o.interface.as_deref() == Some(iface))
             {
-                return Err(self.err(format!("{key}.interface"), format!("interface `{iface}` already serves another subnet")));
+                return Err(self.err(
+                    format!("{key}.interface"),
+                    format!("interface `{iface}` already serves another subnet"),
+                ));
             }
             subnets.push(Subnet {
                 network,
@@ -561,7 +706,10 @@ impl Validator<'_> {
                 router: s.router,
                 dns: s.dns,
                 domain: s.domain,
-                lease_time: s.lease_time.map(|v| self.duration(&format!("{key}.lease_time"), Some(v), Duration::ZERO)).transpose()?,
+                lease_time: s
+                    .lease_time
+                    .map(|v| self.duration(&format!("{key}.lease_time"), Some(v), Duration::ZERO))
+                    .transpose()?,
             });
         }
         if mode == DhcpMode::Authoritative && subnets.is_empty() {
@@ -570,7 +718,8 @@ impl Validator<'_> {
         if raw.chainload == Some(ChainloadPolicy::AlwaysOnce) && mode != DhcpMode::Authoritative {
             return Err(self.err("dhcp.chainload", "\"always-once\" needs dhcp.mode = \"authoritative\" (a proxy cannot see which boot a request belongs to)"));
         }
-        let lease_time = self.duration("dhcp.lease_time", raw.lease_time, Duration::from_secs(3600))?;
+        let lease_time =
+            self.duration("dhcp.lease_time", raw.lease_time, Duration::from_secs(3600))?;
         if lease_time < Duration::from_secs(60) {
             return Err(self.err("dhcp.lease_time", "must be at least 60s"));
         }
@@ -581,10 +730,22 @@ impl Validator<'_> {
             proxy_port: raw.proxy_port.unwrap_or(4011),
             unknown: raw.unknown.unwrap_or(UnknownPolicy::Discover),
             lease_time,
-            offer_hold: self.duration("dhcp.offer_hold", raw.offer_hold, Duration::from_secs(60))?,
-            decline_hold: self.duration("dhcp.decline_hold", raw.decline_hold, Duration::from_secs(600))?,
+            offer_hold: self.duration(
+                "dhcp.offer_hold",
+                raw.offer_hold,
+                Duration::from_secs(60),
+            )?,
+            decline_hold: self.duration(
+                "dhcp.decline_hold",
+                raw.decline_hold,
+                Duration::from_secs(600),
+            )?,
             chainload: raw.chainload.unwrap_or(ChainloadPolicy::Firmware),
-            chainload_window: self.duration("dhcp.chainload_window", raw.chainload_window, Duration::from_secs(300))?,
+            chainload_window: self.duration(
+                "dhcp.chainload_window",
+                raw.chainload_window,
+                Duration::from_secs(300),
+            )?,
             subnets,
         })
     }
@@ -592,7 +753,11 @@ impl Validator<'_> {
 
 /// Names of groups, profiles and images: ASCII letters, digits, `-` and `_`, 1–63 long.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -600,12 +765,17 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Config::parse_with(text, "rackseed.toml", &|_| None).unwrap_err().to_string()
+        Config::parse_with(text, "rackseed.toml", &|_| None)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn embedded_defaults_are_valid() {
-        let c = Config::parse_with(EMBEDDED, "<embedded>", &|_| Some(Ipv4Addr::new(192, 0, 2, 1))).unwrap();
+        let c = Config::parse_with(EMBEDDED, "<embedded>", &|_| {
+            Some(Ipv4Addr::new(192, 0, 2, 1))
+        })
+        .unwrap();
         assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
         assert_eq!(c.dhcp.unknown, UnknownPolicy::Discover);
     }
@@ -618,8 +788,10 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                Config::parse_with(&text, &path.display().to_string(), &|_| Some(Ipv4Addr::new(192, 0, 2, 1)))
-                    .unwrap_or_else(|e| panic!("{e}"));
+                Config::parse_with(&text, &path.display().to_string(), &|_| {
+                    Some(Ipv4Addr::new(192, 0, 2, 1))
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
                 n += 1;
             }
         }
@@ -645,19 +817,27 @@ mod tests {
     fn subnet_errors_name_the_entry() {
         let base = "[server]\nadvertise = \"192.0.2.1\"\n[dhcp]\nmode = \"authoritative\"\n";
         assert_eq!(
-            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\nrange = \"192.0.2.200-192.0.2.100\"\n")),
+            err(&format!(
+                "{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\nrange = \"192.0.2.200-192.0.2.100\"\n"
+            )),
             "rackseed.toml: dhcp.subnets[0].range: 192.0.2.200 comes after 192.0.2.100; write the lower address first"
         );
         assert_eq!(
-            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\nrange = \"192.0.2.10-198.51.100.9\"\n")),
+            err(&format!(
+                "{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\nrange = \"192.0.2.10-198.51.100.9\"\n"
+            )),
             "rackseed.toml: dhcp.subnets[0].range: 198.51.100.9 is not a host address of 192.0.2.0/24"
         );
         assert_eq!(
-            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.1/24\"\n")),
+            err(&format!(
+                "{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.1/24\"\n"
+            )),
             "rackseed.toml: dhcp.subnets[0].network: `192.0.2.1/24` has host bits set; did you mean 192.0.2.0/24?"
         );
         assert_eq!(
-            err(&format!("{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.128/25\"\n")),
+            err(&format!(
+                "{base}[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.128/25\"\n"
+            )),
             "rackseed.toml: dhcp.subnets[1].network: 192.0.2.128/25 overlaps 192.0.2.0/24"
         );
         assert!(err(base).contains("dhcp.subnets: authoritative mode needs at least one"));
@@ -666,12 +846,19 @@ mod tests {
     #[test]
     fn bad_durations_say_how_to_write_them() {
         let e = err("[server]\nadvertise = \"192.0.2.1\"\n[boot]\ntoken_ttl = \"soon\"\n");
-        assert!(e.starts_with("rackseed.toml: boot.token_ttl: `soon` is not a duration"), "{e}");
+        assert!(
+            e.starts_with("rackseed.toml: boot.token_ttl: `soon` is not a duration"),
+            "{e}"
+        );
     }
 
     #[test]
     fn base_url_omits_port_80() {
-        let c = Config::parse("[server]\nadvertise = \"192.0.2.1\"\nhttp = \"0.0.0.0:80\"\n", "x").unwrap();
+        let c = Config::parse(
+            "[server]\nadvertise = \"192.0.2.1\"\nhttp = \"0.0.0.0:80\"\n",
+            "x",
+        )
+        .unwrap();
         assert_eq!(c.server.base_url, "http://192.0.2.1");
         let c = Config::parse("[server]\nadvertise = \"192.0.2.1\"\n", "x").unwrap();
         assert_eq!(c.server.base_url, "http://192.0.2.1:8080");

@@ -35,18 +35,28 @@ impl EventSink {
                 let res = tokio::task::spawn_blocking(move || inv.record_events(&items)).await;
                 match res {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "timeline events not stored"),
-                    Err(e) => warn!(error = %e, "timeline writer failed"),
+                    Ok(Err(e)) => {
+                        warn!(error = %crate::error_chain(&e), "timeline events not stored")
+                    }
+                    Err(e) => warn!(error = %crate::error_chain(&e), "timeline writer failed"),
                 }
                 notify.send_modify(|g| *g += 1);
             }
         });
-        EventSink { tx, changed, dropped: Arc::default() }
+        EventSink {
+            tx,
+            changed,
+            dropped: Arc::default(),
+        }
     }
 
     /// Queues an event for a node's timeline.
     pub fn emit(&self, node_id: i64, kind: &str, message: impl Into<String>) {
-        if self.tx.try_send((node_id, now_ms(), kind.to_string(), message.into())).is_err() {
+        if self
+            .tx
+            .try_send((node_id, now_ms(), kind.to_string(), message.into()))
+            .is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -36,3 +36,15 @@ pub mod serve;
 pub mod state;
 pub mod syslog;
 pub mod tftp;
+
+/// An error and its sources on one line: `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

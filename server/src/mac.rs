@@ -92,7 +92,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:0g", "5254:00ab:cd0f", "52:54:00:ab:cd:0f:11", "../x"] {
+        for s in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0g",
+            "5254:00ab:cd0f",
+            "52:54:00:ab:cd:0f:11",
+            "../x",
+        ] {
             assert!(s.parse::<MacAddr>().is_err(), "{s} accepted");
         }
     }

@@ -41,20 +41,61 @@ impl Metrics {
     pub fn render(&self, nodes_by_state: &[(String, i64)], tftp_active: usize) -> String {
         let mut out = String::new();
         let mut c = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP rackseed_{name} {help}\n# TYPE rackseed_{name} counter\nrackseed_{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP rackseed_{name} {help}\n# TYPE rackseed_{name} counter\nrackseed_{name} {v}"
+            );
         };
-        c("dhcp_received_total", "DHCP packets received", self.dhcp_received.get());
+        c(
+            "dhcp_received_total",
+            "DHCP packets received",
+            self.dhcp_received.get(),
+        );
         c("dhcp_sent_total", "DHCP replies sent", self.dhcp_sent.get());
-        c("dhcp_dropped_total", "DHCP packets dropped as malformed or unusable", self.dhcp_dropped.get());
+        c(
+            "dhcp_dropped_total",
+            "DHCP packets dropped as malformed or unusable",
+            self.dhcp_dropped.get(),
+        );
         c("dhcp_nak_total", "DHCPNAKs sent", self.dhcp_nak.get());
-        c("tftp_transfers_total", "TFTP read requests accepted", self.tftp_transfers.get());
-        c("tftp_refused_total", "TFTP requests refused", self.tftp_refused.get());
-        c("tftp_bytes_total", "TFTP payload bytes sent", self.tftp_bytes.get());
-        c("http_requests_total", "HTTP requests served", self.http_requests.get());
-        c("syslog_lines_total", "installer syslog lines received", self.syslog_lines.get());
-        c("syslog_unattributed_total", "syslog lines from addresses of no known node", self.syslog_unattributed.get());
-        let _ = writeln!(out, "# HELP rackseed_tftp_sessions Active TFTP transfers\n# TYPE rackseed_tftp_sessions gauge\nrackseed_tftp_sessions {tftp_active}");
-        let _ = writeln!(out, "# HELP rackseed_nodes Nodes per state\n# TYPE rackseed_nodes gauge");
+        c(
+            "tftp_transfers_total",
+            "TFTP read requests accepted",
+            self.tftp_transfers.get(),
+        );
+        c(
+            "tftp_refused_total",
+            "TFTP requests refused",
+            self.tftp_refused.get(),
+        );
+        c(
+            "tftp_bytes_total",
+            "TFTP payload bytes sent",
+            self.tftp_bytes.get(),
+        );
+        c(
+            "http_requests_total",
+            "HTTP requests served",
+            self.http_requests.get(),
+        );
+        c(
+            "syslog_lines_total",
+            "installer syslog lines received",
+            self.syslog_lines.get(),
+        );
+        c(
+            "syslog_unattributed_total",
+            "syslog lines from addresses of no known node",
+            self.syslog_unattributed.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rackseed_tftp_sessions Active TFTP transfers\n# TYPE rackseed_tftp_sessions gauge\nrackseed_tftp_sessions {tftp_active}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rackseed_nodes Nodes per state\n# TYPE rackseed_nodes gauge"
+        );
         for (state, n) in nodes_by_state {
             let _ = writeln!(out, "rackseed_nodes{{state=\"{state}\"}} {n}");
         }

@@ -8,10 +8,15 @@ use std::net::Ipv4Addr;
 
 /// IPv4 addresses of one interface, in the order the kernel lists them.
 pub fn ipv4_addresses(iface: &str) -> Vec<Ipv4Addr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
     addrs
         .filter(|a| a.interface_name == iface)
-        .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip())))
+        .filter_map(|a| {
+            a.address
+                .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+        })
         .collect()
 }
 

@@ -28,17 +28,40 @@ fn bind_err(what: &str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Star
 /// Binds the listeners the config asks for. Must run inside a tokio runtime.
 pub async fn bind(state: &AppState) -> Result<Listeners, StartError> {
     let s = &state.config.server;
-    let http = tokio::net::TcpListener::bind(s.http).await.map_err(bind_err("HTTP", s.http))?;
+    let http = tokio::net::TcpListener::bind(s.http)
+        .await
+        .map_err(bind_err("HTTP", s.http))?;
     let tftp = std::net::UdpSocket::bind(s.tftp).map_err(bind_err("TFTP", s.tftp))?;
-    tftp.set_nonblocking(true).map_err(bind_err("TFTP", s.tftp))?;
-    let syslog = tokio::net::UdpSocket::bind(s.syslog).await.map_err(bind_err("syslog", s.syslog))?;
-    let dhcp = dhcp_server::bind_all(state).map_err(|e| StartError::Bind { what: e.to_string(), source: std::io::Error::other(e) })?;
-    Ok(Listeners { http, tftp, syslog, dhcp })
+    tftp.set_nonblocking(true)
+        .map_err(bind_err("TFTP", s.tftp))?;
+    let syslog = tokio::net::UdpSocket::bind(s.syslog)
+        .await
+        .map_err(bind_err("syslog", s.syslog))?;
+    let dhcp = dhcp_server::bind_all(state).map_err(|e| StartError::Bind {
+        what: e.to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(Listeners {
+        http,
+        tftp,
+        syslog,
+        dhcp,
+    })
 }
 
 /// Runs every part until `cancel` fires.
 pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) {
-    let dhcp_ports: Vec<String> = l.dhcp.iter().map(|d| format!("{}:{}", d.iface.as_deref().unwrap_or("*"), d.socket.local_addr().map(|a| a.port()).unwrap_or(0))).collect();
+    let dhcp_ports: Vec<String> = l
+        .dhcp
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                d.iface.as_deref().unwrap_or("*"),
+                d.socket.local_addr().map(|a| a.port()).unwrap_or(0)
+            )
+        })
+        .collect();
     info!(
         http = ?l.http.local_addr().ok(),
         tftp = ?l.tftp.local_addr().ok(),
@@ -55,7 +78,7 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
             let (st, c) = (state.clone(), cancel.clone());
             async move {
                 if let Err(e) = crate::tftp::run(st, l.tftp, c).await {
-                    error!(error = %e, "tftp server stopped");
+                    error!(error = %crate::error_chain(&e), "tftp server stopped");
                 }
             }
         }),
@@ -64,7 +87,7 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
             let (st, c) = (state.clone(), cancel.clone());
             async move {
                 if let Err(e) = crate::http::run(st, l.http, c).await {
-                    error!(error = %e, "http server stopped");
+                    error!(error = %crate::error_chain(&e), "http server stopped");
                 }
             }
         }),

@@ -39,7 +39,9 @@ pub enum StartError {
     Profiles(#[source] ProfileErrors),
     #[error("installer file `{path}` is missing: {hint}")]
     Installer { path: String, hint: String },
-    #[error("no Debian mirror: none in this host's APT sources and none in the config; set [installer] mirror = \"http://<mirror>/debian\"")]
+    #[error(
+        "no Debian mirror: none in this host's APT sources and none in the config; set [installer] mirror = \"http://<mirror>/debian\""
+    )]
     NoMirror,
     #[error("cannot bind {what}")]
     Bind {
@@ -90,7 +92,10 @@ pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("admin.token");
-    let err = |source| StartError::Token { path: path.display().to_string(), source };
+    let err = |source| StartError::Token {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
         Ok(_) => {}
@@ -98,7 +103,13 @@ pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
         Err(e) => return Err(err(e)),
     }
     let token = crate::inventory::new_token();
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
     f.write_all(format!("{token}\n").as_bytes()).map_err(err)?;
     info!(path = %path.display(), "admin token created");
     Ok(token)
@@ -108,16 +119,22 @@ pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
 pub fn resolve_mirror(cfg: &Config) -> Result<MirrorCtx, StartError> {
     let uri = match &cfg.installer.mirror {
         Some(m) => m.clone(),
-        None => crate::aptsources::debian_mirror(&crate::aptsources::host_sources(Path::new("/"))).ok_or(StartError::NoMirror)?,
+        None => crate::aptsources::debian_mirror(&crate::aptsources::host_sources(Path::new("/")))
+            .ok_or(StartError::NoMirror)?,
     };
-    MirrorCtx::from_uri(&uri, &cfg.installer.suite, cfg.installer.proxy.as_deref()).ok_or(StartError::NoMirror)
+    MirrorCtx::from_uri(&uri, &cfg.installer.suite, cfg.installer.proxy.as_deref())
+        .ok_or(StartError::NoMirror)
 }
 
 /// The installer files the config names, checked to exist.
 pub fn resolve_installer(cfg: &Config) -> Result<InstallerFiles, StartError> {
     if let Some(name) = &cfg.installer.image {
         let img = crate::images::Store::open(&cfg.images.store)?.image(name)?;
-        return Ok(InstallerFiles { name: name.clone(), kernel: img.kernel, initrd: img.initrd });
+        return Ok(InstallerFiles {
+            name: name.clone(),
+            kernel: img.kernel,
+            initrd: img.initrd,
+        });
     }
     let kernel = cfg.installer.dir.join("linux");
     let initrd = cfg.installer.dir.join("initrd.gz");
@@ -129,14 +146,21 @@ pub fn resolve_installer(cfg: &Config) -> Result<InstallerFiles, StartError> {
             });
         }
     }
-    Ok(InstallerFiles { name: "default".into(), kernel, initrd })
+    Ok(InstallerFiles {
+        name: "default".into(),
+        kernel,
+        initrd,
+    })
 }
 
 impl AppState {
     /// Opens everything rackseed needs. Must run inside a tokio runtime.
     pub fn open(config: Config, profiles: Catalog) -> Result<AppState, StartError> {
         let dir = &config.server.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let admin_token = admin_token(dir)?;
         let inventory = Arc::new(Inventory::open(&dir.join("inventory.db"))?);
         let mut leases = LeaseTable::from_rows(inventory.load_leases()?);
@@ -145,7 +169,12 @@ impl AppState {
         let installer = resolve_installer(&config)?;
         let mirror = resolve_mirror(&config)?;
         let templates = Templates::embedded();
-        let tftp_tree = Tree::from_config(&config, &installer.kernel, &installer.initrd, config.tftp.extra_dir.clone());
+        let tftp_tree = Tree::from_config(
+            &config,
+            &installer.kernel,
+            &installer.initrd,
+            config.tftp.extra_dir.clone(),
+        );
         for (name, path) in tftp_tree.names() {
             if !path.is_file() {
                 warn!(name = %name, path = %path.display(), "TFTP tree entry is missing; clients asking for it get `file not found`");
@@ -172,14 +201,21 @@ impl AppState {
 
     /// The current profile catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.profiles.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.profiles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Reloads the lease table's reservations after nodes changed.
     pub fn reload_reservations(&self) {
         match self.inventory.reservations() {
-            Ok(r) => self.leases.lock().unwrap_or_else(|p| p.into_inner()).set_reservations(r),
-            Err(e) => warn!(error = %e, "reservations not reloaded"),
+            Ok(r) => self
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .set_reservations(r),
+            Err(e) => warn!(error = %crate::error_chain(&e), "reservations not reloaded"),
         }
     }
 
@@ -194,7 +230,11 @@ impl AppState {
             }
             peers.insert(ip, (id, now));
         }
-        let held = self.held_syslog.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+        let held = self
+            .held_syslog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
         if let Some(lines) = held {
             for (at, text) in lines {
                 if now - at < HOLD_MS {
@@ -207,12 +247,24 @@ impl AppState {
     /// The node an address belongs to: learned peers first, then the lease table.
     pub fn node_for_ip(&self, ip: IpAddr) -> Option<i64> {
         let IpAddr::V4(ip) = ip else { return None };
-        if let Some((id, _)) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&ip) {
+        if let Some((id, _)) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ip)
+        {
             return Some(*id);
         }
-        let mac = self.leases.lock().unwrap_or_else(|p| p.into_inner()).holder_of(ip, now_ms())?;
+        let mac = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .holder_of(ip, now_ms())?;
         let node = self.inventory.node_by_mac(mac).ok().flatten()?;
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(ip, (node.id, now_ms()));
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ip, (node.id, now_ms()));
         Some(node.id)
     }
 

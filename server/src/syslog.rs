@@ -26,12 +26,24 @@ pub struct Line {
 pub fn parse_line(bytes: &[u8]) -> Option<Line> {
     let s = String::from_utf8_lossy(bytes);
     let (severity, rest) = match s.strip_prefix('<').and_then(|r| r.split_once('>')) {
-        Some((pri, rest)) if !pri.is_empty() && pri.len() <= 3 && pri.bytes().all(|b| b.is_ascii_digit()) => {
-            (pri.parse::<u16>().ok().filter(|p| *p <= 191).map(|p| (p % 8) as u8), rest)
+        Some((pri, rest))
+            if !pri.is_empty() && pri.len() <= 3 && pri.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (
+                pri.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p <= 191)
+                    .map(|p| (p % 8) as u8),
+                rest,
+            )
         }
         _ => (None, s.as_ref()),
     };
-    let text: String = rest.chars().filter(|c| !c.is_control() || *c == '\t').take(MAX_LINE).collect();
+    let text: String = rest
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\t')
+        .take(MAX_LINE)
+        .collect();
     let text = text.trim().to_string();
     (!text.is_empty()).then_some(Line { severity, text })
 }
@@ -43,11 +55,15 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, cancel: CancellationTo
     loop {
         let (len, from) = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(e) => { debug!(error = %e, "syslog receive failed"); continue; } },
+            r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(e) => { debug!(error = %crate::error_chain(&e), "syslog receive failed"); continue; } },
         };
-        let Some(line) = parse_line(&buf[..len]) else { continue };
+        let Some(line) = parse_line(&buf[..len]) else {
+            continue;
+        };
         state.metrics.syslog_lines.inc();
-        let std::net::IpAddr::V4(ip) = from.ip() else { continue };
+        let std::net::IpAddr::V4(ip) = from.ip() else {
+            continue;
+        };
         match state.node_for_ip(from.ip()) {
             Some(id) => state.events.emit(id, "syslog", line.text),
             None => {
@@ -66,7 +82,10 @@ mod tests {
     fn parses_priority_and_text() {
         assert_eq!(
             parse_line(b"<13>Nov 22 12:00:01 main-menu[243]: INFO: Menu item 'netcfg' selected"),
-            Some(Line { severity: Some(5), text: "Nov 22 12:00:01 main-menu[243]: INFO: Menu item 'netcfg' selected".into() })
+            Some(Line {
+                severity: Some(5),
+                text: "Nov 22 12:00:01 main-menu[243]: INFO: Menu item 'netcfg' selected".into()
+            })
         );
         assert_eq!(parse_line(b"no priority").unwrap().severity, None);
         assert_eq!(parse_line(b"<999>x").unwrap().severity, None);

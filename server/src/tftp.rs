@@ -87,13 +87,24 @@ pub enum LookupError {
 
 impl Tree {
     /// The tree for a config: iPXE binaries at the top, installer files under `installer/`.
-    pub fn from_config(cfg: &Config, installer_kernel: &Path, installer_initrd: &Path, extra: Option<PathBuf>) -> Tree {
+    pub fn from_config(
+        cfg: &Config,
+        installer_kernel: &Path,
+        installer_initrd: &Path,
+        extra: Option<PathBuf>,
+    ) -> Tree {
         let mut files = BTreeMap::new();
         files.insert(IPXE_BIOS.to_string(), cfg.boot.ipxe_bios.clone());
         files.insert(IPXE_EFI.to_string(), cfg.boot.ipxe_efi.clone());
         files.insert(IPXE_SNPONLY.to_string(), cfg.boot.ipxe_snponly.clone());
-        files.insert("installer/linux".to_string(), installer_kernel.to_path_buf());
-        files.insert("installer/initrd.gz".to_string(), installer_initrd.to_path_buf());
+        files.insert(
+            "installer/linux".to_string(),
+            installer_kernel.to_path_buf(),
+        );
+        files.insert(
+            "installer/initrd.gz".to_string(),
+            installer_initrd.to_path_buf(),
+        );
         Tree { files, extra }
     }
 
@@ -113,10 +124,14 @@ impl Tree {
         if let Some(p) = self.files.get(name) {
             return Ok(p.clone());
         }
-        let Some(root) = &self.extra else { return Err(LookupError::NotFound) };
+        let Some(root) = &self.extra else {
+            return Err(LookupError::NotFound);
+        };
         let root = root.canonicalize().map_err(|_| LookupError::NotFound)?;
         let candidate = parts.iter().fold(root.clone(), |acc, p| acc.join(p));
-        let real = candidate.canonicalize().map_err(|_| LookupError::NotFound)?;
+        let real = candidate
+            .canonicalize()
+            .map_err(|_| LookupError::NotFound)?;
         if !real.starts_with(&root) {
             return Err(LookupError::Escapes);
         }
@@ -141,7 +156,12 @@ impl Sessions {
             if cur >= max {
                 return None;
             }
-            match self.active.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.active.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Some(SessionSlot(self.clone())),
                 Err(now) => cur = now,
             }
@@ -176,7 +196,11 @@ pub struct FileReader {
 }
 
 impl futures_lite::AsyncRead for FileReader {
-    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         // Served files are small and hot in the page cache; a positional read does not
         // wait on the network and keeps no per-session buffer.
         let n = self.file.read_at(buf, self.pos)?;
@@ -197,9 +221,20 @@ impl Drop for FileReader {
         }
         if let Some(id) = node {
             let msg = if complete {
-                format!("TFTP sent {} ({} bytes) to {}", self.name, self.size, self.peer.ip())
+                format!(
+                    "TFTP sent {} ({} bytes) to {}",
+                    self.name,
+                    self.size,
+                    self.peer.ip()
+                )
             } else {
-                format!("TFTP transfer of {} to {} stopped after {} of {} bytes", self.name, self.peer.ip(), self.pos, self.size)
+                format!(
+                    "TFTP transfer of {} to {} stopped after {} of {} bytes",
+                    self.name,
+                    self.peer.ip(),
+                    self.pos,
+                    self.size
+                )
             };
             self.state.events.emit(id, "tftp", msg);
         }
@@ -215,7 +250,11 @@ impl async_tftp::server::Handler for Handler {
     type Reader = FileReader;
     type Writer = futures_lite::io::Sink;
 
-    async fn read_req_open(&mut self, client: &SocketAddr, path: &Path) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+    async fn read_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
         let name = path.to_string_lossy().to_string();
         let tree = &self.state.tftp_tree;
         let refuse = |e: packet::Error, why: String| {
@@ -225,29 +264,61 @@ impl async_tftp::server::Handler for Handler {
         };
         let file_path = match tree.lookup(&name) {
             Ok(p) => p,
-            Err(LookupError::NotFound) => return Err(refuse(packet::Error::FileNotFound, "not in tree".into())),
-            Err(e) => return Err(refuse(packet::Error::Msg(format!("refused: {e}")), e.to_string())),
+            Err(LookupError::NotFound) => {
+                return Err(refuse(packet::Error::FileNotFound, "not in tree".into()));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    packet::Error::Msg(format!("refused: {e}")),
+                    e.to_string(),
+                ));
+            }
         };
-        let Some(slot) = self.state.tftp_sessions.acquire(self.state.config.tftp.max_sessions) else {
-            return Err(refuse(packet::Error::Msg("server busy: too many transfers, retry later".into()), "session cap".into()));
+        let Some(slot) = self
+            .state
+            .tftp_sessions
+            .acquire(self.state.config.tftp.max_sessions)
+        else {
+            return Err(refuse(
+                packet::Error::Msg("server busy: too many transfers, retry later".into()),
+                "session cap".into(),
+            ));
         };
         let file = std::fs::File::open(&file_path).map_err(|e| {
-            warn!(file = %file_path.display(), error = %e, "tftp file in tree cannot be opened");
+            warn!(file = %file_path.display(), error = %crate::error_chain(&e), "tftp file in tree cannot be opened");
             refuse(packet::Error::FileNotFound, e.to_string())
         })?;
-        let meta = file.metadata().map_err(|e| refuse(packet::Error::UnknownError, e.to_string()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| refuse(packet::Error::UnknownError, e.to_string()))?;
         if !meta.is_file() {
-            return Err(refuse(packet::Error::FileNotFound, "not a regular file".into()));
+            return Err(refuse(
+                packet::Error::FileNotFound,
+                "not a regular file".into(),
+            ));
         }
         self.state.metrics.tftp_transfers.inc();
         debug!(%client, file = %name, size = meta.len(), "tftp transfer starting");
         Ok((
-            FileReader { file, pos: 0, size: meta.len(), name, peer: *client, state: self.state.clone(), _slot: slot },
+            FileReader {
+                file,
+                pos: 0,
+                size: meta.len(),
+                name,
+                peer: *client,
+                state: self.state.clone(),
+                _slot: slot,
+            },
             Some(meta.len()),
         ))
     }
 
-    async fn write_req_open(&mut self, client: &SocketAddr, path: &Path, _size: Option<u64>) -> Result<Self::Writer, packet::Error> {
+    async fn write_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+        _size: Option<u64>,
+    ) -> Result<Self::Writer, packet::Error> {
         self.state.metrics.tftp_refused.inc();
         debug!(%client, file = %path.display(), "tftp write refused");
         Err(packet::Error::IllegalOperation)
@@ -260,13 +331,19 @@ impl async_tftp::server::Handler for Handler {
 pub struct TftpError(#[source] async_tftp::Error);
 
 /// Serves TFTP on an already-bound socket until `cancel` fires.
-pub async fn run(state: Arc<AppState>, socket: std::net::UdpSocket, cancel: CancellationToken) -> Result<(), TftpError> {
+pub async fn run(
+    state: Arc<AppState>,
+    socket: std::net::UdpSocket,
+    cancel: CancellationToken,
+) -> Result<(), TftpError> {
     let cfg = &state.config.tftp;
-    let mut b = async_tftp::server::TftpServerBuilder::with_handler(Handler { state: state.clone() })
-        .std_socket(socket)
-        .map_err(TftpError)?
-        .timeout(cfg.timeout)
-        .max_send_retries(8);
+    let mut b = async_tftp::server::TftpServerBuilder::with_handler(Handler {
+        state: state.clone(),
+    })
+    .std_socket(socket)
+    .map_err(TftpError)?
+    .timeout(cfg.timeout)
+    .max_send_retries(8);
     if let Some(limit) = cfg.block_size_limit {
         b = b.block_size_limit(limit);
     }
@@ -291,10 +368,16 @@ mod tests {
         assert_eq!(check_path("installer/../../x"), Err(PathError::Dots));
         assert_eq!(check_path("/etc/passwd"), Err(PathError::Absolute));
         assert_eq!(check_path("..\\x"), Err(PathError::Backslash));
-        assert_eq!(check_path("undionly.kpxe\0/../../etc/passwd"), Err(PathError::Control));
+        assert_eq!(
+            check_path("undionly.kpxe\0/../../etc/passwd"),
+            Err(PathError::Control)
+        );
         assert_eq!(check_path("a//b"), Err(PathError::EmptyComponent));
         assert_eq!(check_path(""), Err(PathError::Empty));
-        assert_eq!(check_path("installer/linux"), Ok(vec!["installer", "linux"]));
+        assert_eq!(
+            check_path("installer/linux"),
+            Ok(vec!["installer", "linux"])
+        );
     }
 
     #[test]

@@ -64,10 +64,18 @@ if [ "${1:-}" = "--host-packages" ]; then
 fi
 [ "$#" -eq 0 ] || die "unknown argument $1 (usage: build.sh [--host-packages])"
 
+[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, loop mounts)"
+
+# Mount nothing in the host's mount namespace: a process that copies it
+# meanwhile (`ip netns exec`, `unshare -m` of a parallel test) would keep our
+# loop mounts alive after we unmount them, and the build VM would then see a
+# stale disk. In a private namespace every mount also goes away with us.
+if [ "${RACKSEED_NODE_IMAGE_PRIVATE_NS:-}" != 1 ]; then
+    RACKSEED_NODE_IMAGE_PRIVATE_NS=1 exec unshare --mount --propagation private -- "$0" "$@"
+fi
+
 # From here on stdout is stderr; fd 3 is the real stdout for the final path.
 exec 3>&1 1>&2
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, loop mounts)"
 
 install_missing_host_packages() {
     local missing=() pkg
@@ -165,9 +173,9 @@ fi
 
 install_missing_host_packages
 mkdir -p "$cache_root"
-exec 9>"$cache_root/.lock-$hash"
+exec 9>"$cache_root/.lock"
 if ! flock -n 9; then
-    log "another build of $hash is running; waiting for it"
+    log "another node-image build is running; waiting for it"
     flock 9
 fi
 if [ -f "$out_dir/DONE" ]; then
@@ -188,7 +196,6 @@ stage_img=$tmp/stage.img
 root=$tmp/root
 logs=$tmp/result/logs
 mkdir -p "$root" "$logs" "$tmp/result"
-loopdev=
 qemu_pid=
 mounts=()
 succeeded=0
@@ -205,10 +212,17 @@ unmount_all() {
             log "warning: cannot unmount ${mounts[i]}"
     done
     mounts=()
-    if [ -n "$loopdev" ]; then
-        losetup -d "$loopdev" || log "warning: cannot detach $loopdev"
-        loopdev=
-    fi
+}
+
+# Fails unless no loop device still holds the stage image (loop mounts use
+# autoclear: the device goes when its file system is unmounted).
+stage_released() {
+    local i
+    for i in $(seq 50); do
+        [ -n "$(losetup -j "$stage_img")" ] || return 0
+        sleep 0.1
+    done
+    die "$stage_img is still attached: $(losetup -j "$stage_img")"
 }
 
 cleanup() {
@@ -278,8 +292,7 @@ root_uuid=$(cat /proc/sys/kernel/random/uuid)
 
 truncate -s "$STAGE_DISK_SIZE" "$stage_img"
 mkfs.xfs -q -m uuid="$stage_uuid" -L stage "$stage_img"
-loopdev=$(losetup --find --show "$stage_img")
-mount_tracked -t xfs "$loopdev" "$root"
+mount_tracked -t xfs -o loop "$stage_img" "$root"
 
 phase debootstrap
 logged debootstrap debootstrap --arch="$ARCH" --variant=minbase --components=main,contrib \
@@ -394,6 +407,7 @@ log "root tree: $tree_size MiB"
 phase_done configure
 
 unmount_all
+stage_released
 
 # ---------------------------------------------------------------------------
 # 4. the RAID build VM: md RAID1 + XFS on two qcow2 disks, initramfs in it
@@ -420,8 +434,7 @@ wait "$qemu_pid" || vm_rc=$?
 qemu_pid=
 grep -a '^rackseed-image-builder:' "$logs/build-vm-console.log" >&2 || true
 
-loopdev=$(losetup --find --show --read-only "$stage_img")
-mount_tracked -t xfs -o ro,norecovery "$loopdev" "$root"
+mount_tracked -t xfs -o loop,ro,norecovery "$stage_img" "$root"
 status=$(cat "$root/rackseed-build/out/status" 2>/dev/null || echo "no status")
 if [ "$vm_rc" -ne 0 ] || [ "$status" != ok ]; then
     tail -n 60 "$logs/build-vm-console.log" >&2

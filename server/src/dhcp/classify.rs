@@ -138,7 +138,11 @@ pub enum ClassifyError {
 }
 
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().filter(|c| !c.is_control()).take(128).collect()
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect()
 }
 
 /// Reads the fields rackseed uses from a decoded message.
@@ -152,7 +156,10 @@ pub fn classify(msg: &Message) -> Result<Request, ClassifyError> {
     let mac = MacAddr::from_slice(msg.chaddr()).ok_or(ClassifyError::NotEthernet)?;
     let opts = msg.opts();
     let msg_type = opts.msg_type().ok_or(ClassifyError::NoMessageType)?;
-    if matches!(msg_type, MessageType::Offer | MessageType::Ack | MessageType::Nak) {
+    if matches!(
+        msg_type,
+        MessageType::Offer | MessageType::Ack | MessageType::Nak
+    ) {
         return Err(ClassifyError::ServerMessage(msg_type));
     }
     let vendor_class = match opts.get(OptionCode::ClassIdentifier) {
@@ -169,7 +176,12 @@ pub fn classify(msg: &Message) -> Result<Request, ClassifyError> {
     };
     let vc = vendor_class.as_deref().unwrap_or("");
     // Option 60 carries `PXEClient:Arch:00000:...`; some ROMs omit option 93.
-    let arch = arch.or_else(|| vc.split(':').nth(2).and_then(|a| a.parse().ok()).map(Arch::from_code));
+    let arch = arch.or_else(|| {
+        vc.split(':')
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .map(Arch::from_code)
+    });
     let client = if is_ipxe {
         BootClient::Ipxe(arch.unwrap_or(Arch::Bios))
     } else if vc.starts_with("PXEClient") {
@@ -239,8 +251,15 @@ pub(crate) mod tests {
 
     pub fn request(t: MessageType, mac: u8, extra: &[DhcpOption]) -> Message {
         let chaddr = [0x52, 0x54, 0, 0, 0, mac];
-        let mut m = Message::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &chaddr);
-        m.set_xid(0x1234).set_flags(Flags::default().set_broadcast());
+        let mut m = Message::new(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &chaddr,
+        );
+        m.set_xid(0x1234)
+            .set_flags(Flags::default().set_broadcast());
         m.opts_mut().insert(DhcpOption::MessageType(t));
         for o in extra {
             m.opts_mut().insert(o.clone());
@@ -250,7 +269,9 @@ pub(crate) mod tests {
 
     pub fn pxe(arch: u16) -> Vec<DhcpOption> {
         vec![
-            DhcpOption::ClassIdentifier(format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes()),
+            DhcpOption::ClassIdentifier(
+                format!("PXEClient:Arch:{arch:05}:UNDI:002001").into_bytes(),
+            ),
             DhcpOption::ClientSystemArchitecture(Architecture::from(arch)),
         ]
     }
@@ -274,7 +295,12 @@ pub(crate) mod tests {
         assert_eq!(r.client, BootClient::Ipxe(Arch::EfiX64));
         // RFC 3004 encoding.
         let o = vec![DhcpOption::UserClass(b"\x03abc\x04iPXE".to_vec())];
-        assert_eq!(classify(&request(MessageType::Discover, 1, &o)).unwrap().client, BootClient::Ipxe(Arch::Bios));
+        assert_eq!(
+            classify(&request(MessageType::Discover, 1, &o))
+                .unwrap()
+                .client,
+            BootClient::Ipxe(Arch::Bios)
+        );
         assert!(!user_class_is_ipxe(b"\x09iPXE"));
     }
 
@@ -290,13 +316,23 @@ pub(crate) mod tests {
 
     #[test]
     fn arch_from_vendor_class_when_option_93_missing() {
-        let o = vec![DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003016".to_vec())];
-        assert_eq!(classify(&request(MessageType::Discover, 1, &o)).unwrap().client, BootClient::Pxe(Arch::EfiX64));
+        let o = vec![DhcpOption::ClassIdentifier(
+            b"PXEClient:Arch:00007:UNDI:003016".to_vec(),
+        )];
+        assert_eq!(
+            classify(&request(MessageType::Discover, 1, &o))
+                .unwrap()
+                .client,
+            BootClient::Pxe(Arch::EfiX64)
+        );
     }
 
     #[test]
     fn plain_os_client_is_not_booting() {
-        let o = vec![DhcpOption::ClassIdentifier(b"udhcp 1.35.0".to_vec()), DhcpOption::Hostname("web1".into())];
+        let o = vec![
+            DhcpOption::ClassIdentifier(b"udhcp 1.35.0".to_vec()),
+            DhcpOption::Hostname("web1".into()),
+        ];
         let r = classify(&request(MessageType::Discover, 1, &o)).unwrap();
         assert_eq!(r.client, BootClient::None);
         assert_eq!(r.hostname.as_deref(), Some("web1"));
@@ -304,7 +340,10 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_server_messages_and_bootp() {
-        assert_eq!(classify(&request(MessageType::Offer, 1, &[])), Err(ClassifyError::ServerMessage(MessageType::Offer)));
+        assert_eq!(
+            classify(&request(MessageType::Offer, 1, &[])),
+            Err(ClassifyError::ServerMessage(MessageType::Offer))
+        );
         let mut m = request(MessageType::Discover, 1, &[]);
         m.opts_mut().remove(OptionCode::MessageType);
         assert_eq!(classify(&m), Err(ClassifyError::NoMessageType));

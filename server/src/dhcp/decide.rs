@@ -103,7 +103,11 @@ pub fn destination(req: &Request, msg_type: MessageType) -> Destination {
 
 /// The subnet a request belongs to: by giaddr when relayed, else the subnet of the
 /// interface it arrived on.
-pub fn choose_subnet<'a>(cfg: &'a DhcpConfig, req: &Request, arrived_on: Option<&'a Subnet>) -> Option<&'a Subnet> {
+pub fn choose_subnet<'a>(
+    cfg: &'a DhcpConfig,
+    req: &Request,
+    arrived_on: Option<&'a Subnet>,
+) -> Option<&'a Subnet> {
     if !req.giaddr.is_unspecified() {
         return cfg.subnets.iter().find(|s| s.network.contains(&req.giaddr));
     }
@@ -158,7 +162,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn silent(note: impl Into<String>) -> Outcome {
-        Outcome { reply: None, persist: None, note: note.into(), chainloads: false }
+        Outcome {
+            reply: None,
+            persist: None,
+            note: note.into(),
+            chainloads: false,
+        }
     }
 }
 
@@ -171,7 +180,11 @@ fn vendor_class_for(client: &BootClient) -> Option<&'static str> {
 }
 
 fn lease_secs(ctx: &Ctx<'_>, subnet: &Subnet) -> u32 {
-    subnet.lease_time.unwrap_or(ctx.dhcp.lease_time).as_secs().min(u32::MAX as u64) as u32
+    subnet
+        .lease_time
+        .unwrap_or(ctx.dhcp.lease_time)
+        .as_secs()
+        .min(u32::MAX as u64) as u32
 }
 
 /// Authoritative mode: addresses from pools and reservations, plus boot information.
@@ -186,13 +199,24 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
             format!("no subnet contains relay address {}", req.giaddr)
         });
     };
-    let boot = boot_file_for(&req.client, ctx.dhcp.chainload, ctx.chainloaded_recently, ctx.efi_binary, req.mac, ctx.base_url);
+    let boot = boot_file_for(
+        &req.client,
+        ctx.dhcp.chainload,
+        ctx.chainloaded_recently,
+        ctx.efi_binary,
+        req.mac,
+        ctx.base_url,
+    );
     let secs = lease_secs(ctx, subnet);
     let hostname = ctx.node.and_then(|n| n.hostname.clone());
     let reply = |msg_type, yiaddr, lease| Reply {
         msg_type,
         yiaddr,
-        boot: if msg_type == MessageType::Nak { None } else { boot.clone() },
+        boot: if msg_type == MessageType::Nak {
+            None
+        } else {
+            boot.clone()
+        },
         lease_secs: lease,
         subnet: Some(subnet.clone()),
         hostname: hostname.clone(),
@@ -200,7 +224,12 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
         vendor_class: vendor_class_for(&req.client),
     };
     let nak = |note: String| Outcome {
-        reply: Some(Reply { subnet: None, hostname: None, vendor_class: None, ..reply(MessageType::Nak, Ipv4Addr::UNSPECIFIED, None) }),
+        reply: Some(Reply {
+            subnet: None,
+            hostname: None,
+            vendor_class: None,
+            ..reply(MessageType::Nak, Ipv4Addr::UNSPECIFIED, None)
+        }),
         persist: None,
         note,
         chainloads: false,
@@ -209,8 +238,17 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
     match req.msg_type {
         MessageType::Discover => match table.pick(req.mac, subnet, req.requested_ip, ctx.now) {
             Ok(ip) => {
-                table.offer(req.mac, ip, ctx.now + ctx.dhcp.offer_hold.as_millis() as i64);
-                Outcome { reply: Some(reply(MessageType::Offer, ip, Some(secs))), persist: None, note: format!("offer {ip}"), chainloads: false }
+                table.offer(
+                    req.mac,
+                    ip,
+                    ctx.now + ctx.dhcp.offer_hold.as_millis() as i64,
+                );
+                Outcome {
+                    reply: Some(reply(MessageType::Offer, ip, Some(secs))),
+                    persist: None,
+                    note: format!("offer {ip}"),
+                    chainloads: false,
+                }
             }
             Err(e) => Outcome::silent(e.to_string()),
         },
@@ -224,7 +262,10 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
             }
             // SELECTING and INIT-REBOOT name the address in option 50; RENEWING and
             // REBINDING in ciaddr.
-            let Some(wanted) = req.requested_ip.or((!req.ciaddr.is_unspecified()).then_some(req.ciaddr)) else {
+            let Some(wanted) = req
+                .requested_ip
+                .or((!req.ciaddr.is_unspecified()).then_some(req.ciaddr))
+            else {
                 return nak("REQUEST names no address".into());
             };
             if !subnet.network.contains(&wanted) {
@@ -237,12 +278,20 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
                 None => {
                     ours == Some(wanted)
                         || (!selecting
-                            && subnet.range.is_some_and(|(a, b)| wanted >= a && wanted <= b)
+                            && subnet
+                                .range
+                                .is_some_and(|(a, b)| wanted >= a && wanted <= b)
                             && table.available_to(wanted, req.mac, subnet, ctx.now))
                 }
             };
             if !acceptable {
-                if !selecting && ours.is_none() && reserved.is_none() && !table.lease_at(wanted).is_some_and(|l| l.expires_at > ctx.now) {
+                if !selecting
+                    && ours.is_none()
+                    && reserved.is_none()
+                    && !table
+                        .lease_at(wanted)
+                        .is_some_and(|l| l.expires_at > ctx.now)
+                {
                     // RFC 2131 4.3.2: no record of this client and the address is not
                     // taken → stay silent in INIT-REBOOT.
                     return Outcome::silent(format!("no record of {} for {wanted}", req.mac));
@@ -250,7 +299,12 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
                 return nak(format!("{wanted} is not leased to {}", req.mac));
             }
             let until = ctx.now + i64::from(secs) * 1000;
-            let write = table.bind(req.mac, wanted, until, hostname.clone().or(req.hostname.clone()));
+            let write = table.bind(
+                req.mac,
+                wanted,
+                until,
+                hostname.clone().or(req.hostname.clone()),
+            );
             Outcome {
                 reply: Some(reply(MessageType::Ack, wanted, Some(secs))),
                 persist: Some(write),
@@ -259,14 +313,26 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
             }
         }
         MessageType::Release => match table.release(req.mac, req.ciaddr) {
-            Some(w) => Outcome { reply: None, persist: Some(w), note: format!("released {}", req.ciaddr), chainloads: false },
+            Some(w) => Outcome {
+                reply: None,
+                persist: Some(w),
+                note: format!("released {}", req.ciaddr),
+                chainloads: false,
+            },
             None => Outcome::silent(format!("release of {} not held by {}", req.ciaddr, req.mac)),
         },
         MessageType::Decline => {
-            let Some(ip) = req.requested_ip else { return Outcome::silent("DECLINE without option 50") };
+            let Some(ip) = req.requested_ip else {
+                return Outcome::silent("DECLINE without option 50");
+            };
             let until = ctx.now + ctx.dhcp.decline_hold.as_millis() as i64;
             match table.decline(req.mac, ip, until) {
-                Some(w) => Outcome { reply: None, persist: Some(w), note: format!("declined {ip}"), chainloads: false },
+                Some(w) => Outcome {
+                    reply: None,
+                    persist: Some(w),
+                    note: format!("declined {ip}"),
+                    chainloads: false,
+                },
                 None => Outcome::silent(format!("decline of {ip} not held by {}", req.mac)),
             }
         }
@@ -276,7 +342,12 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
             }
             let mut r = reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
             r.dest = destination(req, MessageType::Ack);
-            Outcome { reply: Some(r), persist: None, note: format!("inform from {}", req.ciaddr), chainloads: false }
+            Outcome {
+                reply: Some(r),
+                persist: None,
+                note: format!("inform from {}", req.ciaddr),
+                chainloads: false,
+            }
         }
         other => Outcome::silent(format!("{other:?} is not handled")),
     }
@@ -291,15 +362,30 @@ pub fn decide_proxy(req: &Request, ctx: &Ctx<'_>, on_4011: bool, src: SocketAddr
     if ctx.node.is_none() && ctx.dhcp.unknown == UnknownPolicy::Ignore {
         return Outcome::silent("unknown MAC ignored (dhcp.unknown = \"ignore\")");
     }
-    let Some(boot) = boot_file_for(&req.client, ctx.dhcp.chainload, ctx.chainloaded_recently, ctx.efi_binary, req.mac, ctx.base_url)
-    else {
+    let Some(boot) = boot_file_for(
+        &req.client,
+        ctx.dhcp.chainload,
+        ctx.chainloaded_recently,
+        ctx.efi_binary,
+        req.mac,
+        ctx.base_url,
+    ) else {
         return Outcome::silent(format!("no boot file for {}", req.client.describe()));
     };
     let (msg_type, dest) = match (on_4011, req.msg_type) {
-        (false, MessageType::Discover) => (MessageType::Offer, destination(req, MessageType::Offer)),
+        (false, MessageType::Discover) => {
+            (MessageType::Offer, destination(req, MessageType::Offer))
+        }
         (true, MessageType::Request | MessageType::Inform) => {
-            let to = if req.ciaddr.is_unspecified() { *src.ip() } else { req.ciaddr };
-            (MessageType::Ack, Destination::Unicast(SocketAddrV4::new(to, src.port())))
+            let to = if req.ciaddr.is_unspecified() {
+                *src.ip()
+            } else {
+                req.ciaddr
+            };
+            (
+                MessageType::Ack,
+                Destination::Unicast(SocketAddrV4::new(to, src.port())),
+            )
         }
         (false, MessageType::Request) => {
             if req.server_id == Some(ctx.server_ip) {
@@ -325,13 +411,26 @@ pub fn decide_proxy(req: &Request, ctx: &Ctx<'_>, on_4011: bool, src: SocketAddr
             vendor_class: Some(vendor_class_for(&req.client).unwrap_or("PXEClient")),
         }),
         persist: None,
-        note: format!("proxy {}", if msg_type == MessageType::Offer { "offer" } else { "ack" }),
+        note: format!(
+            "proxy {}",
+            if msg_type == MessageType::Offer {
+                "offer"
+            } else {
+                "ack"
+            }
+        ),
         chainloads,
     }
 }
 
 /// Which mode's decision applies.
-pub fn decide(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable, on_4011: bool, src: SocketAddrV4) -> Outcome {
+pub fn decide(
+    req: &Request,
+    ctx: &Ctx<'_>,
+    table: &mut LeaseTable,
+    on_4011: bool,
+    src: SocketAddrV4,
+) -> Outcome {
     match ctx.dhcp.mode {
         DhcpMode::Authoritative => decide_authoritative(req, ctx, table),
         DhcpMode::Proxy => decide_proxy(req, ctx, on_4011, src),
@@ -344,12 +443,21 @@ pub fn decide(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable, on_4011: boo
 const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
 /// Builds the reply message for `req_msg` (xid, chaddr, flags and giaddr copied).
-pub fn encode_reply(req_msg: &Message, req: &Request, reply: &Reply, server_ip: Ipv4Addr) -> Message {
+pub fn encode_reply(
+    req_msg: &Message,
+    req: &Request,
+    reply: &Reply,
+    server_ip: Ipv4Addr,
+) -> Message {
     let mut m = Message::default();
     m.set_opcode(Opcode::BootReply)
         .set_htype(v4::HType::Eth)
         .set_xid(req_msg.xid())
-        .set_flags(if req.broadcast { Flags::default().set_broadcast() } else { Flags::default() })
+        .set_flags(if req.broadcast {
+            Flags::default().set_broadcast()
+        } else {
+            Flags::default()
+        })
         .set_chaddr(req_msg.chaddr())
         .set_giaddr(req_msg.giaddr())
         .set_yiaddr(reply.yiaddr);
@@ -381,7 +489,9 @@ pub fn encode_reply(req_msg: &Message, req: &Request, reply: &Reply, server_ip: 
         }
     }
     if let Some(h) = &reply.hostname {
-        opts.insert(DhcpOption::Hostname(h.split('.').next().unwrap_or(h).to_string()));
+        opts.insert(DhcpOption::Hostname(
+            h.split('.').next().unwrap_or(h).to_string(),
+        ));
     }
     if let Some(boot) = &reply.boot {
         if matches!(boot, BootFile::Tftp(_)) {
@@ -405,7 +515,10 @@ pub fn encode_reply(req_msg: &Message, req: &Request, reply: &Reply, server_ip: 
 
 #[cfg(test)]
 mod tests {
-    use super::super::classify::{classify, tests::{pxe, request}};
+    use super::super::classify::{
+        classify,
+        tests::{pxe, request},
+    };
     use super::*;
     use crate::config::Config;
 
@@ -445,18 +558,73 @@ mod tests {
         let m = mac(1);
         let f = |c, p, r, e| boot_file_for(&c, p, r, e, m, BASE);
         use ChainloadPolicy::*;
-        assert_eq!(f(BootClient::Pxe(Arch::Bios), Firmware, false, EfiBinary::Ipxe), Some(BootFile::Tftp("undionly.kpxe".into())));
-        assert_eq!(f(BootClient::Pxe(Arch::EfiX64), Firmware, false, EfiBinary::Ipxe), Some(BootFile::Tftp("ipxe.efi".into())));
-        assert_eq!(f(BootClient::Pxe(Arch::EfiX64), Firmware, false, EfiBinary::Snponly), Some(BootFile::Tftp("snponly.efi".into())));
         assert_eq!(
-            f(BootClient::HttpBoot(Arch::EfiX64Http), Firmware, false, EfiBinary::Ipxe),
+            f(
+                BootClient::Pxe(Arch::Bios),
+                Firmware,
+                false,
+                EfiBinary::Ipxe
+            ),
+            Some(BootFile::Tftp("undionly.kpxe".into()))
+        );
+        assert_eq!(
+            f(
+                BootClient::Pxe(Arch::EfiX64),
+                Firmware,
+                false,
+                EfiBinary::Ipxe
+            ),
+            Some(BootFile::Tftp("ipxe.efi".into()))
+        );
+        assert_eq!(
+            f(
+                BootClient::Pxe(Arch::EfiX64),
+                Firmware,
+                false,
+                EfiBinary::Snponly
+            ),
+            Some(BootFile::Tftp("snponly.efi".into()))
+        );
+        assert_eq!(
+            f(
+                BootClient::HttpBoot(Arch::EfiX64Http),
+                Firmware,
+                false,
+                EfiBinary::Ipxe
+            ),
             Some(BootFile::Http("http://192.0.2.1:8080/ipxe/ipxe.efi".into()))
         );
-        let script = Some(BootFile::Http("http://192.0.2.1:8080/boot/52-54-00-00-00-01.ipxe".into()));
-        assert_eq!(f(BootClient::Ipxe(Arch::Bios), Firmware, false, EfiBinary::Ipxe), script);
-        assert_eq!(f(BootClient::Ipxe(Arch::EfiX64), Firmware, false, EfiBinary::Ipxe), script);
+        let script = Some(BootFile::Http(
+            "http://192.0.2.1:8080/boot/52-54-00-00-00-01.ipxe".into(),
+        ));
+        assert_eq!(
+            f(
+                BootClient::Ipxe(Arch::Bios),
+                Firmware,
+                false,
+                EfiBinary::Ipxe
+            ),
+            script
+        );
+        assert_eq!(
+            f(
+                BootClient::Ipxe(Arch::EfiX64),
+                Firmware,
+                false,
+                EfiBinary::Ipxe
+            ),
+            script
+        );
         assert_eq!(f(BootClient::None, Firmware, false, EfiBinary::Ipxe), None);
-        assert_eq!(f(BootClient::Pxe(Arch::EfiArm64), Firmware, false, EfiBinary::Ipxe), None);
+        assert_eq!(
+            f(
+                BootClient::Pxe(Arch::EfiArm64),
+                Firmware,
+                false,
+                EfiBinary::Ipxe
+            ),
+            None
+        );
     }
 
     #[test]
@@ -464,10 +632,27 @@ mod tests {
         let m = mac(1);
         let c = BootClient::Ipxe(Arch::Bios);
         assert_eq!(
-            boot_file_for(&c, ChainloadPolicy::AlwaysOnce, false, EfiBinary::Ipxe, m, BASE),
+            boot_file_for(
+                &c,
+                ChainloadPolicy::AlwaysOnce,
+                false,
+                EfiBinary::Ipxe,
+                m,
+                BASE
+            ),
             Some(BootFile::Tftp("undionly.kpxe".into()))
         );
-        assert!(matches!(boot_file_for(&c, ChainloadPolicy::AlwaysOnce, true, EfiBinary::Ipxe, m, BASE), Some(BootFile::Http(_))));
+        assert!(matches!(
+            boot_file_for(
+                &c,
+                ChainloadPolicy::AlwaysOnce,
+                true,
+                EfiBinary::Ipxe,
+                m,
+                BASE
+            ),
+            Some(BootFile::Http(_))
+        ));
     }
 
     #[test]
@@ -488,7 +673,9 @@ mod tests {
         let r = classify(&request(MessageType::Request, 1, &opts)).unwrap();
         let o = decide_authoritative(&r, &ctx(&c, None), &mut t);
         assert_eq!(o.reply.as_ref().unwrap().msg_type, MessageType::Ack);
-        assert!(matches!(o.persist, Some(LeaseWrite::Upsert(ref row)) if row.ip == ip && row.state == "bound"));
+        assert!(
+            matches!(o.persist, Some(LeaseWrite::Upsert(ref row)) if row.ip == ip && row.state == "bound")
+        );
         assert!(o.chainloads);
     }
 
@@ -497,11 +684,17 @@ mod tests {
         let c = cfg("authoritative", "");
         let mut t = LeaseTable::default();
         let d = classify(&request(MessageType::Discover, 1, &[])).unwrap();
-        let ip = decide_authoritative(&d, &ctx(&c, None), &mut t).reply.unwrap().yiaddr;
+        let ip = decide_authoritative(&d, &ctx(&c, None), &mut t)
+            .reply
+            .unwrap()
+            .yiaddr;
         let r = classify(&request(
             MessageType::Request,
             1,
-            &[DhcpOption::RequestedIpAddress(ip), DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 254))],
+            &[
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 254)),
+            ],
         ))
         .unwrap();
         let o = decide_authoritative(&r, &ctx(&c, None), &mut t);
@@ -514,14 +707,34 @@ mod tests {
         let c = cfg("authoritative", "");
         let mut t = LeaseTable::default();
         t.bind(mac(2), Ipv4Addr::new(192, 0, 2, 100), 999_999, None);
-        let r = classify(&request(MessageType::Request, 1, &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 100))])).unwrap();
+        let r = classify(&request(
+            MessageType::Request,
+            1,
+            &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                192, 0, 2, 100,
+            ))],
+        ))
+        .unwrap();
         let o = decide_authoritative(&r, &ctx(&c, None), &mut t);
         let reply = o.reply.unwrap();
         assert_eq!(reply.msg_type, MessageType::Nak);
         assert_eq!(reply.dest, Destination::Broadcast);
         // Outside the subnet.
-        let r = classify(&request(MessageType::Request, 1, &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(203, 0, 113, 5))])).unwrap();
-        assert_eq!(decide_authoritative(&r, &ctx(&c, None), &mut t).reply.unwrap().msg_type, MessageType::Nak);
+        let r = classify(&request(
+            MessageType::Request,
+            1,
+            &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                203, 0, 113, 5,
+            ))],
+        ))
+        .unwrap();
+        assert_eq!(
+            decide_authoritative(&r, &ctx(&c, None), &mut t)
+                .reply
+                .unwrap()
+                .msg_type,
+            MessageType::Nak
+        );
     }
 
     #[test]
@@ -529,11 +742,33 @@ mod tests {
         let c = cfg("authoritative", "");
         let mut t = LeaseTable::default();
         // A free pool address the client remembers (e.g. after our database was lost).
-        let r = classify(&request(MessageType::Request, 1, &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 105))])).unwrap();
-        assert_eq!(decide_authoritative(&r, &ctx(&c, None), &mut t).reply.unwrap().msg_type, MessageType::Ack);
+        let r = classify(&request(
+            MessageType::Request,
+            1,
+            &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                192, 0, 2, 105,
+            ))],
+        ))
+        .unwrap();
+        assert_eq!(
+            decide_authoritative(&r, &ctx(&c, None), &mut t)
+                .reply
+                .unwrap()
+                .msg_type,
+            MessageType::Ack
+        );
         // Outside the pool, no record: silent.
-        let r = classify(&request(MessageType::Request, 2, &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 50))])).unwrap();
-        assert!(decide_authoritative(&r, &ctx(&c, None), &mut t).reply.is_none());
+        let r = classify(&request(
+            MessageType::Request,
+            2,
+            &[DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 50))],
+        ))
+        .unwrap();
+        assert!(
+            decide_authoritative(&r, &ctx(&c, None), &mut t)
+                .reply
+                .is_none()
+        );
     }
 
     #[test]
@@ -559,9 +794,17 @@ mod tests {
         let mut m = request(MessageType::Discover, 1, &[]);
         m.set_giaddr(Ipv4Addr::new(198, 51, 100, 1));
         let r = classify(&m).unwrap();
-        let reply = decide_authoritative(&r, &ctx(&c, None), &mut t).reply.unwrap();
-        assert_eq!(reply.dest, Destination::Relay(Ipv4Addr::new(198, 51, 100, 1)));
-        assert!(reply.yiaddr >= Ipv4Addr::new(198, 51, 100, 10) && reply.yiaddr <= Ipv4Addr::new(198, 51, 100, 19));
+        let reply = decide_authoritative(&r, &ctx(&c, None), &mut t)
+            .reply
+            .unwrap();
+        assert_eq!(
+            reply.dest,
+            Destination::Relay(Ipv4Addr::new(198, 51, 100, 1))
+        );
+        assert!(
+            reply.yiaddr >= Ipv4Addr::new(198, 51, 100, 10)
+                && reply.yiaddr <= Ipv4Addr::new(198, 51, 100, 19)
+        );
         // A relay in no configured subnet gets nothing.
         let mut m = request(MessageType::Discover, 1, &[]);
         m.set_giaddr(Ipv4Addr::new(203, 0, 113, 1));
@@ -582,9 +825,16 @@ mod tests {
         assert!(o.reply.is_none());
         assert_eq!(o.persist, Some(LeaseWrite::Delete(ip)));
         t.bind(mac(1), ip, 5_000_000, None);
-        let d = classify(&request(MessageType::Decline, 1, &[DhcpOption::RequestedIpAddress(ip)])).unwrap();
+        let d = classify(&request(
+            MessageType::Decline,
+            1,
+            &[DhcpOption::RequestedIpAddress(ip)],
+        ))
+        .unwrap();
         let o = decide_authoritative(&d, &ctx(&c, None), &mut t);
-        assert!(matches!(o.persist, Some(LeaseWrite::Upsert(ref r)) if r.state == "declined" && r.mac.is_none()));
+        assert!(
+            matches!(o.persist, Some(LeaseWrite::Upsert(ref r)) if r.state == "declined" && r.mac.is_none())
+        );
     }
 
     #[test]
@@ -593,10 +843,15 @@ mod tests {
         let mut t = LeaseTable::default();
         let mut m = request(MessageType::Inform, 1, &[]);
         m.set_ciaddr(Ipv4Addr::new(192, 0, 2, 77));
-        let reply = decide_authoritative(&classify(&m).unwrap(), &ctx(&c, None), &mut t).reply.unwrap();
+        let reply = decide_authoritative(&classify(&m).unwrap(), &ctx(&c, None), &mut t)
+            .reply
+            .unwrap();
         assert_eq!(reply.yiaddr, Ipv4Addr::UNSPECIFIED);
         assert_eq!(reply.lease_secs, None);
-        assert_eq!(reply.dest, Destination::Unicast(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 77), 68)));
+        assert_eq!(
+            reply.dest,
+            Destination::Unicast(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 77), 68))
+        );
     }
 
     #[test]
@@ -604,9 +859,19 @@ mod tests {
         let c = cfg("authoritative", "unknown = \"ignore\"");
         let mut t = LeaseTable::default();
         let d = classify(&request(MessageType::Discover, 1, &pxe(0))).unwrap();
-        assert!(decide_authoritative(&d, &ctx(&c, None), &mut t).reply.is_none());
-        let n = NodeView { id: 1, hostname: Some("web1".into()), domain: None };
-        let reply = decide_authoritative(&d, &ctx(&c, Some(&n)), &mut t).reply.unwrap();
+        assert!(
+            decide_authoritative(&d, &ctx(&c, None), &mut t)
+                .reply
+                .is_none()
+        );
+        let n = NodeView {
+            id: 1,
+            hostname: Some("web1".into()),
+            domain: None,
+        };
+        let reply = decide_authoritative(&d, &ctx(&c, Some(&n)), &mut t)
+            .reply
+            .unwrap();
         assert_eq!(reply.hostname.as_deref(), Some("web1"));
     }
 
@@ -615,7 +880,11 @@ mod tests {
         let c = cfg("proxy", "");
         let mut t = LeaseTable::default();
         let plain = classify(&request(MessageType::Discover, 1, &[])).unwrap();
-        assert!(decide(&plain, &ctx(&c, None), &mut t, false, src()).reply.is_none());
+        assert!(
+            decide(&plain, &ctx(&c, None), &mut t, false, src())
+                .reply
+                .is_none()
+        );
         let d = classify(&request(MessageType::Discover, 1, &pxe(7))).unwrap();
         let o = decide(&d, &ctx(&c, None), &mut t, false, src());
         let reply = o.reply.unwrap();
@@ -625,8 +894,21 @@ mod tests {
         assert_eq!(reply.vendor_class, Some("PXEClient"));
         assert!(t.is_empty(), "proxy mode never allocates");
         // The site server's REQUEST on port 67 is not ours.
-        let r = classify(&request(MessageType::Request, 1, &[pxe(7), vec![DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 254))]].concat())).unwrap();
-        assert!(decide(&r, &ctx(&c, None), &mut t, false, src()).reply.is_none());
+        let r = classify(&request(
+            MessageType::Request,
+            1,
+            &[
+                pxe(7),
+                vec![DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 254))],
+            ]
+            .concat(),
+        ))
+        .unwrap();
+        assert!(
+            decide(&r, &ctx(&c, None), &mut t, false, src())
+                .reply
+                .is_none()
+        );
     }
 
     #[test]
@@ -639,10 +921,17 @@ mod tests {
         m.set_ciaddr(Ipv4Addr::new(192, 0, 2, 150));
         let r = classify(&m).unwrap();
         let from = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 150), 68);
-        let reply = decide(&r, &ctx(&c, None), &mut t, true, from).reply.unwrap();
+        let reply = decide(&r, &ctx(&c, None), &mut t, true, from)
+            .reply
+            .unwrap();
         assert_eq!(reply.msg_type, MessageType::Ack);
         assert_eq!(reply.dest, Destination::Unicast(from));
-        assert_eq!(reply.boot, Some(BootFile::Http("http://192.0.2.1:8080/boot/52-54-00-00-00-01.ipxe".into())));
+        assert_eq!(
+            reply.boot,
+            Some(BootFile::Http(
+                "http://192.0.2.1:8080/boot/52-54-00-00-00-01.ipxe".into()
+            ))
+        );
     }
 
     #[test]
@@ -653,17 +942,30 @@ mod tests {
         opts.push(DhcpOption::ClientMachineIdentifier(vec![0; 17]));
         let msg = request(MessageType::Discover, 1, &opts);
         let r = classify(&msg).unwrap();
-        let reply = decide_authoritative(&r, &ctx(&c, None), &mut t).reply.unwrap();
+        let reply = decide_authoritative(&r, &ctx(&c, None), &mut t)
+            .reply
+            .unwrap();
         let m = encode_reply(&msg, &r, &reply, SERVER);
         assert_eq!(m.opcode(), Opcode::BootReply);
         assert_eq!(m.xid(), msg.xid());
         assert_eq!(m.siaddr(), SERVER);
         assert_eq!(m.fname_str().unwrap().unwrap(), "undionly.kpxe");
         assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
-        assert!(matches!(m.opts().get(v4::OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"PXEClient"));
+        assert!(
+            matches!(m.opts().get(v4::OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(v)) if v == b"PXEClient")
+        );
         assert!(m.opts().get(v4::OptionCode::VendorExtensions).is_some());
-        assert!(m.opts().get(v4::OptionCode::ClientMachineIdentifier).is_some());
-        assert!(matches!(m.opts().get(v4::OptionCode::SubnetMask), Some(DhcpOption::SubnetMask(mask)) if *mask == Ipv4Addr::new(255, 255, 255, 0)));
-        assert!(matches!(m.opts().get(v4::OptionCode::AddressLeaseTime), Some(DhcpOption::AddressLeaseTime(3600))));
+        assert!(
+            m.opts()
+                .get(v4::OptionCode::ClientMachineIdentifier)
+                .is_some()
+        );
+        assert!(
+            matches!(m.opts().get(v4::OptionCode::SubnetMask), Some(DhcpOption::SubnetMask(mask)) if *mask == Ipv4Addr::new(255, 255, 255, 0))
+        );
+        assert!(matches!(
+            m.opts().get(v4::OptionCode::AddressLeaseTime),
+            Some(DhcpOption::AddressLeaseTime(3600))
+        ));
     }
 }

@@ -43,7 +43,13 @@ pub struct Lease {
 
 impl Lease {
     fn row(&self) -> LeaseRow {
-        LeaseRow { ip: self.ip, mac: self.mac, state: self.state.as_str().into(), expires_at: self.expires_at, hostname: self.hostname.clone() }
+        LeaseRow {
+            ip: self.ip,
+            mac: self.mac,
+            state: self.state.as_str().into(),
+            expires_at: self.expires_at,
+            hostname: self.hostname.clone(),
+        }
     }
 }
 
@@ -79,7 +85,16 @@ impl LeaseTable {
             if let Some(mac) = r.mac {
                 t.by_mac.insert(mac, r.ip);
             }
-            t.by_ip.insert(r.ip, Lease { ip: r.ip, mac: r.mac, state, expires_at: r.expires_at, hostname: r.hostname });
+            t.by_ip.insert(
+                r.ip,
+                Lease {
+                    ip: r.ip,
+                    mac: r.mac,
+                    state,
+                    expires_at: r.expires_at,
+                    hostname: r.hostname,
+                },
+            );
         }
         t
     }
@@ -106,7 +121,10 @@ impl LeaseTable {
 
     /// The MAC that holds `ip` in an unexpired bound lease (for attributing TFTP/HTTP/syslog traffic).
     pub fn holder_of(&self, ip: Ipv4Addr, now: UnixMs) -> Option<MacAddr> {
-        self.by_ip.get(&ip).filter(|l| l.state == LeaseState::Bound && l.expires_at > now).and_then(|l| l.mac)
+        self.by_ip
+            .get(&ip)
+            .filter(|l| l.state == LeaseState::Bound && l.expires_at > now)
+            .and_then(|l| l.mac)
     }
 
     /// Number of leases held (any state).
@@ -121,13 +139,19 @@ impl LeaseTable {
 
     /// The reserved address of `mac`, if it lies in `subnet`.
     pub fn reservation(&self, mac: MacAddr, subnet: &Subnet) -> Option<Ipv4Addr> {
-        self.reserved_by_mac.get(&mac).copied().filter(|ip| subnet.network.contains(ip))
+        self.reserved_by_mac
+            .get(&mac)
+            .copied()
+            .filter(|ip| subnet.network.contains(ip))
     }
 
     /// True if `ip` may be given to `mac` now: inside the subnet, not the network or
     /// broadcast address, not reserved for another MAC, not held by another MAC.
     pub fn available_to(&self, ip: Ipv4Addr, mac: MacAddr, subnet: &Subnet, now: UnixMs) -> bool {
-        if !subnet.network.contains(&ip) || ip == subnet.network.network() || ip == subnet.network.broadcast() {
+        if !subnet.network.contains(&ip)
+            || ip == subnet.network.network()
+            || ip == subnet.network.broadcast()
+        {
             return false;
         }
         if self.reserved_by_ip.get(&ip).is_some_and(|m| *m != mac) {
@@ -146,7 +170,13 @@ impl LeaseTable {
 
     /// Chooses an address for `mac` in `subnet`: its reservation, else the address it
     /// already holds, else the one it asks for if free, else the next free pool address.
-    pub fn pick(&mut self, mac: MacAddr, subnet: &Subnet, requested: Option<Ipv4Addr>, now: UnixMs) -> Result<Ipv4Addr, PickError> {
+    pub fn pick(
+        &mut self,
+        mac: MacAddr,
+        subnet: &Subnet,
+        requested: Option<Ipv4Addr>,
+        now: UnixMs,
+    ) -> Result<Ipv4Addr, PickError> {
         if let Some(ip) = self.reservation(mac, subnet) {
             return Ok(ip);
         }
@@ -206,12 +236,30 @@ impl LeaseTable {
         {
             return; // keep the longer bound lease
         }
-        self.put(Lease { ip, mac: Some(mac), state: LeaseState::Offered, expires_at: until, hostname: None });
+        self.put(Lease {
+            ip,
+            mac: Some(mac),
+            state: LeaseState::Offered,
+            expires_at: until,
+            hostname: None,
+        });
     }
 
     /// Binds `ip` to `mac` until `until` (an ACK) and returns what to persist.
-    pub fn bind(&mut self, mac: MacAddr, ip: Ipv4Addr, until: UnixMs, hostname: Option<String>) -> LeaseWrite {
-        let lease = Lease { ip, mac: Some(mac), state: LeaseState::Bound, expires_at: until, hostname };
+    pub fn bind(
+        &mut self,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        until: UnixMs,
+        hostname: Option<String>,
+    ) -> LeaseWrite {
+        let lease = Lease {
+            ip,
+            mac: Some(mac),
+            state: LeaseState::Bound,
+            expires_at: until,
+            hostname,
+        };
         let row = lease.row();
         self.put(lease);
         LeaseWrite::Upsert(row)
@@ -245,7 +293,13 @@ impl LeaseTable {
             return None;
         }
         self.by_mac.remove(&mac);
-        let lease = Lease { ip, mac: None, state: LeaseState::Declined, expires_at: until, hostname: None };
+        let lease = Lease {
+            ip,
+            mac: None,
+            state: LeaseState::Declined,
+            expires_at: until,
+            hostname: None,
+        };
         let row = lease.row();
         self.by_ip.insert(ip, lease);
         Some(LeaseWrite::Upsert(row))
@@ -288,7 +342,10 @@ mod tests {
         }
         got.sort();
         assert_eq!(got, vec![ip(10), ip(11), ip(12)]);
-        assert_eq!(t.pick(mac(9), &s, None, 0), Err(PickError::Exhausted("192.0.2.0/24".into())));
+        assert_eq!(
+            t.pick(mac(9), &s, None, 0),
+            Err(PickError::Exhausted("192.0.2.0/24".into()))
+        );
         // Offers lapse: the address is free again after `until`.
         assert!(t.pick(mac(9), &s, None, 1000).is_ok());
     }
@@ -311,7 +368,11 @@ mod tests {
         assert_eq!(t.pick(mac(1), &s, Some(ip(15)), 0), Ok(ip(15)));
         t.bind(mac(1), ip(15), 5000, None);
         assert_ne!(t.pick(mac(2), &s, Some(ip(15)), 0), Ok(ip(15)));
-        assert_ne!(t.pick(mac(2), &s, Some(ip(200)), 0), Ok(ip(200)), "outside the pool");
+        assert_ne!(
+            t.pick(mac(2), &s, Some(ip(200)), 0),
+            Ok(ip(200)),
+            "outside the pool"
+        );
     }
 
     #[test]
@@ -319,11 +380,21 @@ mod tests {
         let s = subnet(Some((10, 10)));
         let mut t = LeaseTable::default();
         t.set_reservations([(mac(7), ip(10)), (mac(8), ip(50))]);
-        assert_eq!(t.pick(mac(8), &s, None, 0), Ok(ip(50)), "reservation outside the pool");
-        assert_eq!(t.pick(mac(1), &s, None, 0), Err(PickError::Exhausted("192.0.2.0/24".into())));
+        assert_eq!(
+            t.pick(mac(8), &s, None, 0),
+            Ok(ip(50)),
+            "reservation outside the pool"
+        );
+        assert_eq!(
+            t.pick(mac(1), &s, None, 0),
+            Err(PickError::Exhausted("192.0.2.0/24".into()))
+        );
         assert_eq!(t.pick(mac(7), &s, None, 0), Ok(ip(10)));
         assert_eq!(subnet(None).range, None);
-        assert_eq!(t.pick(mac(1), &subnet(None), None, 0), Err(PickError::NoPool("192.0.2.0/24".into())));
+        assert_eq!(
+            t.pick(mac(1), &subnet(None), None, 0),
+            Err(PickError::NoPool("192.0.2.0/24".into()))
+        );
     }
 
     #[test]
@@ -331,7 +402,11 @@ mod tests {
         let s = subnet(Some((10, 11)));
         let mut t = LeaseTable::default();
         t.bind(mac(1), ip(10), 5000, None);
-        assert_eq!(t.release(mac(2), ip(10)), None, "someone else cannot release it");
+        assert_eq!(
+            t.release(mac(2), ip(10)),
+            None,
+            "someone else cannot release it"
+        );
         assert_eq!(t.release(mac(1), ip(10)), Some(LeaseWrite::Delete(ip(10))));
         assert!(t.available_to(ip(10), mac(3), &s, 0));
     }

@@ -40,7 +40,10 @@ pub struct BindError {
 pub fn bind(iface: Option<&str>, port: u16) -> Result<UdpSocket, BindError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let what = format!("{}:{port}", iface.unwrap_or("0.0.0.0"));
-    let err = |source| BindError { what: what.clone(), source };
+    let err = |source| BindError {
+        what: what.clone(),
+        source,
+    };
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_broadcast(true).map_err(err)?;
@@ -48,7 +51,8 @@ pub fn bind(iface: Option<&str>, port: u16) -> Result<UdpSocket, BindError> {
         s.bind_device(Some(i.as_bytes())).map_err(err)?;
     }
     s.set_nonblocking(true).map_err(err)?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into()).map_err(err)?;
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
+        .map_err(err)?;
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
@@ -67,12 +71,24 @@ pub fn bind_all(state: &AppState) -> Result<Vec<DhcpSocket>, BindError> {
             ifaces.push(i.clone());
         }
     }
-    let targets: Vec<Option<String>> = if ifaces.is_empty() { vec![None] } else { ifaces.into_iter().map(Some).collect() };
+    let targets: Vec<Option<String>> = if ifaces.is_empty() {
+        vec![None]
+    } else {
+        ifaces.into_iter().map(Some).collect()
+    };
     let mut out = Vec::new();
     for iface in targets {
-        out.push(DhcpSocket { iface: iface.clone(), proxy_port: false, socket: Arc::new(bind(iface.as_deref(), cfg.port)?) });
+        out.push(DhcpSocket {
+            iface: iface.clone(),
+            proxy_port: false,
+            socket: Arc::new(bind(iface.as_deref(), cfg.port)?),
+        });
         if cfg.mode == DhcpMode::Proxy {
-            out.push(DhcpSocket { iface: iface.clone(), proxy_port: true, socket: Arc::new(bind(iface.as_deref(), cfg.proxy_port)?) });
+            out.push(DhcpSocket {
+                iface: iface.clone(),
+                proxy_port: true,
+                socket: Arc::new(bind(iface.as_deref(), cfg.proxy_port)?),
+            });
         }
     }
     Ok(out)
@@ -94,9 +110,20 @@ pub async fn run(state: Arc<AppState>, sockets: Vec<DhcpSocket>, cancel: Cancell
     let chainloaded: Arc<Mutex<HashMap<MacAddr, i64>>> = Arc::default();
     let mut tasks = Vec::new();
     for s in sockets {
-        let (state, tx, cancel, chainloaded) = (state.clone(), tx.clone(), cancel.clone(), chainloaded.clone());
-        info!(iface = s.iface.as_deref().unwrap_or("*"), port = s.socket.local_addr().map(|a| a.port()).unwrap_or(0), "dhcp listening");
-        tasks.push(tokio::spawn(async move { serve_socket(state, s, tx, chainloaded, cancel).await }));
+        let (state, tx, cancel, chainloaded) = (
+            state.clone(),
+            tx.clone(),
+            cancel.clone(),
+            chainloaded.clone(),
+        );
+        info!(
+            iface = s.iface.as_deref().unwrap_or("*"),
+            port = s.socket.local_addr().map(|a| a.port()).unwrap_or(0),
+            "dhcp listening"
+        );
+        tasks.push(tokio::spawn(async move {
+            serve_socket(state, s, tx, chainloaded, cancel).await
+        }));
     }
     drop(tx);
     for t in tasks {
@@ -118,13 +145,15 @@ async fn serve_socket(
             _ = cancel.cancelled() => return,
             r = s.socket.recv_from(&mut buf) => match r {
                 Ok(x) => x,
-                Err(e) => { warn!(error = %e, "dhcp receive failed"); continue; }
+                Err(e) => { warn!(error = %crate::error_chain(&e), "dhcp receive failed"); continue; }
             },
         };
         let SocketAddr::V4(from) = from else { continue };
         state.metrics.dhcp_received.inc();
         let span = info_span!("dhcp", iface = s.iface.as_deref().unwrap_or("*"), %from);
-        let pending = handle_packet(&state, &s, &buf[..len], from, &chainloaded).instrument(span).await;
+        let pending = handle_packet(&state, &s, &buf[..len], from, &chainloaded)
+            .instrument(span)
+            .await;
         if let Some(p) = pending
             && tx.send(p).await.is_err()
         {
@@ -144,7 +173,7 @@ async fn handle_packet(
         Ok(m) => m,
         Err(e) => {
             state.metrics.dhcp_dropped.inc();
-            debug!(error = %e, len = bytes.len(), "malformed DHCP packet dropped");
+            debug!(error = %crate::error_chain(&e), len = bytes.len(), "malformed DHCP packet dropped");
             return None;
         }
     };
@@ -152,18 +181,21 @@ async fn handle_packet(
         Ok(r) => r,
         Err(e) => {
             state.metrics.dhcp_dropped.inc();
-            debug!(error = %e, "DHCP packet ignored");
+            debug!(error = %crate::error_chain(&e), "DHCP packet ignored");
             return None;
         }
     };
     let cfg = &state.config;
     let now = now_ms();
     let inv = &state.inventory;
-    let info = Discovery { arch: req.client.arch().map(|a| a.as_str()), vendor_class: req.vendor_class.clone() };
+    let info = Discovery {
+        arch: req.client.arch().map(|a| a.as_str()),
+        vendor_class: req.vendor_class.clone(),
+    };
     let mut node = match inv.node_by_mac(req.mac) {
         Ok(n) => n,
         Err(e) => {
-            warn!(error = %e, mac = %req.mac, "inventory lookup failed; packet dropped");
+            warn!(error = %crate::error_chain(&e), mac = %req.mac, "inventory lookup failed; packet dropped");
             return None;
         }
     };
@@ -176,21 +208,36 @@ async fn handle_packet(
                 }
                 node = Some(n);
             }
-            Err(e) => warn!(error = %e, mac = %req.mac, "could not record discovered node"),
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), mac = %req.mac, "could not record discovered node")
+            }
         }
     }
-    let arrived_on = s.iface.as_deref().and_then(|i| cfg.subnet_for_interface(i)).or_else(|| {
-        // Unbound socket: the only directly attached subnet, if there is exactly one.
-        let direct: Vec<_> = cfg.dhcp.subnets.iter().filter(|s| s.interface.is_some()).collect();
-        (direct.len() == 1).then(|| direct[0])
-    });
+    let arrived_on = s
+        .iface
+        .as_deref()
+        .and_then(|i| cfg.subnet_for_interface(i))
+        .or_else(|| {
+            // Unbound socket: the only directly attached subnet, if there is exactly one.
+            let direct: Vec<_> = cfg
+                .dhcp
+                .subnets
+                .iter()
+                .filter(|s| s.interface.is_some())
+                .collect();
+            (direct.len() == 1).then(|| direct[0])
+        });
     let view = node.as_ref().map(|n| NodeView {
         id: n.id,
         hostname: n.hostname.clone(),
         domain: arrived_on.and_then(|s| s.domain.clone()),
     });
     let window = cfg.dhcp.chainload_window.as_millis() as i64;
-    let recently = chainloaded.lock().ok().and_then(|m| m.get(&req.mac).copied()).is_some_and(|t| now - t < window);
+    let recently = chainloaded
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&req.mac).copied())
+        .is_some_and(|t| now - t < window);
     let ctx = Ctx {
         dhcp: &cfg.dhcp,
         server_ip: cfg.server.advertise,
@@ -214,13 +261,20 @@ async fn handle_packet(
     }
     if let Some(n) = &node {
         if let Err(e) = inv.touch(n.id, &info, now) {
-            debug!(error = %e, "last-seen update failed");
+            debug!(error = %crate::error_chain(&e), "last-seen update failed");
         }
         if let Some(r) = &outcome.reply
-            && matches!(r.msg_type, dhcproto::v4::MessageType::Ack | dhcproto::v4::MessageType::Offer)
+            && matches!(
+                r.msg_type,
+                dhcproto::v4::MessageType::Ack | dhcproto::v4::MessageType::Offer
+            )
             && (r.msg_type == dhcproto::v4::MessageType::Ack || cfg.dhcp.mode == DhcpMode::Proxy)
         {
-            let addr = if r.yiaddr.is_unspecified() { String::new() } else { format!(" {}", r.yiaddr) };
+            let addr = if r.yiaddr.is_unspecified() {
+                String::new()
+            } else {
+                format!(" {}", r.yiaddr)
+            };
             let boot = match &r.boot {
                 Some(decide::BootFile::Tftp(f)) => format!("; boot file {f} via TFTP"),
                 Some(decide::BootFile::Http(u)) => format!("; boot file {u}"),
@@ -228,7 +282,11 @@ async fn handle_packet(
             };
             let port = if s.proxy_port { " (port 4011)" } else { "" };
             let kind = format!("{:?}", r.msg_type).to_uppercase();
-            state.events.emit(n.id, "dhcp", format!("{kind}{addr}{port} to {}{boot}", req.client.describe()));
+            state.events.emit(
+                n.id,
+                "dhcp",
+                format!("{kind}{addr}{port} to {}{boot}", req.client.describe()),
+            );
             if !r.yiaddr.is_unspecified() {
                 state.note_peer(r.yiaddr, n.id);
             } else if !req.ciaddr.is_unspecified() {
@@ -246,7 +304,7 @@ async fn handle_packet(
     let bytes = match out.to_vec() {
         Ok(b) => b,
         Err(e) => {
-            warn!(error = %e, "could not encode DHCP reply");
+            warn!(error = %crate::error_chain(&e), "could not encode DHCP reply");
             return None;
         }
     };
@@ -255,7 +313,10 @@ async fn handle_packet(
         Destination::Unicast(a) => a.into(),
         Destination::Relay(g) => SocketAddrV4::new(g, 67).into(),
     };
-    Some(Pending { write: outcome.persist, send: Some((bytes, dest, s.socket.clone())) })
+    Some(Pending {
+        write: outcome.persist,
+        send: Some((bytes, dest, s.socket.clone())),
+    })
 }
 
 /// Commits lease writes in batches on its own connection, then sends the replies that
@@ -264,7 +325,7 @@ async fn lease_writer(state: Arc<AppState>, mut rx: mpsc::Receiver<Pending>) {
     let mut conn = match inventory::connect(state.inventory.path()) {
         Ok(c) => Some(c),
         Err(e) => {
-            warn!(error = %e, "lease writer cannot open the inventory; leases will not be persisted");
+            warn!(error = %crate::error_chain(&e), "lease writer cannot open the inventory; leases will not be persisted");
             None
         }
     };
@@ -284,7 +345,7 @@ async fn lease_writer(state: Arc<AppState>, mut rx: mpsc::Receiver<Pending>) {
             conn = Some(c);
             if let Err(e) = res {
                 // Not durable: do not acknowledge anything in this batch.
-                warn!(error = %e, dropped = batch.len(), "lease batch not stored; replies withheld");
+                warn!(error = %crate::error_chain(&e), dropped = batch.len(), "lease batch not stored; replies withheld");
                 batch.clear();
                 continue;
             }
@@ -293,7 +354,7 @@ async fn lease_writer(state: Arc<AppState>, mut rx: mpsc::Receiver<Pending>) {
             if let Some((bytes, dest, sock)) = p.send {
                 match sock.send_to(&bytes, dest).await {
                     Ok(_) => state.metrics.dhcp_sent.inc(),
-                    Err(e) => debug!(error = %e, %dest, "dhcp send failed"),
+                    Err(e) => debug!(error = %crate::error_chain(&e), %dest, "dhcp send failed"),
                 }
             }
         }

@@ -8,13 +8,13 @@ use crate::inventory::{Event, NewNode, Node, Transition, now_ms, valid_hostname}
 use crate::mac::MacAddr;
 use crate::state::AppState;
 use axum::Json;
+use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -28,11 +28,19 @@ pub fn tokens_match(a: &str, b: &str) -> bool {
 }
 
 async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(t) if tokens_match(t.trim(), &state.admin_token) => next.run(req).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response(),
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <token>`; the token is in <data_dir>/admin.token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`; the token is in <data_dir>/admin.token",
+        )
+        .into_response(),
     }
 }
 
@@ -49,7 +57,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 fn json<T>(r: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    r.map(|Json(v)| v).map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
+    r.map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
 }
 
 #[derive(Serialize)]
@@ -58,7 +67,9 @@ struct NodeList {
 }
 
 async fn list_nodes(State(state): State<Arc<AppState>>) -> Result<Json<NodeList>, ApiError> {
-    Ok(Json(NodeList { nodes: state.inventory.list_nodes()? }))
+    Ok(Json(NodeList {
+        nodes: state.inventory.list_nodes()?,
+    }))
 }
 
 /// The body of `POST /api/nodes`.
@@ -81,9 +92,15 @@ pub struct AddNode {
 
 /// Checks a new node against the config and profiles; the message says what to fix.
 pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiError> {
-    let mac: MacAddr = body.mac.parse().map_err(|e: crate::mac::MacParseError| ApiError::bad_request(format!("mac: {e}")))?;
+    let mac: MacAddr = body
+        .mac
+        .parse()
+        .map_err(|e: crate::mac::MacParseError| ApiError::bad_request(format!("mac: {e}")))?;
     if !valid_hostname(&body.hostname) {
-        return Err(ApiError::bad_request(format!("hostname: `{}` is not a valid hostname", body.hostname)));
+        return Err(ApiError::bad_request(format!(
+            "hostname: `{}` is not a valid hostname",
+            body.hostname
+        )));
     }
     let catalog = state.catalog();
     if catalog.get(&body.profile).is_none() {
@@ -91,15 +108,27 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
         return Err(ApiError::bad_request(format!(
             "profile: no profile named `{}` is loaded (loaded: {})",
             body.profile,
-            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
         )));
     }
     if let Some(ip) = body.ip {
         let subnets = &state.config.dhcp.subnets;
-        if !subnets.is_empty() && !subnets.iter().any(|s| s.network.contains(&ip) && ip != s.network.network() && ip != s.network.broadcast()) {
+        if !subnets.is_empty()
+            && !subnets.iter().any(|s| {
+                s.network.contains(&ip) && ip != s.network.network() && ip != s.network.broadcast()
+            })
+        {
             return Err(ApiError::bad_request(format!(
                 "ip: {ip} is not a host address of any served subnet ({})",
-                subnets.iter().map(|s| s.network.to_string()).collect::<Vec<_>>().join(", ")
+                subnets
+                    .iter()
+                    .map(|s| s.network.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -114,10 +143,15 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
     })
 }
 
-async fn add_node(State(state): State<Arc<AppState>>, body: Result<Json<AddNode>, JsonRejection>) -> Result<Response, ApiError> {
+async fn add_node(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<AddNode>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let body = json(body)?;
     let new = check_new_node(&state, &body)?;
-    let node = state.inventory.add_node(&new, state.config.boot.token_ttl, now_ms())?;
+    let node = state
+        .inventory
+        .add_node(&new, state.config.boot.token_ttl, now_ms())?;
     state.reload_reservations();
     state.events.notify();
     info!(node = node.id, mac = %node.mac, hostname = ?node.hostname, state = %node.state, "node added");
@@ -132,13 +166,25 @@ pub struct NodeDetail {
     pub install_token_valid: bool,
 }
 
-async fn show_node(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<NodeDetail>, ApiError> {
+async fn show_node(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+) -> Result<Json<NodeDetail>, ApiError> {
     let node = state.inventory.find_node(&key)?;
-    let install_token_valid = state.inventory.current_install_token(node.id, now_ms())?.is_some();
-    Ok(Json(NodeDetail { node, install_token_valid }))
+    let install_token_valid = state
+        .inventory
+        .current_install_token(node.id, now_ms())?
+        .is_some();
+    Ok(Json(NodeDetail {
+        node,
+        install_token_valid,
+    }))
 }
 
-async fn delete_node(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_node(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let node = state.inventory.find_node(&key)?;
     state.inventory.delete_node(node.id)?;
     {
@@ -154,17 +200,25 @@ async fn delete_node(State(state): State<Arc<AppState>>, Path(key): Path<String>
 
 async fn change(state: &AppState, key: &str, t: Transition) -> Result<Json<Node>, ApiError> {
     let node = state.inventory.find_node(key)?;
-    let node = state.inventory.transition(node.id, &t, state.config.boot.token_ttl, now_ms())?;
+    let node = state
+        .inventory
+        .transition(node.id, &t, state.config.boot.token_ttl, now_ms())?;
     state.events.notify();
     info!(node = node.id, state = %node.state, action = t.name(), "node state changed by operator");
     Ok(Json(node))
 }
 
-async fn reprovision(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Node>, ApiError> {
+async fn reprovision(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+) -> Result<Json<Node>, ApiError> {
     change(&state, &key, Transition::Reprovision).await
 }
 
-async fn provision(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Result<Json<Node>, ApiError> {
+async fn provision(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+) -> Result<Json<Node>, ApiError> {
     change(&state, &key, Transition::Provision).await
 }
 
@@ -187,7 +241,11 @@ pub struct EventPage {
     pub last: i64,
 }
 
-async fn node_events(State(state): State<Arc<AppState>>, Path(key): Path<String>, Query(q): Query<EventQuery>) -> Result<Json<EventPage>, ApiError> {
+async fn node_events(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    Query(q): Query<EventQuery>,
+) -> Result<Json<EventPage>, ApiError> {
     let node = state.inventory.find_node(&key)?;
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
@@ -202,7 +260,10 @@ async fn node_events(State(state): State<Arc<AppState>>, Path(key): Path<String>
             let node = state.inventory.find_node(&key)?;
             return Ok(Json(EventPage { node, events, last }));
         }
-        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
             let node = state.inventory.find_node(&key)?;
             return Ok(Json(EventPage { node, events, last }));
         }
@@ -215,7 +276,9 @@ struct ProfileList {
 }
 
 async fn list_profiles(State(state): State<Arc<AppState>>) -> Json<ProfileList> {
-    Json(ProfileList { profiles: state.catalog().names().map(str::to_string).collect() })
+    Json(ProfileList {
+        profiles: state.catalog().names().map(str::to_string).collect(),
+    })
 }
 
 #[cfg(test)]

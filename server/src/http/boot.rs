@@ -26,7 +26,14 @@ fn ipxe(body: String) -> Response {
 }
 
 fn text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The domain a node's installer uses: from its hostname if qualified, else the
@@ -37,8 +44,16 @@ pub fn node_domain(cfg: &Config, node: &Node) -> String {
     {
         return d.to_string();
     }
-    let by_ip = node.ip.and_then(|ip| cfg.dhcp.subnets.iter().find(|s| s.network.contains(&ip)).and_then(|s| s.domain.clone()));
-    by_ip.or_else(|| cfg.dhcp.subnets.iter().find_map(|s| s.domain.clone())).unwrap_or_default()
+    let by_ip = node.ip.and_then(|ip| {
+        cfg.dhcp
+            .subnets
+            .iter()
+            .find(|s| s.network.contains(&ip))
+            .and_then(|s| s.domain.clone())
+    });
+    by_ip
+        .or_else(|| cfg.dhcp.subnets.iter().find_map(|s| s.domain.clone()))
+        .unwrap_or_default()
 }
 
 /// The installer's kernel command line for a node and its install token.
@@ -69,7 +84,10 @@ pub fn kernel_args(cfg: &Config, node: &NodeCtx, token: &str) -> String {
 pub async fn chain_script(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let body = state
         .templates
-        .render("chain.ipxe", &minijinja::context! { base_url => &state.config.server.base_url })
+        .render(
+            "chain.ipxe",
+            &minijinja::context! { base_url => &state.config.server.base_url },
+        )
         .map_err(ApiError::internal)?;
     Ok(ipxe(body))
 }
@@ -90,8 +108,14 @@ pub async fn node_script(
     let (mut inputs, mut token) = (
         ScriptInputs {
             base_url: &cfg.server.base_url,
-            kernel_url: format!("{}/installer/{}/linux?mac={mac}", cfg.server.base_url, state.installer.name),
-            initrd_url: format!("{}/installer/{}/initrd.gz?mac={mac}", cfg.server.base_url, state.installer.name),
+            kernel_url: format!(
+                "{}/installer/{}/linux?mac={mac}",
+                cfg.server.base_url, state.installer.name
+            ),
+            initrd_url: format!(
+                "{}/installer/{}/initrd.gz?mac={mac}",
+                cfg.server.base_url, state.installer.name
+            ),
             kernel_args: String::new(),
             retry_secs: cfg.boot.retry_interval.as_secs().max(1),
         },
@@ -109,14 +133,27 @@ pub async fn node_script(
             }
             None => {
                 // The install window passed: fail visibly instead of looping silently.
-                let reason = "install token expired before the installer started; reprovision the node".to_string();
-                let failed = state.inventory.transition(n.id, &Transition::Fail { reason }, cfg.boot.token_ttl, now_ms())?;
+                let reason =
+                    "install token expired before the installer started; reprovision the node"
+                        .to_string();
+                let failed = state.inventory.transition(
+                    n.id,
+                    &Transition::Fail { reason },
+                    cfg.boot.token_ttl,
+                    now_ms(),
+                )?;
                 state.events.notify();
                 node_for_script = Some(failed);
             }
         }
     }
-    let body = render::ipxe_script(&state.templates, &mac.to_string(), node_for_script.as_ref(), &inputs).map_err(ApiError::internal)?;
+    let body = render::ipxe_script(
+        &state.templates,
+        &mac.to_string(),
+        node_for_script.as_ref(),
+        &inputs,
+    )
+    .map_err(ApiError::internal)?;
     if let Some(n) = &node_for_script {
         if let std::net::IpAddr::V4(ip) = peer.ip() {
             state.note_peer(ip, n.id);
@@ -126,7 +163,11 @@ pub async fn node_script(
             NodeState::Installed | NodeState::Enrolled => "boot from local disk".to_string(),
             s => format!("wait ({s})"),
         };
-        state.events.emit(n.id, "ipxe", format!("iPXE script served to {}: {what}", peer.ip()));
+        state.events.emit(
+            n.id,
+            "ipxe",
+            format!("iPXE script served to {}: {what}", peer.ip()),
+        );
         info!(mac = %mac, node = n.id, action = %what, "ipxe script served");
     }
     Ok(ipxe(body))
@@ -160,29 +201,51 @@ pub async fn installer_file(
     req: Request,
 ) -> Response {
     if image != state.installer.name {
-        return ApiError::not_found(format!("no installer image `{image}` is served (serving `{}`)", state.installer.name)).into_response();
+        return ApiError::not_found(format!(
+            "no installer image `{image}` is served (serving `{}`)",
+            state.installer.name
+        ))
+        .into_response();
     }
     let path = match file.as_str() {
         "linux" => state.installer.kernel.clone(),
         "initrd.gz" => state.installer.initrd.clone(),
-        _ => return ApiError::not_found(format!("installer image has no file `{file}` (linux, initrd.gz)")).into_response(),
+        _ => {
+            return ApiError::not_found(format!(
+                "installer image has no file `{file}` (linux, initrd.gz)"
+            ))
+            .into_response();
+        }
     };
     if req.method() == Method::GET && is_first_range(req.headers()) {
         let node = match q.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) {
-            Some(mac) => state.inventory.node_by_mac(mac).ok().flatten().map(|n| n.id),
+            Some(mac) => state
+                .inventory
+                .node_by_mac(mac)
+                .ok()
+                .flatten()
+                .map(|n| n.id),
             None => state.node_for_ip(peer.ip()),
         };
         if let Some(id) = node {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let kind = if file == "linux" { "kernel" } else { "initrd" };
-            state.events.emit(id, kind, format!("HTTP {file} ({size} bytes) to {}", peer.ip()));
+            state.events.emit(
+                id,
+                kind,
+                format!("HTTP {file} ({size} bytes) to {}", peer.ip()),
+            );
         }
     }
     serve_file(&path, req).await
 }
 
 /// `GET|HEAD /ipxe/{file}`: the iPXE binaries, for UEFI HTTP boot.
-pub async fn ipxe_binary(State(state): State<Arc<AppState>>, Path(file): Path<String>, req: Request) -> Response {
+pub async fn ipxe_binary(
+    State(state): State<Arc<AppState>>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Response {
     match state.tftp_tree.lookup(&file) {
         Ok(path) if !file.contains('/') => serve_file(&path, req).await,
         _ => ApiError::not_found(format!("no iPXE binary `{file}`")).into_response(),
@@ -191,7 +254,10 @@ pub async fn ipxe_binary(State(state): State<Arc<AppState>>, Path(file): Path<St
 
 fn installing_node(state: &AppState, token: &str) -> Result<Node, ApiError> {
     let gone = || ApiError::not_found("not found");
-    let node = state.inventory.node_by_token(token, TokenKind::Install, now_ms())?.ok_or_else(gone)?;
+    let node = state
+        .inventory
+        .node_by_token(token, TokenKind::Install, now_ms())?
+        .ok_or_else(gone)?;
     if !node.state.serves_installer() {
         return Err(gone());
     }
@@ -202,12 +268,19 @@ fn installing_node(state: &AppState, token: &str) -> Result<Node, ApiError> {
 pub fn install_ctx(state: &AppState, node: &Node, token: &str) -> Result<InstallCtx, ApiError> {
     let cfg = &state.config;
     let profile_name = node.profile.as_deref().unwrap_or_default();
-    let profile = state
-        .catalog()
-        .get(profile_name)
-        .ok_or_else(|| ApiError::internal(format!("node {} has profile `{profile_name}`, which is not loaded", node.display_name())))?;
+    let profile = state.catalog().get(profile_name).ok_or_else(|| {
+        ApiError::internal(format!(
+            "node {} has profile `{profile_name}`, which is not loaded",
+            node.display_name()
+        ))
+    })?;
     let nctx = NodeCtx::new(node, &node_domain(cfg, node));
-    Ok(InstallCtx::new(nctx, &profile, state.mirror.clone(), UrlsCtx::new(&cfg.server.base_url, token)))
+    Ok(InstallCtx::new(
+        nctx,
+        &profile,
+        state.mirror.clone(),
+        UrlsCtx::new(&cfg.server.base_url, token),
+    ))
 }
 
 /// `GET /install/{token}/{file}`: the preseed and scripts, only while installing.
@@ -225,12 +298,23 @@ pub async fn install_file(
     }
     let ctx = install_ctx(&state, &node, &token)?;
     let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
-        warn!(node = node.id, file = %file, error = %e, "install file failed to render");
-        state.events.emit(node.id, "error", format!("{file} failed to render: {e}"));
+        let why = crate::error_chain(&e);
+        warn!(node = node.id, file = %file, error = %why, "install file failed to render");
+        state
+            .events
+            .emit(node.id, "error", format!("{file} failed to render: {why}"));
         ApiError::internal(format!("{file} failed to render"))
     })?;
-    let kind = if file == "preseed.cfg" { "preseed" } else { "script" };
-    state.events.emit(node.id, kind, format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()));
+    let kind = if file == "preseed.cfg" {
+        "preseed"
+    } else {
+        "script"
+    };
+    state.events.emit(
+        node.id,
+        kind,
+        format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()),
+    );
     Ok(text(body))
 }
 
@@ -238,7 +322,9 @@ pub async fn install_file(
 const MAX_EVENT: usize = 64 * 1024;
 
 fn valid_kind(kind: &str) -> bool {
-    !kind.is_empty() && kind.len() <= 32 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    !kind.is_empty()
+        && kind.len() <= 32
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 /// `POST /install/{token}/events/{kind}`: an installer step report. `early_command`
@@ -250,13 +336,25 @@ pub async fn install_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if !valid_kind(&kind) {
-        return Err(ApiError::bad_request(format!("`{}` is not an event kind (lowercase letters and `_`)", kind.escape_debug())));
+        return Err(ApiError::bad_request(format!(
+            "`{}` is not an event kind (lowercase letters and `_`)",
+            kind.escape_debug()
+        )));
     }
     if body.len() > MAX_EVENT {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("event body over {MAX_EVENT} bytes")));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("event body over {MAX_EVENT} bytes"),
+        ));
     }
-    let node = state.inventory.node_by_token(&token, TokenKind::Install, now_ms())?.ok_or_else(|| ApiError::not_found("not found"))?;
-    let text: String = String::from_utf8_lossy(&body).chars().filter(|c| !c.is_control() || *c == '\n' || *c == '\t').collect();
+    let node = state
+        .inventory
+        .node_by_token(&token, TokenKind::Install, now_ms())?
+        .ok_or_else(|| ApiError::not_found("not found"))?;
+    let text: String = String::from_utf8_lossy(&body)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
     let text = text.trim().to_string();
     if let std::net::IpAddr::V4(ip) = peer.ip() {
         state.note_peer(ip, node.id);
@@ -265,18 +363,36 @@ pub async fn install_event(
     let transition = match kind.as_str() {
         "early_command" => Some(Transition::EarlyCommand),
         "late_command" => Some(Transition::LateCommand),
-        "error" => Some(Transition::Fail { reason: if text.is_empty() { "installer reported an error".into() } else { text.clone() } }),
+        "error" => Some(Transition::Fail {
+            reason: if text.is_empty() {
+                "installer reported an error".into()
+            } else {
+                text.clone()
+            },
+        }),
         _ => None,
     };
     // The event and its state change are stored together; a refused change stores neither.
-    let message = if text.is_empty() { format!("{kind} from {}", peer.ip()) } else { text.clone() };
+    let message = if text.is_empty() {
+        format!("{kind} from {}", peer.ip())
+    } else {
+        text.clone()
+    };
     match transition {
         Some(t) => {
-            let n = state.inventory.transition_with_event(node.id, Some((&kind, &message)), &t, ttl, now_ms())?;
+            let n = state.inventory.transition_with_event(
+                node.id,
+                Some((&kind, &message)),
+                &t,
+                ttl,
+                now_ms(),
+            )?;
             info!(node = node.id, event = %kind, state = %n.state, "installer event");
         }
         None => {
-            state.inventory.record_event(node.id, &kind, &message, now_ms())?;
+            state
+                .inventory
+                .record_event(node.id, &kind, &message, now_ms())?;
         }
     }
     state.events.notify();
@@ -335,10 +451,16 @@ mod tests {
     #[test]
     fn qualified_hostname_gives_the_domain() {
         let c = cfg();
-        let n = Node { hostname: Some("db1.dc2.example".into()), ..node() };
+        let n = Node {
+            hostname: Some("db1.dc2.example".into()),
+            ..node()
+        };
         assert_eq!(node_domain(&c, &n), "dc2.example");
         let nctx = NodeCtx::new(&n, "dc2.example");
-        assert_eq!((nctx.hostname.as_str(), nctx.fqdn.as_str()), ("db1", "db1.dc2.example"));
+        assert_eq!(
+            (nctx.hostname.as_str(), nctx.fqdn.as_str()),
+            ("db1", "db1.dc2.example")
+        );
     }
 
     #[test]

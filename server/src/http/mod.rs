@@ -32,7 +32,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, what)
@@ -55,9 +58,11 @@ impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> ApiError {
         match &e {
             InventoryError::NotFound(_) => ApiError::not_found(e.to_string()),
-            InventoryError::Conflict(_) | InventoryError::Transition { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            InventoryError::Conflict(_) | InventoryError::Transition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
             _ => {
-                tracing::error!(error = %e, "inventory failure");
+                tracing::error!(error = %crate::error_chain(&e), "inventory failure");
                 ApiError::internal(e)
             }
         }
@@ -67,7 +72,11 @@ impl From<InventoryError> for ApiError {
 async fn log_requests(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "<unmatched>".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "<unmatched>".into());
     let resp = next.run(req).await;
     state.metrics.http_requests.inc();
     debug!(%method, %route, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "http request");
@@ -102,8 +111,14 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves HTTP on an already-bound listener until `cancel` fires.
-pub async fn run(state: Arc<AppState>, listener: TcpListener, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
     info!(addr = ?listener.local_addr().ok(), "http listening");
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
 }

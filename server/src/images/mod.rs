@@ -68,9 +68,14 @@ impl Store {
     /// Opens (creating) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
         for d in ["blobs/sha256", "images"] {
-            std::fs::create_dir_all(root.join(d)).map_err(|source| ImageError::Store { path: root.display().to_string(), source })?;
+            std::fs::create_dir_all(root.join(d)).map_err(|source| ImageError::Store {
+                path: root.display().to_string(),
+                source,
+            })?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The path of a blob by hash.
@@ -81,15 +86,29 @@ impl Store {
     /// The image called `name`.
     pub fn image(&self, name: &str) -> Result<StoredImage, ImageError> {
         let path = self.root.join("images").join(format!("{name}.json"));
-        let text = std::fs::read_to_string(&path).map_err(|_| ImageError::NotFound { name: name.into(), store: self.root.display().to_string() })?;
-        let manifest: ImageManifest = serde_json::from_str(&text).map_err(|source| ImageError::Manifest { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|_| ImageError::NotFound {
+            name: name.into(),
+            store: self.root.display().to_string(),
+        })?;
+        let manifest: ImageManifest =
+            serde_json::from_str(&text).map_err(|source| ImageError::Manifest {
+                path: path.display().to_string(),
+                source,
+            })?;
         let file = |f: &str| {
             manifest
                 .files
                 .get(f)
                 .map(|s| self.blob_path(&s.sha256))
-                .ok_or_else(|| ImageError::MissingFile { name: name.into(), file: f.into() })
+                .ok_or_else(|| ImageError::MissingFile {
+                    name: name.into(),
+                    file: f.into(),
+                })
         };
-        Ok(StoredImage { kernel: file("linux")?, initrd: file("initrd.gz")?, manifest })
+        Ok(StoredImage {
+            kernel: file("linux")?,
+            initrd: file("initrd.gz")?,
+            manifest,
+        })
     }
 }

@@ -20,7 +20,10 @@ pub type UnixMs = i64;
 
 /// The current wall-clock time in [`UnixMs`].
 pub fn now_ms() -> UnixMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A failed inventory operation.
@@ -38,8 +41,14 @@ pub enum InventoryError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("inventory database `{path}` has schema version {found}, newer than this rackseed ({known}); upgrade rackseed")]
-    TooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "inventory database `{path}` has schema version {found}, newer than this rackseed ({known}); upgrade rackseed"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -142,7 +151,9 @@ pub struct Node {
 impl Node {
     /// The hostname, or a name made from the MAC for nodes that have none.
     pub fn display_name(&self) -> String {
-        self.hostname.clone().unwrap_or_else(|| format!("node-{}", self.mac.hyphenated()))
+        self.hostname
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", self.mac.hyphenated()))
     }
 }
 
@@ -242,13 +253,19 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     let mac: String = r.get(1)?;
     let ip: Option<String> = r.get(4)?;
     let state: String = r.get(5)?;
-    let conv = |i, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+    let conv = |i, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
     Ok(Node {
         id: r.get(0)?,
-        mac: mac.parse().map_err(|e: crate::mac::MacParseError| conv(1, e.to_string()))?,
+        mac: mac
+            .parse()
+            .map_err(|e: crate::mac::MacParseError| conv(1, e.to_string()))?,
         hostname: r.get(2)?,
         profile: r.get(3)?,
-        ip: ip.map(|s| s.parse().map_err(|_| conv(4, format!("bad ip {s}")))).transpose()?,
+        ip: ip
+            .map(|s| s.parse().map_err(|_| conv(4, format!("bad ip {s}"))))
+            .transpose()?,
         state: state.parse().map_err(|e| conv(5, e))?,
         state_reason: r.get(6)?,
         arch: r.get(7)?,
@@ -264,11 +281,17 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
 
 /// Opens a connection with rackseed's pragmas (WAL, foreign keys, a busy timeout).
 pub fn connect(path: &Path) -> Result<Connection> {
-    let open_err = |source| InventoryError::Open { path: path.display().to_string(), source };
+    let open_err = |source| InventoryError::Open {
+        path: path.display().to_string(),
+        source,
+    };
     let conn = Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+    conn.busy_timeout(Duration::from_secs(10))
         .map_err(open_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(open_err)?;
     Ok(conn)
 }
 
@@ -283,7 +306,10 @@ impl Inventory {
         }
         let mut conn = connect(path)?;
         migrate(&mut conn, path)?;
-        Ok(Inventory { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(Inventory {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
     }
 
     /// The database file.
@@ -299,18 +325,26 @@ impl Inventory {
     /// The node with this MAC, if any.
     pub fn node_by_mac(&self, mac: MacAddr) -> Result<Option<Node>> {
         self.with(|c| {
-            c.query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE mac = ?1"), [mac.to_string()], node_from_row)
-                .optional()
-                .map_err(q("looking up a node by MAC"))
+            c.query_row(
+                &format!("SELECT {NODE_COLS} FROM nodes WHERE mac = ?1"),
+                [mac.to_string()],
+                node_from_row,
+            )
+            .optional()
+            .map_err(q("looking up a node by MAC"))
         })
     }
 
     /// The node with this id, if any.
     pub fn node_by_id(&self, id: i64) -> Result<Option<Node>> {
         self.with(|c| {
-            c.query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"), [id], node_from_row)
-                .optional()
-                .map_err(q("looking up a node by id"))
+            c.query_row(
+                &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
+                [id],
+                node_from_row,
+            )
+            .optional()
+            .map_err(q("looking up a node by id"))
         })
     }
 
@@ -322,9 +356,13 @@ impl Inventory {
             self.node_by_id(id)?
         } else {
             self.with(|c| {
-                c.query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE hostname = ?1"), [key], node_from_row)
-                    .optional()
-                    .map_err(q("looking up a node by hostname"))
+                c.query_row(
+                    &format!("SELECT {NODE_COLS} FROM nodes WHERE hostname = ?1"),
+                    [key],
+                    node_from_row,
+                )
+                .optional()
+                .map_err(q("looking up a node by hostname"))
             })?
         };
         found.ok_or_else(|| InventoryError::NotFound(format!("node `{key}`")))
@@ -333,34 +371,48 @@ impl Inventory {
     /// The node that currently holds `ip` as its fixed address.
     pub fn node_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Node>> {
         self.with(|c| {
-            c.query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE ip = ?1"), [ip.to_string()], node_from_row)
-                .optional()
-                .map_err(q("looking up a node by address"))
+            c.query_row(
+                &format!("SELECT {NODE_COLS} FROM nodes WHERE ip = ?1"),
+                [ip.to_string()],
+                node_from_row,
+            )
+            .optional()
+            .map_err(q("looking up a node by address"))
         })
     }
 
     /// Every node, by id.
     pub fn list_nodes(&self) -> Result<Vec<Node>> {
         self.with(|c| {
-            let mut st = c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY id")).map_err(q("listing nodes"))?;
-            let rows = st.query_map([], node_from_row).map_err(q("listing nodes"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q("listing nodes"))
+            let mut st = c
+                .prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY id"))
+                .map_err(q("listing nodes"))?;
+            let rows = st
+                .query_map([], node_from_row)
+                .map_err(q("listing nodes"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(q("listing nodes"))
         })
     }
 
     /// Counts of nodes per state (for metrics).
     pub fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
         self.with(|c| {
-            let mut st = c.prepare_cached("SELECT state, COUNT(*) FROM nodes GROUP BY state").map_err(q("counting nodes"))?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(q("counting nodes"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q("counting nodes"))
+            let mut st = c
+                .prepare_cached("SELECT state, COUNT(*) FROM nodes GROUP BY state")
+                .map_err(q("counting nodes"))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(q("counting nodes"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(q("counting nodes"))
         })
     }
 
     /// Records an unknown machine as `discovered`; returns the node and whether it is new.
     pub fn discover(&self, mac: MacAddr, info: &Discovery, now: UnixMs) -> Result<(Node, bool)> {
         self.with(|c| {
-            let tx = c.transaction().map_err(q("discovering a node"))?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("discovering a node"))?;
             let existing = tx
                 .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE mac = ?1"), [mac.to_string()], node_from_row)
                 .optional()
@@ -391,7 +443,9 @@ impl Inventory {
     /// Adds a node, or assigns a `discovered` node with the same MAC. Issues an install
     /// token when the node goes straight to `provisioning`.
     pub fn add_node(&self, new: &NewNode, token_ttl: Duration, now: UnixMs) -> Result<Node> {
-        let mac = new.mac.ok_or_else(|| InventoryError::Conflict("a node needs a MAC address".into()))?;
+        let mac = new
+            .mac
+            .ok_or_else(|| InventoryError::Conflict("a node needs a MAC address".into()))?;
         if !valid_hostname(&new.hostname) {
             return Err(InventoryError::Conflict(format!(
                 "`{}` is not a valid hostname (letters, digits and `-`, dot-separated labels of at most 63)",
@@ -399,7 +453,7 @@ impl Inventory {
             )));
         }
         self.with(|c| {
-            let tx = c.transaction().map_err(q("adding a node"))?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("adding a node"))?;
             let taken: Option<String> = tx
                 .query_row("SELECT mac FROM nodes WHERE hostname = ?1 AND mac != ?2", params![new.hostname, mac.to_string()], |r| r.get(0))
                 .optional()
@@ -460,12 +514,20 @@ impl Inventory {
     /// Deletes a node with its timeline and tokens; frees its lease.
     pub fn delete_node(&self, id: i64) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction().map_err(q("deleting a node"))?;
-            let mac: Option<String> =
-                tx.query_row("SELECT mac FROM nodes WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(q("deleting a node"))?;
-            let Some(mac) = mac else { return Err(InventoryError::NotFound(format!("node {id}"))) };
-            tx.execute("DELETE FROM nodes WHERE id = ?1", [id]).map_err(q("deleting a node"))?;
-            tx.execute("DELETE FROM leases WHERE mac = ?1", [mac]).map_err(q("deleting a node"))?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(q("deleting a node"))?;
+            let mac: Option<String> = tx
+                .query_row("SELECT mac FROM nodes WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(q("deleting a node"))?;
+            let Some(mac) = mac else {
+                return Err(InventoryError::NotFound(format!("node {id}")));
+            };
+            tx.execute("DELETE FROM nodes WHERE id = ?1", [id])
+                .map_err(q("deleting a node"))?;
+            tx.execute("DELETE FROM leases WHERE mac = ?1", [mac])
+                .map_err(q("deleting a node"))?;
             tx.commit().map_err(q("deleting a node"))
         })
     }
@@ -473,7 +535,13 @@ impl Inventory {
     /// Applies a transition: checks it against the state machine, stores the new state
     /// and a `state` event, and issues a fresh install token on entering `provisioning`
     /// (old install tokens of the node stop working).
-    pub fn transition(&self, id: i64, t: &Transition, token_ttl: Duration, now: UnixMs) -> Result<Node> {
+    pub fn transition(
+        &self,
+        id: i64,
+        t: &Transition,
+        token_ttl: Duration,
+        now: UnixMs,
+    ) -> Result<Node> {
         self.transition_with_event(id, None, t, token_ttl, now)
     }
 
@@ -488,17 +556,26 @@ impl Inventory {
         now: UnixMs,
     ) -> Result<Node> {
         self.with(|c| {
-            let tx = c.transaction().map_err(q("changing node state"))?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(q("changing node state"))?;
             if let Some((kind, message)) = cause {
                 insert_event(&tx, id, now, kind, message)?;
             }
             let n = tx
-                .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"), [id], node_from_row)
+                .query_row(
+                    &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
+                    [id],
+                    node_from_row,
+                )
                 .optional()
                 .map_err(q("changing node state"))?
                 .ok_or_else(|| InventoryError::NotFound(format!("node {id}")))?;
-            let to = state::next_state(n.state, t)
-                .map_err(|source| InventoryError::Transition { node: n.display_name(), source })?;
+            let to =
+                state::next_state(n.state, t).map_err(|source| InventoryError::Transition {
+                    node: n.display_name(),
+                    source,
+                })?;
             let reason = match t {
                 Transition::Fail { reason } => Some(reason.clone()),
                 _ => None,
@@ -515,12 +592,19 @@ impl Inventory {
                 };
                 insert_event(&tx, id, now, "state", &msg)?;
             }
-            if matches!(t, Transition::Reprovision | Transition::Provision) || (to == NodeState::Provisioning && n.state != to) {
-                tx.execute("DELETE FROM tokens WHERE node_id = ?1", [id]).map_err(q("changing node state"))?;
+            if matches!(t, Transition::Reprovision | Transition::Provision)
+                || (to == NodeState::Provisioning && n.state != to)
+            {
+                tx.execute("DELETE FROM tokens WHERE node_id = ?1", [id])
+                    .map_err(q("changing node state"))?;
                 issue_token_tx(&tx, id, TokenKind::Install, token_ttl, now)?;
             }
             let node = tx
-                .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1", ), [id], node_from_row)
+                .query_row(
+                    &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1",),
+                    [id],
+                    node_from_row,
+                )
                 .map_err(q("changing node state"))?;
             tx.commit().map_err(q("changing node state"))?;
             Ok(node)
@@ -540,14 +624,22 @@ impl Inventory {
     }
 
     /// Appends an event to a node's timeline.
-    pub fn record_event(&self, node_id: i64, kind: &str, message: &str, now: UnixMs) -> Result<i64> {
+    pub fn record_event(
+        &self,
+        node_id: i64,
+        kind: &str,
+        message: &str,
+        now: UnixMs,
+    ) -> Result<i64> {
         self.with(|c| insert_event(c, node_id, now, kind, message))
     }
 
     /// Appends many events in one transaction (the batched event writer uses this).
     pub fn record_events(&self, events: &[(i64, UnixMs, String, String)]) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction().map_err(q("recording events"))?;
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(q("recording events"))?;
             for (node, at, kind, msg) in events {
                 // A node deleted meanwhile makes its events moot; skip instead of failing the batch.
                 let exists: bool = tx
@@ -579,7 +671,13 @@ impl Inventory {
     }
 
     /// Issues a token of `kind` for a node.
-    pub fn issue_token(&self, node_id: i64, kind: TokenKind, ttl: Duration, now: UnixMs) -> Result<String> {
+    pub fn issue_token(
+        &self,
+        node_id: i64,
+        kind: TokenKind,
+        ttl: Duration,
+        now: UnixMs,
+    ) -> Result<String> {
         self.with(|c| issue_token_tx(c, node_id, kind, ttl, now))
     }
 
@@ -629,7 +727,9 @@ impl Inventory {
     /// Every persisted lease.
     pub fn load_leases(&self) -> Result<Vec<LeaseRow>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT ip, mac, state, expires_at, hostname FROM leases").map_err(q("loading leases"))?;
+            let mut st = c
+                .prepare("SELECT ip, mac, state, expires_at, hostname FROM leases")
+                .map_err(q("loading leases"))?;
             let rows = st
                 .query_map([], |r| {
                     let ip: String = r.get(0)?;
@@ -640,8 +740,19 @@ impl Inventory {
             let mut out = Vec::new();
             for row in rows {
                 let (ip, mac, state, expires_at, hostname) = row.map_err(q("loading leases"))?;
-                let (Ok(ip), mac) = (ip.parse::<Ipv4Addr>(), mac.and_then(|m| m.parse::<MacAddr>().ok())) else { continue };
-                out.push(LeaseRow { ip, mac, state, expires_at, hostname });
+                let (Ok(ip), mac) = (
+                    ip.parse::<Ipv4Addr>(),
+                    mac.and_then(|m| m.parse::<MacAddr>().ok()),
+                ) else {
+                    continue;
+                };
+                out.push(LeaseRow {
+                    ip,
+                    mac,
+                    state,
+                    expires_at,
+                    hostname,
+                });
             }
             Ok(out)
         })
@@ -650,7 +761,9 @@ impl Inventory {
     /// Node ids and fixed addresses of all nodes with a reservation.
     pub fn reservations(&self) -> Result<Vec<(MacAddr, Ipv4Addr)>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT mac, ip FROM nodes WHERE ip IS NOT NULL").map_err(q("loading reservations"))?;
+            let mut st = c
+                .prepare("SELECT mac, ip FROM nodes WHERE ip IS NOT NULL")
+                .map_err(q("loading reservations"))?;
             let rows = st
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
                 .map_err(q("loading reservations"))?;
@@ -673,24 +786,38 @@ impl Inventory {
 
 /// Stores lease changes in one transaction on `conn` (the DHCP writer's own connection).
 pub fn store_leases(conn: &mut Connection, writes: &[LeaseWrite]) -> Result<()> {
-    let tx = conn.transaction().map_err(q("storing leases"))?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(q("storing leases"))?;
     {
-        let mut clear = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2").map_err(q("storing leases"))?;
+        let mut clear = tx
+            .prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2")
+            .map_err(q("storing leases"))?;
         let mut up = tx
             .prepare_cached(
                 "INSERT INTO leases (ip, mac, state, expires_at, hostname) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at, hostname = excluded.hostname",
             )
             .map_err(q("storing leases"))?;
-        let mut del = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1").map_err(q("storing leases"))?;
+        let mut del = tx
+            .prepare_cached("DELETE FROM leases WHERE ip = ?1")
+            .map_err(q("storing leases"))?;
         for w in writes {
             match w {
                 LeaseWrite::Upsert(l) => {
                     if let Some(mac) = l.mac {
-                        clear.execute(params![mac.to_string(), l.ip.to_string()]).map_err(q("storing leases"))?;
+                        clear
+                            .execute(params![mac.to_string(), l.ip.to_string()])
+                            .map_err(q("storing leases"))?;
                     }
-                    up.execute(params![l.ip.to_string(), l.mac.map(|m| m.to_string()), l.state, l.expires_at, l.hostname])
-                        .map_err(q("storing leases"))?;
+                    up.execute(params![
+                        l.ip.to_string(),
+                        l.mac.map(|m| m.to_string()),
+                        l.state,
+                        l.expires_at,
+                        l.hostname
+                    ])
+                    .map_err(q("storing leases"))?;
                 }
                 LeaseWrite::Delete(ip) => {
                     del.execute([ip.to_string()]).map_err(q("storing leases"))?;
@@ -701,14 +828,26 @@ pub fn store_leases(conn: &mut Connection, writes: &[LeaseWrite]) -> Result<()> 
     tx.commit().map_err(q("storing leases"))
 }
 
-fn insert_event(c: &Connection, node_id: i64, at: UnixMs, kind: &str, message: &str) -> Result<i64> {
+fn insert_event(
+    c: &Connection,
+    node_id: i64,
+    at: UnixMs,
+    kind: &str,
+    message: &str,
+) -> Result<i64> {
     c.prepare_cached("INSERT INTO events (node_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)")
         .and_then(|mut st| st.execute(params![node_id, at, kind, message]))
         .map_err(q("recording an event"))?;
     Ok(c.last_insert_rowid())
 }
 
-fn issue_token_tx(c: &Connection, node_id: i64, kind: TokenKind, ttl: Duration, now: UnixMs) -> Result<String> {
+fn issue_token_tx(
+    c: &Connection,
+    node_id: i64,
+    kind: TokenKind,
+    ttl: Duration,
+    now: UnixMs,
+) -> Result<String> {
     let token = new_token();
     c.execute(
         "INSERT INTO tokens (token, node_id, kind, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -719,15 +858,24 @@ fn issue_token_tx(c: &Connection, node_id: i64, kind: TokenKind, ttl: Duration, 
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(q("reading schema version"))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(q("reading schema version"))?;
     let known = MIGRATIONS.len() as i64;
     if version > known {
-        return Err(InventoryError::TooNew { path: path.display().to_string(), found: version, known });
+        return Err(InventoryError::TooNew {
+            path: path.display().to_string(),
+            found: version,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(q("migrating the schema"))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(q("migrating the schema"))?;
         tx.execute_batch(sql).map_err(q("migrating the schema"))?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(q("migrating the schema"))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(q("migrating the schema"))?;
         tx.commit().map_err(q("migrating the schema"))?;
     }
     Ok(())
@@ -738,7 +886,12 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map(|_| ())
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
 }
 
 #[cfg(test)]
@@ -756,7 +909,13 @@ mod tests {
     }
 
     fn new(n: u8, host: &str) -> NewNode {
-        NewNode { mac: Some(mac(n)), hostname: host.into(), profile: "lab-single-disk".into(), provision: true, ..Default::default() }
+        NewNode {
+            mac: Some(mac(n)),
+            hostname: host.into(),
+            profile: "lab-single-disk".into(),
+            provision: true,
+            ..Default::default()
+        }
     }
 
     const TTL: Duration = Duration::from_secs(3600);
@@ -775,7 +934,16 @@ mod tests {
     #[test]
     fn discovered_node_is_adopted_by_add() {
         let (_d, inv) = inv();
-        let (n, fresh) = inv.discover(mac(1), &Discovery { arch: Some("bios".into()), vendor_class: None }, 1).unwrap();
+        let (n, fresh) = inv
+            .discover(
+                mac(1),
+                &Discovery {
+                    arch: Some("bios".into()),
+                    vendor_class: None,
+                },
+                1,
+            )
+            .unwrap();
         assert!(fresh);
         assert_eq!(n.state, NodeState::Discovered);
         assert!(!inv.discover(mac(1), &Discovery::default(), 2).unwrap().1);
@@ -783,18 +951,44 @@ mod tests {
         assert_eq!(n.state, NodeState::Provisioning);
         assert_eq!(n.arch.as_deref(), Some("bios"));
         assert!(inv.current_install_token(n.id, 4).unwrap().is_some());
-        let kinds: Vec<_> = inv.events(n.id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<_> = inv
+            .events(n.id, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
         assert_eq!(kinds, ["discovered", "state"]);
     }
 
     #[test]
     fn conflicts_name_the_other_node() {
         let (_d, inv) = inv();
-        inv.add_node(&NewNode { ip: Some(Ipv4Addr::new(192, 0, 2, 10)), ..new(1, "a") }, TTL, 0).unwrap();
+        inv.add_node(
+            &NewNode {
+                ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
+                ..new(1, "a")
+            },
+            TTL,
+            0,
+        )
+        .unwrap();
         let e = inv.add_node(&new(2, "a"), TTL, 0).unwrap_err().to_string();
         assert_eq!(e, "hostname `a` is already used by node 52:54:00:00:00:01");
-        let e = inv.add_node(&NewNode { ip: Some(Ipv4Addr::new(192, 0, 2, 10)), ..new(2, "b") }, TTL, 0).unwrap_err().to_string();
-        assert_eq!(e, "address 192.0.2.10 is already reserved for node 52:54:00:00:00:01");
+        let e = inv
+            .add_node(
+                &NewNode {
+                    ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
+                    ..new(2, "b")
+                },
+                TTL,
+                0,
+            )
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "address 192.0.2.10 is already reserved for node 52:54:00:00:00:01"
+        );
         let e = inv.add_node(&new(1, "a"), TTL, 0).unwrap_err().to_string();
         assert!(e.contains("already assigned; use reprovision"), "{e}");
         assert!(inv.add_node(&new(3, "bad_name"), TTL, 0).is_err());
@@ -805,13 +999,35 @@ mod tests {
         let (_d, inv) = inv();
         let n = inv.add_node(&new(1, "a"), TTL, 1000).unwrap();
         let t1 = inv.current_install_token(n.id, 1000).unwrap().unwrap();
-        assert_eq!(inv.node_by_token(&t1, TokenKind::Install, 1001).unwrap().unwrap().id, n.id);
-        assert!(inv.node_by_token(&t1, TokenKind::Install, 1000 + 3_600_001).unwrap().is_none(), "expired token accepted");
-        assert!(inv.node_by_token(&t1, TokenKind::Enroll, 1001).unwrap().is_none(), "wrong kind accepted");
-        inv.transition(n.id, &Transition::Reprovision, TTL, 2000).unwrap();
+        assert_eq!(
+            inv.node_by_token(&t1, TokenKind::Install, 1001)
+                .unwrap()
+                .unwrap()
+                .id,
+            n.id
+        );
+        assert!(
+            inv.node_by_token(&t1, TokenKind::Install, 1000 + 3_600_001)
+                .unwrap()
+                .is_none(),
+            "expired token accepted"
+        );
+        assert!(
+            inv.node_by_token(&t1, TokenKind::Enroll, 1001)
+                .unwrap()
+                .is_none(),
+            "wrong kind accepted"
+        );
+        inv.transition(n.id, &Transition::Reprovision, TTL, 2000)
+            .unwrap();
         let t2 = inv.current_install_token(n.id, 2000).unwrap().unwrap();
         assert_ne!(t1, t2);
-        assert!(inv.node_by_token(&t1, TokenKind::Install, 2001).unwrap().is_none(), "old token still works");
+        assert!(
+            inv.node_by_token(&t1, TokenKind::Install, 2001)
+                .unwrap()
+                .is_none(),
+            "old token still works"
+        );
     }
 
     #[test]
@@ -821,7 +1037,11 @@ mod tests {
         let t = inv.issue_token(n.id, TokenKind::Enroll, TTL, 0).unwrap();
         assert!(inv.consume_token(&t, TokenKind::Enroll, 1).unwrap());
         assert!(!inv.consume_token(&t, TokenKind::Enroll, 2).unwrap());
-        assert!(inv.node_by_token(&t, TokenKind::Enroll, 3).unwrap().is_none());
+        assert!(
+            inv.node_by_token(&t, TokenKind::Enroll, 3)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -829,9 +1049,14 @@ mod tests {
         let (_d, inv) = inv();
         let n = inv.add_node(&new(1, "a"), TTL, 0).unwrap();
         let before = inv.events(n.id, 0, 100).unwrap();
-        let e = inv.transition(n.id, &Transition::LateCommand, TTL, 5).unwrap_err();
+        let e = inv
+            .transition(n.id, &Transition::LateCommand, TTL, 5)
+            .unwrap_err();
         assert!(matches!(e, InventoryError::Transition { .. }));
-        assert_eq!(inv.node_by_id(n.id).unwrap().unwrap().state, NodeState::Provisioning);
+        assert_eq!(
+            inv.node_by_id(n.id).unwrap().unwrap().state,
+            NodeState::Provisioning
+        );
         assert_eq!(inv.events(n.id, 0, 100).unwrap(), before);
     }
 
@@ -839,7 +1064,13 @@ mod tests {
     fn leases_round_trip_and_move_with_the_mac() {
         let (_d, inv) = inv();
         let mut conn = connect(inv.path()).unwrap();
-        let row = |ip: [u8; 4], m| LeaseRow { ip: ip.into(), mac: Some(mac(m)), state: "bound".into(), expires_at: 99, hostname: None };
+        let row = |ip: [u8; 4], m| LeaseRow {
+            ip: ip.into(),
+            mac: Some(mac(m)),
+            state: "bound".into(),
+            expires_at: 99,
+            hostname: None,
+        };
         store_leases(&mut conn, &[LeaseWrite::Upsert(row([192, 0, 2, 100], 1))]).unwrap();
         store_leases(&mut conn, &[LeaseWrite::Upsert(row([192, 0, 2, 101], 1))]).unwrap();
         let leases = inv.load_leases().unwrap();

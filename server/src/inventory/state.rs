@@ -120,7 +120,11 @@ pub struct TransitionError {
 /// The state a node in `from` moves to on `t`, or why it may not.
 pub fn next_state(from: NodeState, t: &Transition) -> Result<NodeState, TransitionError> {
     use NodeState::*;
-    let refuse = |hint: &'static str| TransitionError { from, transition: t.name(), hint };
+    let refuse = |hint: &'static str| TransitionError {
+        from,
+        transition: t.name(),
+        hint,
+    };
     match (t, from) {
         (Transition::Assign { provision }, Discovered | Ready) => {
             Ok(if *provision { Provisioning } else { Ready })
@@ -128,17 +132,23 @@ pub fn next_state(from: NodeState, t: &Transition) -> Result<NodeState, Transiti
         (Transition::Assign { .. }, _) => Err(refuse(" (it is already assigned; use reprovision)")),
         (Transition::Provision, Ready) => Ok(Provisioning),
         (Transition::Provision, Provisioning) => Ok(Provisioning),
-        (Transition::Provision, _) => Err(refuse(" (only ready nodes can be provisioned; use reprovision)")),
+        (Transition::Provision, _) => Err(refuse(
+            " (only ready nodes can be provisioned; use reprovision)",
+        )),
         // An installer that restarts runs early_command again.
         (Transition::EarlyCommand, Provisioning | Installing) => Ok(Installing),
         (Transition::EarlyCommand, _) => Err(refuse("")),
         (Transition::LateCommand, Installing) => Ok(Installed),
-        (Transition::LateCommand, _) => Err(refuse(" (late_command arrives only after early_command)")),
+        (Transition::LateCommand, _) => {
+            Err(refuse(" (late_command arrives only after early_command)"))
+        }
         (Transition::Enroll, Installed) => Ok(Enrolled),
         (Transition::Enroll, _) => Err(refuse(" (only installed nodes enroll)")),
         (Transition::Fail { .. }, Discovered) => Err(refuse(" (assign it first)")),
         (Transition::Fail { .. }, _) => Ok(Failed),
-        (Transition::Reprovision, Discovered) => Err(refuse(" (assign a hostname and profile first)")),
+        (Transition::Reprovision, Discovered) => {
+            Err(refuse(" (assign a hostname and profile first)"))
+        }
         (Transition::Reprovision, _) => Ok(Provisioning),
     }
 }
@@ -164,14 +174,20 @@ mod tests {
 
     #[test]
     fn assign_without_provision_holds_in_ready() {
-        assert_eq!(next_state(Discovered, &Transition::Assign { provision: false }), Ok(Ready));
+        assert_eq!(
+            next_state(Discovered, &Transition::Assign { provision: false }),
+            Ok(Ready)
+        );
         assert_eq!(next_state(Ready, &Transition::Provision), Ok(Provisioning));
     }
 
     #[test]
     fn out_of_order_installer_events_are_refused() {
         let e = next_state(Provisioning, &Transition::LateCommand).unwrap_err();
-        assert_eq!(e.to_string(), "cannot late_command a node that is provisioning (late_command arrives only after early_command)");
+        assert_eq!(
+            e.to_string(),
+            "cannot late_command a node that is provisioning (late_command arrives only after early_command)"
+        );
         assert!(next_state(Installed, &Transition::EarlyCommand).is_err());
         assert!(next_state(Enrolled, &Transition::Enroll).is_err());
         assert!(next_state(Installing, &Transition::Enroll).is_err());
@@ -181,14 +197,20 @@ mod tests {
     fn reprovision_and_fail_from_any_assigned_state() {
         for s in [Ready, Provisioning, Installing, Installed, Enrolled, Failed] {
             assert_eq!(next_state(s, &Transition::Reprovision), Ok(Provisioning));
-            assert_eq!(next_state(s, &Transition::Fail { reason: "x".into() }), Ok(Failed));
+            assert_eq!(
+                next_state(s, &Transition::Fail { reason: "x".into() }),
+                Ok(Failed)
+            );
         }
         assert!(next_state(Discovered, &Transition::Reprovision).is_err());
     }
 
     #[test]
     fn early_command_repeats_while_installing() {
-        assert_eq!(next_state(Installing, &Transition::EarlyCommand), Ok(Installing));
+        assert_eq!(
+            next_state(Installing, &Transition::EarlyCommand),
+            Ok(Installing)
+        );
     }
 
     #[test]

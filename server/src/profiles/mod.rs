@@ -28,22 +28,22 @@ pub struct ProfileErrors(pub Vec<ProfileError>);
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// Another profile whose values this one starts from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub extends: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub description: Option<String>,
     /// Extra packages to install.
     #[serde(default)]
     pub packages: Vec<String>,
     /// A crypt(3) hash (`$6$…` or `$y$…`), never a plain password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub root_password_hash: Option<String>,
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub timezone: Option<String>,
     /// The redundancy group nodes of this profile join.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub group: Option<String>,
 }
 
@@ -69,11 +69,16 @@ impl Catalog {
             ProfileErrors(vec![ProfileError {
                 file: dir.display().to_string(),
                 key: String::new(),
-                message: format!("cannot read profile directory ({e}); set [profiles] dir in the config"),
+                message: format!(
+                    "cannot read profile directory ({e}); set [profiles] dir in the config"
+                ),
             }])
         })?;
-        let mut files: Vec<PathBuf> =
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect();
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
         files.sort();
         Catalog::load_files(&files)
     }
@@ -83,7 +88,10 @@ impl Catalog {
         let mut errors = Vec::new();
         let mut raw: BTreeMap<String, (PathBuf, Profile)> = BTreeMap::new();
         for f in files {
-            let name = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let name = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
             match parse_file(f) {
                 Ok(p) => {
                     raw.insert(name, (f.clone(), p));
@@ -97,7 +105,14 @@ impl Catalog {
                 Ok(p) => {
                     let mut errs = validate(&display(file), &p);
                     if errs.is_empty() {
-                        profiles.insert(name.clone(), Arc::new(Resolved { name: name.clone(), file: file.clone(), profile: p }));
+                        profiles.insert(
+                            name.clone(),
+                            Arc::new(Resolved {
+                                name: name.clone(),
+                                file: file.clone(),
+                                profile: p,
+                            }),
+                        );
                     } else {
                         errors.append(&mut errs);
                     }
@@ -105,7 +120,11 @@ impl Catalog {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(Catalog { profiles }) } else { Err(ProfileErrors(errors)) }
+        if errors.is_empty() {
+            Ok(Catalog { profiles })
+        } else {
+            Err(ProfileErrors(errors))
+        }
     }
 
     /// The profile called `name`.
@@ -126,8 +145,11 @@ fn display(p: &Path) -> String {
 /// Reads one file into the raw format; unknown keys and wrong types name their key.
 pub fn parse_file(path: &Path) -> Result<Profile, ProfileError> {
     let file = display(path);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ProfileError { file: file.clone(), key: String::new(), message: format!("cannot read ({e})") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
+        file: file.clone(),
+        key: String::new(),
+        message: format!("cannot read ({e})"),
+    })?;
     parse_str(&text, &file)
 }
 
@@ -137,13 +159,24 @@ pub fn parse_str(text: &str, file: &str) -> Result<Profile, ProfileError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner().to_string();
-        ProfileError { file: file.to_string(), key: if key == "." { String::new() } else { key }, message: inner }
+        ProfileError {
+            file: file.to_string(),
+            key: if key == "." { String::new() } else { key },
+            message: inner,
+        }
     })
 }
 
-fn resolve(name: &str, raw: &BTreeMap<String, (PathBuf, Profile)>) -> Result<Profile, ProfileError> {
+fn resolve(
+    name: &str,
+    raw: &BTreeMap<String, (PathBuf, Profile)>,
+) -> Result<Profile, ProfileError> {
     let mut chain = vec![name.to_string()];
-    let (file, mut p) = raw.get(name).cloned().ok_or_else(|| ProfileError { file: name.into(), key: String::new(), message: "not found".into() })?;
+    let (file, mut p) = raw.get(name).cloned().ok_or_else(|| ProfileError {
+        file: name.into(),
+        key: String::new(),
+        message: "not found".into(),
+    })?;
     let mut parent = p.extends.clone();
     let mut layers = vec![p.clone()];
     while let Some(base) = parent {
@@ -158,7 +191,10 @@ fn resolve(name: &str, raw: &BTreeMap<String, (PathBuf, Profile)>) -> Result<Pro
             return Err(ProfileError {
                 file: display(&file),
                 key: "extends".into(),
-                message: format!("no profile named `{base}` (profiles: {})", raw.keys().cloned().collect::<Vec<_>>().join(", ")),
+                message: format!(
+                    "no profile named `{base}` (profiles: {})",
+                    raw.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             });
         };
         chain.push(base.clone());
@@ -181,7 +217,11 @@ fn merge(base: Profile, over: Profile) -> Profile {
         }
     }
     let mut keys = base.ssh_authorized_keys;
-    keys.extend(over.ssh_authorized_keys.into_iter().filter(|k| !k.is_empty()));
+    keys.extend(
+        over.ssh_authorized_keys
+            .into_iter()
+            .filter(|k| !k.is_empty()),
+    );
     Profile {
         extends: over.extends,
         description: over.description.or(base.description),
@@ -195,20 +235,36 @@ fn merge(base: Profile, over: Profile) -> Profile {
 
 fn validate(file: &str, p: &Profile) -> Vec<ProfileError> {
     let mut out = Vec::new();
-    let mut err = |key: &str, message: String| out.push(ProfileError { file: file.into(), key: key.into(), message });
+    let mut err = |key: &str, message: String| {
+        out.push(ProfileError {
+            file: file.into(),
+            key: key.into(),
+            message,
+        })
+    };
     if let Some(h) = &p.root_password_hash
         && !(h.starts_with("$6$") || h.starts_with("$5$") || h.starts_with("$y$") || h == "!")
     {
         err("root_password_hash", "must be a crypt(3) hash ($6$…, $y$…), not a password; make one with `mkpasswd -m sha-512`".into());
     }
     for (i, pkg) in p.packages.iter().enumerate() {
-        if pkg.is_empty() || !pkg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)) {
-            err(&format!("packages[{i}]"), format!("`{pkg}` is not a Debian package name"));
+        if pkg.is_empty()
+            || !pkg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        {
+            err(
+                &format!("packages[{i}]"),
+                format!("`{pkg}` is not a Debian package name"),
+            );
         }
     }
     for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
         if k.lines().count() != 1 || k.split_whitespace().count() < 2 {
-            err(&format!("ssh_authorized_keys[{i}]"), "must be one line: `TYPE BASE64 [COMMENT]`".into());
+            err(
+                &format!("ssh_authorized_keys[{i}]"),
+                "must be one line: `TYPE BASE64 [COMMENT]`".into(),
+            );
         }
     }
     out
@@ -229,6 +285,9 @@ mod tests {
     fn plain_password_is_refused() {
         let p = parse_str("root_password_hash: hunter2\n", "f").unwrap();
         let errs = validate("profiles/a.yaml", &p);
-        assert_eq!(errs[0].to_string(), "profiles/a.yaml: root_password_hash: must be a crypt(3) hash ($6$…, $y$…), not a password; make one with `mkpasswd -m sha-512`");
+        assert_eq!(
+            errs[0].to_string(),
+            "profiles/a.yaml: root_password_hash: must be a crypt(3) hash ($6$…, $y$…), not a password; make one with `mkpasswd -m sha-512`"
+        );
     }
 }

@@ -30,11 +30,17 @@ pub enum RenderError {
 
 /// The embedded templates: (name, source).
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("install.ipxe", include_str!("../../../preseed/install.ipxe.j2")),
+    (
+        "install.ipxe",
+        include_str!("../../../preseed/install.ipxe.j2"),
+    ),
     ("local.ipxe", include_str!("../../../preseed/local.ipxe.j2")),
     ("wait.ipxe", include_str!("../../../preseed/wait.ipxe.j2")),
     ("chain.ipxe", include_str!("../../../preseed/chain.ipxe.j2")),
-    ("preseed.cfg", include_str!("../../../preseed/preseed.cfg.j2")),
+    (
+        "preseed.cfg",
+        include_str!("../../../preseed/preseed.cfg.j2"),
+    ),
     ("early.sh", include_str!("../../../preseed/early.sh.j2")),
     ("late.sh", include_str!("../../../preseed/late.sh.j2")),
 ];
@@ -57,7 +63,8 @@ impl Templates {
         env.add_filter("shquote", shquote);
         for (name, src) in EMBEDDED {
             // Embedded templates are checked by tests; a syntax error is a build defect.
-            env.add_template(name, src).unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
+            env.add_template(name, src)
+                .unwrap_or_else(|e| panic!("embedded template {name}: {e}"));
         }
         Templates { env }
     }
@@ -65,22 +72,46 @@ impl Templates {
     /// The embedded templates with any `<name>.j2` in `dir` replacing its namesake.
     pub fn with_overrides(dir: &Path) -> Result<Templates, RenderError> {
         let mut t = Templates::embedded();
-        let entries = std::fs::read_dir(dir).map_err(|source| RenderError::Dir { dir: dir.display().to_string(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| RenderError::Dir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
         for e in entries.flatten() {
             let path = e.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".j2")) else { continue };
-            let src = std::fs::read_to_string(&path).map_err(|source| RenderError::Dir { dir: path.display().to_string(), source })?;
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".j2"))
+            else {
+                continue;
+            };
+            let src = std::fs::read_to_string(&path).map_err(|source| RenderError::Dir {
+                dir: path.display().to_string(),
+                source,
+            })?;
             t.env
                 .add_template_owned(name.to_string(), src)
-                .map_err(|source| RenderError::Render { name: name.to_string(), source })?;
+                .map_err(|source| RenderError::Render {
+                    name: name.to_string(),
+                    source,
+                })?;
         }
         Ok(t)
     }
 
     /// Renders template `name` with `ctx`.
     pub fn render<S: Serialize>(&self, name: &str, ctx: &S) -> Result<String, RenderError> {
-        let tmpl = self.env.get_template(name).map_err(|source| RenderError::Render { name: name.into(), source })?;
-        tmpl.render(ctx).map_err(|source| RenderError::Render { name: name.into(), source })
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|source| RenderError::Render {
+                name: name.into(),
+                source,
+            })?;
+        tmpl.render(ctx).map_err(|source| RenderError::Render {
+            name: name.into(),
+            source,
+        })
     }
 }
 
@@ -117,7 +148,11 @@ impl NodeCtx {
             id: node.id,
             mac: node.mac.to_string(),
             mac_hyphen: node.mac.hyphenated(),
-            fqdn: if dom.is_empty() { short.clone() } else { format!("{short}.{dom}") },
+            fqdn: if dom.is_empty() {
+                short.clone()
+            } else {
+                format!("{short}.{dom}")
+            },
             hostname: short,
             domain: dom,
             display_name: node.display_name(),
@@ -202,7 +237,12 @@ impl InstallCtx {
     /// Builds the context; the profile is exposed as plain data.
     pub fn new(node: NodeCtx, profile: &Resolved, mirror: MirrorCtx, urls: UrlsCtx) -> InstallCtx {
         let profile = serde_json::to_value(&profile.profile).unwrap_or(serde_json::Value::Null);
-        InstallCtx { node, profile, mirror, urls }
+        InstallCtx {
+            node,
+            profile,
+            mirror,
+            urls,
+        }
     }
 }
 
@@ -225,7 +265,12 @@ pub struct ScriptInputs<'a> {
 
 /// The iPXE script for a MAC: install for `provisioning` nodes, local disk for
 /// `installed`/`enrolled`, a wait-and-retry message for everything else.
-pub fn ipxe_script(t: &Templates, mac: &str, node: Option<&Node>, inputs: &ScriptInputs<'_>) -> Result<String, RenderError> {
+pub fn ipxe_script(
+    t: &Templates,
+    mac: &str,
+    node: Option<&Node>,
+    inputs: &ScriptInputs<'_>,
+) -> Result<String, RenderError> {
     let script_url = format!("{}/boot/{}.ipxe", inputs.base_url, mac.replace(':', "-"));
     let wait = |reason: &str, hint: &str| {
         t.render(
@@ -234,7 +279,10 @@ pub fn ipxe_script(t: &Templates, mac: &str, node: Option<&Node>, inputs: &Scrip
         )
     };
     let Some(node) = node else {
-        return wait("is not known to rackseed", "add it with `rackseed node add --mac <MAC> --hostname <NAME> --profile <PROFILE>`");
+        return wait(
+            "is not known to rackseed",
+            "add it with `rackseed node add --mac <MAC> --hostname <NAME> --profile <PROFILE>`",
+        );
     };
     let nctx = NodeCtx::new(node, "");
     match node.state {
@@ -249,12 +297,26 @@ pub fn ipxe_script(t: &Templates, mac: &str, node: Option<&Node>, inputs: &Scrip
                 script_url => &script_url,
             },
         ),
-        NodeState::Installed | NodeState::Enrolled => t.render("local.ipxe", &minijinja::context! { node => nctx }),
-        NodeState::Discovered => wait("was discovered and waits for a profile", "assign it with `rackseed node add --mac <MAC> --hostname <NAME> --profile <PROFILE>`"),
-        NodeState::Ready => wait("is ready but not scheduled for install", "start it with `rackseed node provision <NODE>`"),
-        NodeState::Installing => wait("is already installing; a second boot of the installer was refused", "reprovision it with `rackseed node reprovision <NODE>` to start over"),
+        NodeState::Installed | NodeState::Enrolled => {
+            t.render("local.ipxe", &minijinja::context! { node => nctx })
+        }
+        NodeState::Discovered => wait(
+            "was discovered and waits for a profile",
+            "assign it with `rackseed node add --mac <MAC> --hostname <NAME> --profile <PROFILE>`",
+        ),
+        NodeState::Ready => wait(
+            "is ready but not scheduled for install",
+            "start it with `rackseed node provision <NODE>`",
+        ),
+        NodeState::Installing => wait(
+            "is already installing; a second boot of the installer was refused",
+            "reprovision it with `rackseed node reprovision <NODE>` to start over",
+        ),
         NodeState::Failed => wait(
-            &format!("failed: {}", node.state_reason.as_deref().unwrap_or("no reason recorded")),
+            &format!(
+                "failed: {}",
+                node.state_reason.as_deref().unwrap_or("no reason recorded")
+            ),
             "fix the cause and run `rackseed node reprovision <NODE>`",
         ),
     }
@@ -266,8 +328,12 @@ mod tests {
 
     #[test]
     fn mirror_uri_splits() {
-        let m = MirrorCtx::from_uri("http://mirror.example:8080/debian/", "bookworm", None).unwrap();
-        assert_eq!((m.host.as_str(), m.directory.as_str()), ("mirror.example:8080", "/debian"));
+        let m =
+            MirrorCtx::from_uri("http://mirror.example:8080/debian/", "bookworm", None).unwrap();
+        assert_eq!(
+            (m.host.as_str(), m.directory.as_str()),
+            ("mirror.example:8080", "/debian")
+        );
         assert!(MirrorCtx::from_uri("ftp://x/debian", "bookworm", None).is_none());
         assert!(MirrorCtx::from_uri("http:///debian", "bookworm", None).is_none());
     }

@@ -36,6 +36,13 @@ pub enum Command {
     /// Manage nodes on a running server.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Installer images: fetch, import, list, verify, gc.
+    Image {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        #[command(subcommand)]
+        cmd: crate::images::cli::ImageCmd,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +118,10 @@ pub enum NodeCmd {
         group: Option<String>,
         #[arg(long)]
         failure_domain: Option<String>,
+        /// Node-level overrides of profile values, as a JSON object, e.g.
+        /// '{"addresses": {"br-storage": "203.0.113.11/24"}}'.
+        #[arg(long)]
+        vars: Option<String>,
     },
     /// List nodes.
     List {
@@ -213,6 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check(args) => check(&args),
         Command::Node(cmd) => node(cmd),
+        Command::Image { cfg, cmd } => crate::images::cli::run(cmd, &cfg.load()?),
     }
 }
 
@@ -251,12 +263,15 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
         }
     }
     match crate::state::resolve_installer(&config) {
-        Ok(i) => println!(
-            "installer {}: {} + {}",
-            i.name,
-            i.kernel.display(),
-            i.initrd.display()
-        ),
+        Ok(i) => {
+            println!(
+                "installer {}: {} + {}",
+                i.name,
+                i.kernel.display(),
+                i.initrd.display()
+            );
+            crate::images::cli::check_kernel(&config);
+        }
         Err(e) => problems.push(e.to_string()),
     }
     let mirror = match crate::state::resolve_mirror(&config) {
@@ -350,6 +365,7 @@ pub fn sample_node(profile: &str) -> crate::inventory::Node {
         created_at: 0,
         updated_at: 0,
         last_seen_at: None,
+        vars: serde_json::Value::Null,
     }
 }
 
@@ -477,11 +493,16 @@ fn node(cmd: NodeCmd) -> Result<ExitCode> {
             ready,
             group,
             failure_domain,
+            vars,
         } => {
             let c = Client::new(&api)?;
+            let vars: Value = match vars {
+                Some(v) => serde_json::from_str(&v).context("--vars must be a JSON object")?,
+                None => Value::Null,
+            };
             let body = serde_json::json!({
                 "mac": mac, "hostname": hostname, "profile": profile, "ip": ip,
-                "provision": !ready, "group": group, "failure_domain": failure_domain,
+                "provision": !ready, "group": group, "failure_domain": failure_domain, "vars": vars,
             });
             let n = c.post("/api/nodes", &body)?;
             if api.json {

@@ -14,7 +14,7 @@
 //! | `syslog`    | installer log lines per node |
 //! | `render`    | templates: iPXE scripts, preseed, installer scripts |
 //! | `profiles`  | the profile format, inheritance and validation |
-//! | `images`    | the installer image store |
+//! | `images`    | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
 //! | `state`     | the shared `AppState` and start-up checks |
 //! | `serve`     | binding listeners and running every part |
 //! | `cli`       | the command line, including the REST client |

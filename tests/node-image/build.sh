@@ -43,9 +43,9 @@ ZFS_PACKAGES="zfs-dkms zfsutils-linux"
 SUITE=bookworm
 ARCH=amd64
 NODE_HOSTNAME=node
-STAGE_DISK_SIZE=8G   # sparse raw image holding the debootstrapped tree
+ROOT_FS_SIZE=4G      # the root XFS as built on the host (grown to fill md0 later)
 ROOT_DISK_SIZE=8G    # virtual size of each RAID1 member disk (qcow2)
-BUILD_VM_TIMEOUT=1500
+BUILD_VM_TIMEOUT=900
 
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -285,13 +285,16 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------------------
-# 1. debootstrap onto a loop-mounted XFS stage disk
+# 1. debootstrap onto the root XFS (a loop-mounted sparse file, the "stage")
 
-stage_uuid=$(cat /proc/sys/kernel/random/uuid)
+# Both UUIDs are chosen here, so that fstab, mdadm.conf and the initramfs are
+# final before the build VM creates the array.
 root_uuid=$(cat /proc/sys/kernel/random/uuid)
+md_uuid=$(tr -d - </proc/sys/kernel/random/uuid)
+md_uuid=${md_uuid:0:8}:${md_uuid:8:8}:${md_uuid:16:8}:${md_uuid:24:8}
 
-truncate -s "$STAGE_DISK_SIZE" "$stage_img"
-mkfs.xfs -q -m uuid="$stage_uuid" -L stage "$stage_img"
+truncate -s "$ROOT_FS_SIZE" "$stage_img"
+mkfs.xfs -q -m uuid="$root_uuid" -L root "$stage_img"
 mount_tracked -t xfs -o loop "$stage_img" "$root"
 
 phase debootstrap
@@ -380,6 +383,24 @@ EOF
 install -d -m 0700 "$root/root/.ssh"
 in_chroot passwd --lock root >/dev/null
 
+# Root on md0 (made in the build VM with exactly this array UUID). The
+# initramfs is made here, at native speed rather than under TCG: mdadm's hook
+# only copies mdadm, its udev rules and this mdadm.conf.
+cat >"$root/etc/fstab" <<EOF
+# <file system> <mount point> <type> <options> <dump> <pass>
+# / is XFS on /dev/md0, a RAID1 of the first partition of vda and vdb
+UUID=$root_uuid / xfs defaults 0 1
+EOF
+[ -f "$root/etc/mdadm/mdadm.conf" ] || die "mdadm left no /etc/mdadm/mdadm.conf"
+sed -i '/^ARRAY /d' "$root/etc/mdadm/mdadm.conf"
+echo "ARRAY /dev/md0 metadata=1.2 UUID=$md_uuid" >>"$root/etc/mdadm/mdadm.conf"
+logged update-initramfs in_chroot update-initramfs -u -k all
+initrd_listing=$(in_chroot lsinitramfs "/boot/initrd.img-$kver")
+for needed in sbin/mdadm etc/mdadm/mdadm.conf lib/udev/rules.d/64-md-raid-assembly.rules \
+    sbin/fsck.xfs bin/busybox; do
+    grep -Eqx "(usr/)?$needed" <<<"$initrd_listing" || die "the initramfs lacks $needed"
+done
+
 in_chroot dpkg -l >"$tmp/result/packages.txt"
 echo "$zfs_version" >"$tmp/result/zfs-module-version"
 
@@ -395,13 +416,13 @@ rm -f "$root/var/lib/dbus/machine-id"
 rm -f "$root/usr/sbin/policy-rc.d"
 rm -rf "${root:?}"/tmp/* "${root:?}"/var/tmp/*
 
+cp "$root/boot/vmlinuz-$kver" "$tmp/result/vmlinuz"
+cp "$root/boot/initrd.img-$kver" "$tmp/result/initrd.img"
+
+# The build VM's init; the VM removes this directory from the copy on md0.
 mkdir -p "$root/rackseed-build"
 install -m 0755 "$here/files/image-builder" "$root/rackseed-build/image-builder"
-printf 'ROOT_FS_UUID=%s\nNODE_HOSTNAME=%s\n' "$root_uuid" "$NODE_HOSTNAME" >"$root/rackseed-build/config"
-echo "$kver" >"$root/rackseed-build/kernel-version"
-mkdir -p "$tmp/vm"
-cp "$root/boot/vmlinuz-$kver" "$tmp/vm/vmlinuz"
-cp "$root/boot/initrd.img-$kver" "$tmp/vm/initrd.img"
+printf 'MD_UUID=%s\nNODE_HOSTNAME=%s\n' "$md_uuid" "$NODE_HOSTNAME" >"$root/rackseed-build/config"
 tree_size=$(du -sxm "$root" | cut -f1)
 log "root tree: $tree_size MiB"
 phase_done configure
@@ -410,18 +431,19 @@ unmount_all
 stage_released
 
 # ---------------------------------------------------------------------------
-# 4. the RAID build VM: md RAID1 + XFS on two qcow2 disks, initramfs in it
+# 4. the RAID build VM: md0 (RAID1) on two qcow2 disks, the root XFS copied
+#    onto it (see files/image-builder)
 
 phase raid-build-vm
 qemu-img create -q -f qcow2 "$tmp/result/root-a.qcow2" "$ROOT_DISK_SIZE"
 qemu-img create -q -f qcow2 "$tmp/result/root-b.qcow2" "$ROOT_DISK_SIZE"
 timeout --kill-after=10 "$BUILD_VM_TIMEOUT" qemu-system-x86_64 \
-    -accel tcg -machine q35 -cpu max -m 2048 -smp 2 \
+    -accel tcg -machine q35 -cpu max -m 1024 -smp 2 \
     -display none -monitor none -serial "file:$logs/build-vm-console.log" \
     -no-reboot -nic none \
-    -kernel "$tmp/vm/vmlinuz" -initrd "$tmp/vm/initrd.img" \
-    -append "root=UUID=$stage_uuid rootfstype=xfs rw console=ttyS0,115200 init=/rackseed-build/image-builder panic=-1" \
-    -drive "file=$stage_img,format=raw,if=none,id=stage,cache=unsafe" \
+    -kernel "$tmp/result/vmlinuz" -initrd "$tmp/result/initrd.img" \
+    -append "root=UUID=$root_uuid rootfstype=xfs ro console=ttyS0,115200 init=/rackseed-build/image-builder panic=-1" \
+    -drive "file=$stage_img,format=raw,if=none,id=stage,cache=unsafe,readonly=on" \
     -device virtio-blk-pci,drive=stage,serial=rs-stage \
     -drive "file=$tmp/result/root-a.qcow2,format=qcow2,if=none,id=roota,cache=unsafe" \
     -device virtio-blk-pci,drive=roota,serial=rs-root-a \
@@ -432,17 +454,12 @@ qemu_pid=$!
 vm_rc=0
 wait "$qemu_pid" || vm_rc=$?
 qemu_pid=
-grep -a '^rackseed-image-builder:' "$logs/build-vm-console.log" >&2 || true
-
-mount_tracked -t xfs -o loop,ro,norecovery "$stage_img" "$root"
-status=$(cat "$root/rackseed-build/out/status" 2>/dev/null || echo "no status")
-if [ "$vm_rc" -ne 0 ] || [ "$status" != ok ]; then
-    tail -n 60 "$logs/build-vm-console.log" >&2
-    die "the RAID build VM failed (qemu exit status $vm_rc, builder status: $status)"
+tr -d '\r' <"$logs/build-vm-console.log" | grep -a '^rackseed-image-builder:' >&2 || true
+if [ "$vm_rc" -ne 0 ] ||
+    ! tr -d '\r' <"$logs/build-vm-console.log" | grep -aqx 'rackseed-image-builder: ok'; then
+    tr -d '\r' <"$logs/build-vm-console.log" | tail -n 60 >&2
+    die "the RAID build VM failed (qemu exit status $vm_rc)"
 fi
-cp "$root/rackseed-build/out/vmlinuz" "$root/rackseed-build/out/initrd.img" \
-    "$root/rackseed-build/out/md-uuid" "$tmp/result/"
-unmount_all
 rm -f "$stage_img"
 phase_done raid-build-vm
 
@@ -458,7 +475,7 @@ mirror=$mirror
 kernel_version=$kver
 zfs_module_version=$zfs_version
 root_fs_uuid=$root_uuid
-md_uuid=$(cat "$result/md-uuid")
+md_uuid=$md_uuid
 root_tree_mib=$tree_size
 seconds_debootstrap=${took[debootstrap]}
 seconds_packages=${took[packages]}
@@ -466,7 +483,6 @@ seconds_zfs_dkms=${took[zfs-dkms]}
 seconds_configure=${took[configure]}
 seconds_raid_build_vm=${took[raid-build-vm]}
 EOF
-rm -f "$result/md-uuid"
 chmod 0444 "$result/root-a.qcow2" "$result/root-b.qcow2"
 date -u '+%Y-%m-%dT%H:%M:%SZ' >"$result/DONE"
 mv -T "$result" "$out_dir"

@@ -53,8 +53,14 @@ fi
 [ -f "$image/DONE" ] || die "$image is not a complete node image (no DONE)"
 
 work=$(mktemp -d /var/tmp/rackseed-node-smoke.XXXXXX)
+driver_pid=
 cleanup() {
     local rc=$?
+    set +e
+    if [ -n "$driver_pid" ] && kill -0 "$driver_pid" 2>/dev/null; then
+        kill "$driver_pid"
+        wait "$driver_pid"
+    fi
     if [ "$rc" -ne 0 ]; then
         for f in "$work"/console-*.log; do
             [ -f "$f" ] || continue
@@ -150,8 +156,10 @@ run_boot() {
     t0=$(date +%s)
     log "boot $name ($mode)"
     timeout --kill-after=10 1800 expect -f "$here/smoke.exp" "$mode" "$work/$name/vm" \
-        "$work/$name/results" "$work/console-$name.log" >&2 ||
-        die "boot $name ($mode) failed; console log above"
+        "$work/$name/results" "$work/console-$name.log" >&2 &
+    driver_pid=$!
+    wait "$driver_pid" || die "boot $name ($mode) failed; console log below"
+    driver_pid=
     log "boot $name took $(($(date +%s) - t0)) s"
 }
 

@@ -494,9 +494,9 @@ pub fn encode_reply(
         ));
     }
     if let Some(boot) = &reply.boot {
-        if matches!(boot, BootFile::Tftp(_)) {
-            m.set_siaddr(server_ip);
-        }
+        // next-server is set even for HTTP boot files: iPXE only accepts a proxyDHCP
+        // reply as carrying PXE options when siaddr and a boot file are both present.
+        m.set_siaddr(server_ip);
         m.set_fname_str(boot.as_str());
         let opts = m.opts_mut();
         opts.insert(DhcpOption::BootfileName(boot.as_str().as_bytes().to_vec()));
@@ -947,6 +947,15 @@ mod tests {
             .unwrap();
         let m = encode_reply(&msg, &r, &reply, SERVER);
         assert_eq!(m.opcode(), Opcode::BootReply);
+        // An HTTP boot file (iPXE script) still carries next-server.
+        let mut o = pxe(0);
+        o.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let msg2 = request(MessageType::Discover, 2, &o);
+        let r2 = classify(&msg2).unwrap();
+        let reply2 = decide_authoritative(&r2, &ctx(&c, None), &mut t)
+            .reply
+            .unwrap();
+        assert_eq!(encode_reply(&msg2, &r2, &reply2, SERVER).siaddr(), SERVER);
         assert_eq!(m.xid(), msg.xid());
         assert_eq!(m.siaddr(), SERVER);
         assert_eq!(m.fname_str().unwrap().unwrap(), "undionly.kpxe");

@@ -127,6 +127,11 @@ impl LeaseTable {
             .and_then(|l| l.mac)
     }
 
+    /// Every lease held (any state).
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.by_ip.values()
+    }
+
     /// Number of leases held (any state).
     pub fn len(&self) -> usize {
         self.by_ip.len()

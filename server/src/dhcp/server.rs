@@ -259,6 +259,25 @@ async fn handle_packet(
         m.retain(|_, t| now - *t < window);
         m.insert(req.mac, now);
     }
+    if let Some(n) = &node
+        && cfg.dhcp.mode == DhcpMode::Proxy
+        && outcome.reply.is_none()
+        && req.msg_type == dhcproto::v4::MessageType::Request
+        && let (Some(site), Some(ip)) = (req.server_id, req.requested_ip)
+        && site != cfg.server.advertise
+    {
+        // The node accepts an address from the site's DHCP server: remember it, so its
+        // TFTP, HTTP and syslog traffic is attributed from the first packet.
+        state.note_peer(ip, n.id);
+        state.events.emit(
+            n.id,
+            "dhcp",
+            format!(
+                "REQUEST {ip} from site DHCP server {site} (observed) by {}",
+                req.client.describe()
+            ),
+        );
+    }
     if let Some(n) = &node {
         if let Err(e) = inv.touch(n.id, &info, now) {
             debug!(error = %crate::error_chain(&e), "last-seen update failed");

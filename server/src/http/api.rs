@@ -53,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/nodes/{key}/provision", post(provision))
         .route("/nodes/{key}/events", get(node_events))
         .route("/profiles", get(list_profiles))
+        .route("/leases", get(list_leases))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -88,6 +89,9 @@ pub struct AddNode {
     pub group: Option<String>,
     #[serde(default)]
     pub failure_domain: Option<String>,
+    /// Node-level overrides of profile values (a JSON object).
+    #[serde(default)]
+    pub vars: Option<serde_json::Value>,
 }
 
 /// Checks a new node against the config and profiles; the message says what to fix.
@@ -132,7 +136,12 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
             )));
         }
     }
+    let vars = body.vars.clone().unwrap_or(serde_json::Value::Null);
+    if !(vars.is_null() || vars.is_object()) {
+        return Err(ApiError::bad_request("vars: must be a JSON object"));
+    }
     Ok(NewNode {
+        vars,
         mac: Some(mac),
         hostname: body.hostname.clone(),
         profile: body.profile.clone(),
@@ -268,6 +277,37 @@ async fn node_events(
             return Ok(Json(EventPage { node, events, last }));
         }
     }
+}
+
+/// One lease as the API shows it.
+#[derive(Serialize)]
+pub struct LeaseView {
+    pub ip: Ipv4Addr,
+    pub mac: Option<String>,
+    pub state: String,
+    pub expires_at: i64,
+    pub hostname: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LeaseList {
+    leases: Vec<LeaseView>,
+}
+
+async fn list_leases(State(state): State<Arc<AppState>>) -> Json<LeaseList> {
+    let table = state.leases.lock().unwrap_or_else(|p| p.into_inner());
+    let mut leases: Vec<LeaseView> = table
+        .iter()
+        .map(|l| LeaseView {
+            ip: l.ip,
+            mac: l.mac.map(|m| m.to_string()),
+            state: format!("{:?}", l.state).to_lowercase(),
+            expires_at: l.expires_at,
+            hostname: l.hostname.clone(),
+        })
+        .collect();
+    leases.sort_by_key(|l| l.ip);
+    Json(LeaseList { leases })
 }
 
 #[derive(Serialize)]

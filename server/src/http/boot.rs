@@ -434,6 +434,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             last_seen_at: None,
+            vars: serde_json::Value::Null,
         }
     }
 

@@ -126,6 +126,8 @@ const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL DEFAULT 1,
         created_at INTEGER NOT NULL
     );",
+    // 3: per-node variables (addresses, disk devices) that override profile values.
+    "ALTER TABLE nodes ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';",
 ];
 
 /// One machine rackseed knows about.
@@ -146,6 +148,8 @@ pub struct Node {
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
     pub last_seen_at: Option<UnixMs>,
+    /// Node-level values that override the profile (a JSON object; see `profiles`).
+    pub vars: serde_json::Value,
 }
 
 impl Node {
@@ -177,6 +181,8 @@ pub struct NewNode {
     pub provision: bool,
     pub group: Option<String>,
     pub failure_domain: Option<String>,
+    /// Node-level overrides (a JSON object); `Null` means none.
+    pub vars: serde_json::Value,
 }
 
 /// What a DHCP packet told about an unknown machine.
@@ -247,7 +253,7 @@ pub struct Inventory {
     conn: Mutex<Connection>,
 }
 
-const NODE_COLS: &str = "id, mac, hostname, profile, ip, state, state_reason, arch, vendor_class, image, grp, failure_domain, created_at, updated_at, last_seen_at";
+const NODE_COLS: &str = "id, mac, hostname, profile, ip, state, state_reason, arch, vendor_class, image, grp, failure_domain, created_at, updated_at, last_seen_at, vars";
 
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     let mac: String = r.get(1)?;
@@ -276,6 +282,10 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
         last_seen_at: r.get(14)?,
+        vars: {
+            let text: String = r.get(15)?;
+            serde_json::from_str(&text).map_err(|e| conv(15, format!("bad vars: {e}")))?
+        },
     })
 }
 
@@ -480,8 +490,8 @@ impl Inventory {
                     let to = state::next_state(n.state, &t)
                         .map_err(|source| InventoryError::Transition { node: mac.to_string(), source })?;
                     tx.execute(
-                        "UPDATE nodes SET hostname = ?2, profile = ?3, ip = ?4, grp = ?5, failure_domain = ?6, state = ?7, state_reason = NULL, updated_at = ?8 WHERE id = ?1",
-                        params![n.id, new.hostname, new.profile, new.ip.map(|i| i.to_string()), new.group, new.failure_domain, to.as_str(), now],
+                        "UPDATE nodes SET hostname = ?2, profile = ?3, ip = ?4, grp = ?5, failure_domain = ?6, state = ?7, state_reason = NULL, updated_at = ?8, vars = ?9 WHERE id = ?1",
+                        params![n.id, new.hostname, new.profile, new.ip.map(|i| i.to_string()), new.group, new.failure_domain, to.as_str(), now, vars_text(&new.vars)],
                     )
                     .map_err(q("adding a node"))?;
                     insert_event(&tx, n.id, now, "state", &format!("{} → {to}: assigned hostname {} and profile {}", n.state, new.hostname, new.profile))?;
@@ -491,8 +501,8 @@ impl Inventory {
                     let to = state::next_state(NodeState::Discovered, &t)
                         .map_err(|source| InventoryError::Transition { node: mac.to_string(), source })?;
                     tx.execute(
-                        "INSERT INTO nodes (mac, hostname, profile, ip, grp, failure_domain, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                        params![mac.to_string(), new.hostname, new.profile, new.ip.map(|i| i.to_string()), new.group, new.failure_domain, to.as_str(), now],
+                        "INSERT INTO nodes (mac, hostname, profile, ip, grp, failure_domain, state, created_at, updated_at, vars) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                        params![mac.to_string(), new.hostname, new.profile, new.ip.map(|i| i.to_string()), new.group, new.failure_domain, to.as_str(), now, vars_text(&new.vars)],
                     )
                     .map_err(q("adding a node"))?;
                     let id = tx.last_insert_rowid();
@@ -826,6 +836,14 @@ pub fn store_leases(conn: &mut Connection, writes: &[LeaseWrite]) -> Result<()> 
         }
     }
     tx.commit().map_err(q("storing leases"))
+}
+
+fn vars_text(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        "{}".to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 fn insert_event(

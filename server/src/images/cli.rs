@@ -1,0 +1,379 @@
+//! `rackseed image fetch|import|list|verify|gc`, and the kernel/mirror line that
+//! `rackseed check` prints.
+//!
+//! Owns arguments, human output and exit codes for images; uses `anyhow`. Progress goes
+//! to stderr (a bar on a terminal, plain lines otherwise), results to stdout.
+
+use super::kernel::KernelCheck;
+use super::manifest::Catalog;
+use super::release::Keyring;
+use super::store::{FileState, ImageManifest, Store};
+use super::upstream::{Progress, Upstream};
+use super::{ImageError, fetch, import};
+use crate::config::Config;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Download an image from the mirror, verified through InRelease → SHA256SUMS, and
+    /// store it. NAME is an image manifest (`images/NAME.toml`), e.g. bookworm-amd64.
+    Fetch { name: String },
+    /// Store the installer files of a local directory (by default from Debian's netboot
+    /// package), verified against the mirror's signed SHA256SUMS when it answers.
+    Import {
+        /// Directory holding `linux` and `initrd.gz`.
+        #[arg(long)]
+        from: PathBuf,
+        /// Name to store the image under; defaults to the manifest's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Image manifest describing the files (suite, arch); found from the package
+        /// directory or --name when omitted.
+        #[arg(long)]
+        manifest: Option<String>,
+        /// Do not contact the mirror; the image is recorded as not verified.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// List stored images.
+    List {
+        /// Also list older generations kept until `gc`.
+        #[arg(long)]
+        all: bool,
+        /// Print the manifests as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash stored files against their manifests; non-zero if any is missing or
+    /// corrupt. Checks every image when NAME is omitted.
+    Verify { name: Option<String> },
+    /// Remove older generations no node or config uses, unused files and leftovers.
+    Gc,
+}
+
+/// Runs an image command.
+pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
+    let store = Store::open(&config.images.store)?;
+    match cmd {
+        ImageCmd::Fetch { name } => {
+            let catalog = Catalog::load(&config.images.manifests)?;
+            let def = catalog.get(&name)?.clone();
+            let up = upstream(config)?;
+            let keyring = Keyring::load(&config.images.keyring)?;
+            let progress = Term::new();
+            let partial = partial_dir(config);
+            let result = runtime()?.block_on(fetch::fetch_image(
+                &def, &name, &store, &up, &keyring, &partial, &progress,
+            ));
+            match result {
+                Ok(o) => {
+                    print_stored(&o.manifest, &store);
+                    print_kernel(&o.kernel);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let not_served = matches!(&e, ImageError::AfterChain { source, .. } if matches!(**source, ImageError::NotServed { .. }));
+                    eprintln!("rackseed: {}", crate::error_chain(&e));
+                    if not_served && let Some(p) = &def.package {
+                        eprintln!(
+                            "hint: this mirror does not serve the netboot files; import them from Debian's `{}` package instead: rackseed image import --from {}",
+                            p.name,
+                            p.dir.display()
+                        );
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        ImageCmd::Import {
+            from,
+            name,
+            manifest,
+            offline,
+        } => {
+            let catalog = Catalog::load(&config.images.manifests)?;
+            let def = match (&manifest, catalog.for_package_dir(&from), &name) {
+                (Some(m), _, _) => catalog.get(m)?,
+                (None, Some(d), _) => d,
+                (None, None, Some(n)) => catalog.get(n).with_context(|| {
+                    format!("`{}` is not a known package directory; say which manifest describes it with --manifest", from.display())
+                })?,
+                (None, None, None) => anyhow::bail!(
+                    "`{}` is not a known package directory; say which image manifest describes it with --manifest ({})",
+                    from.display(),
+                    catalog.defs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            }
+            .clone();
+            let name = name.unwrap_or_else(|| def.name.clone());
+            if !crate::config::valid_name(&name) {
+                return Err(ImageError::BadName { name }.into());
+            }
+            let online = if offline {
+                None
+            } else {
+                Some((upstream(config)?, Keyring::load(&config.images.keyring)?))
+            };
+            let progress = Term::new();
+            let o = runtime()?.block_on(import::import_dir(
+                &from,
+                &def,
+                &name,
+                &store,
+                online.as_ref().map(|(u, k)| (u, k)),
+                &progress,
+            ))?;
+            print_stored(&o.manifest, &store);
+            if !o.manifest.verified {
+                eprintln!("warning: {}", o.manifest.verification);
+            }
+            print_kernel(&o.kernel);
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::List { all, json } => {
+            let list = if all {
+                store.generations()?
+            } else {
+                store.list()?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let current: Vec<(String, String)> =
+                store.list()?.into_iter().map(|m| (m.name, m.id)).collect();
+            println!(
+                "{:<20} {:<12} {:<22} {:<16} {:<8} {:<20} ORIGIN",
+                "NAME", "ID", "VERSION", "KERNEL", "VERIFIED", "CREATED"
+            );
+            for m in &list {
+                let is_current = current.iter().any(|(n, i)| *n == m.name && *i == m.id);
+                println!(
+                    "{:<20} {:<12} {:<22} {:<16} {:<8} {:<20} {}{}",
+                    m.name,
+                    m.id,
+                    m.version.as_deref().unwrap_or("-"),
+                    m.kernel.as_deref().unwrap_or("-"),
+                    if m.verified { "yes" } else { "no" },
+                    m.created,
+                    m.origin,
+                    if is_current || !all {
+                        ""
+                    } else {
+                        " (superseded)"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Verify { name } => {
+            let list: Vec<ImageManifest> = match name {
+                Some(n) => vec![store.manifest(&n)?],
+                None => store.generations()?,
+            };
+            let mut bad = 0;
+            for m in &list {
+                for (file, state) in store.verify(m)? {
+                    let r = format!("{}@{} {file}", m.name, m.id);
+                    match state {
+                        FileState::Ok => println!("{r}: ok"),
+                        FileState::Missing => {
+                            bad += 1;
+                            println!(
+                                "{r}: MISSING ({})",
+                                store.blob_path(&m.files[&file].sha256).display()
+                            );
+                        }
+                        FileState::Corrupt { actual } => {
+                            bad += 1;
+                            println!(
+                                "{r}: CORRUPT (sha256 {actual}, manifest says {}); fetch or import the image again",
+                                m.files[&file].sha256
+                            );
+                        }
+                    }
+                }
+            }
+            if bad > 0 {
+                eprintln!("verify failed: {bad} file(s) missing or corrupt");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("{} image generation(s) verified", list.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::Gc => {
+            let mut keep = node_images(config)?;
+            keep.extend(config.installer.image.clone());
+            let lock = store.lock()?;
+            let r = store.gc(&lock, &keep)?;
+            for g in &r.generations {
+                println!("removed generation {g}");
+            }
+            for d in &r.dangling {
+                eprintln!(
+                    "warning: image `{d}` is referenced by a node or the config but is not in the store"
+                );
+            }
+            println!(
+                "gc: {} generation(s), {} file(s) ({} bytes), {} leftover(s) removed; kept {} referenced image(s)",
+                r.generations.len(),
+                r.blobs,
+                r.bytes,
+                r.tmp_files,
+                keep.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The kernel/mirror check for the installer the config serves, printed for
+/// `rackseed check`: a line on stdout when it matches, a warning on stderr otherwise.
+pub fn check_kernel(config: &Config) {
+    let c = super::check_installer_kernel(config);
+    if c.is_warning() {
+        eprintln!("warning: {c}");
+    } else {
+        println!("{c}");
+    }
+}
+
+fn print_kernel(c: &KernelCheck) {
+    if c.is_warning() {
+        eprintln!("warning: {c}");
+    } else {
+        println!("{c}");
+    }
+}
+
+fn print_stored(m: &ImageManifest, store: &Store) {
+    println!(
+        "stored {}@{} ({} {}, version {}): {}",
+        m.name,
+        m.id,
+        m.suite,
+        m.arch,
+        m.version.as_deref().unwrap_or("-"),
+        if m.verified {
+            "verified"
+        } else {
+            "NOT verified"
+        }
+    );
+    println!("  {}", m.verification);
+    for (name, f) in &m.files {
+        println!(
+            "  {name:<10} {:>10} bytes  sha256 {}  {}",
+            f.size,
+            f.sha256,
+            store.blob_path(&f.sha256).display()
+        );
+    }
+}
+
+fn upstream(config: &Config) -> Result<Upstream> {
+    let mirror = super::upstream_mirror(config, Path::new("/"))?;
+    Ok(Upstream::new(&mirror, config.images.proxy.as_deref())?)
+}
+
+/// Where partial downloads wait for a resume: beside the store, never inside it.
+pub fn partial_dir(config: &Config) -> PathBuf {
+    config.server.data_dir.join("image-downloads")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Images nodes reference (the inventory's `nodes.image`), when an inventory exists.
+fn node_images(config: &Config) -> Result<Vec<String>> {
+    let path = config.server.data_dir.join("inventory.db");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let inv = crate::inventory::Inventory::open(&path).map_err(ImageError::Inventory)?;
+    let images = inv
+        .with_conn(|c| {
+            let q = |source| crate::inventory::InventoryError::Query {
+                doing: "listing node images",
+                source,
+            };
+            let mut st = c
+                .prepare("SELECT DISTINCT image FROM nodes WHERE image IS NOT NULL")
+                .map_err(q)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(q)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q)
+        })
+        .map_err(ImageError::Inventory)?;
+    Ok(images)
+}
+
+/// Progress on stderr: an indicatif bar on a terminal, plain lines otherwise.
+struct Term {
+    tty: bool,
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Term {
+    fn new() -> Term {
+        Term {
+            tty: std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Term {
+    fn start(&self, file: &str, from: u64, total: Option<u64>) {
+        if !self.tty {
+            eprintln!(
+                "downloading {file}{}{}",
+                if from > 0 {
+                    format!(" from byte {from}")
+                } else {
+                    String::new()
+                },
+                total.map(|t| format!(" ({t} bytes)")).unwrap_or_default()
+            );
+            return;
+        }
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:<10} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(file.to_string());
+        bar.set_position(from);
+        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(b) = &*self.bar.lock().unwrap_or_else(|p| p.into_inner()) {
+            b.inc(n);
+        }
+    }
+
+    fn end(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+
+    fn note(&self, line: &str) {
+        match &*self.bar.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! QEMU nodes for the boot and first-boot tiers: SeaBIOS or OVMF, taps on a lab
+//! bridge, disks, an optional direct kernel boot, and a serial console that is logged
+//! to a file and can be typed into.
+//!
+//! QEMU runs with `-accel tcg` (no KVM here). Only one VM set runs at a time
+//! ([`exclusive`]), because software emulation needs both cores.
+
+use crate::{Netns, wait_for};
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+static QEMU: Mutex<()> = Mutex::new(());
+
+/// Holds the machine for VMs; other QEMU tests wait.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    QEMU.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which firmware a VM boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS with the NIC's iPXE option ROM (Debian's `ipxe-qemu`).
+    Bios,
+    /// OVMF (Debian's `ovmf`), firmware PXE over the NIC's SNP driver.
+    Uefi,
+}
+
+/// A VM to start.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    pub name: String,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub firmware: Firmware,
+    /// (tap device, MAC) per NIC.
+    pub nics: Vec<(String, String)>,
+    /// Disk image files (qcow2 or raw, by extension).
+    pub disks: Vec<PathBuf>,
+    /// Direct kernel boot: (kernel, initrd, command line).
+    pub kernel: Option<(PathBuf, PathBuf, String)>,
+    /// SMBIOS system UUID.
+    pub uuid: Option<String>,
+}
+
+impl VmSpec {
+    /// A network-booting VM with one NIC.
+    pub fn pxe(name: &str, firmware: Firmware, tap: &str, mac: &str) -> VmSpec {
+        VmSpec {
+            name: name.into(),
+            memory_mb: 1024,
+            cpus: 1,
+            firmware,
+            nics: vec![(tap.into(), mac.into())],
+            disks: Vec::new(),
+            kernel: None,
+            uuid: None,
+        }
+    }
+}
+
+/// A running VM; killed on drop.
+pub struct Vm {
+    pub name: String,
+    pub serial_log: PathBuf,
+    serial_sock: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+/// Creates a qcow2 image of `size` (e.g. `2G`), optionally backed by `backing`.
+pub fn qcow2(path: &Path, size: &str, backing: Option<&Path>) -> Result<()> {
+    let mut c = Command::new("qemu-img");
+    c.args(["create", "-q", "-f", "qcow2"]);
+    if let Some(b) = backing {
+        c.arg("-F").arg("qcow2").arg("-b").arg(b);
+    }
+    c.arg(path);
+    if backing.is_none() {
+        c.arg(size);
+    }
+    crate::run(&mut c).map(|_| ())
+}
+
+impl Vm {
+    /// Starts `spec` inside namespace `ns` (where its taps live).
+    pub fn start(ns: &Netns, spec: &VmSpec) -> Result<Vm> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("vm-{}-", spec.name))
+            .tempdir()?;
+        let serial_log = dir.path().join("serial.log");
+        let serial_sock = dir.path().join("serial.sock");
+        let mut c = ns.cmd("qemu-system-x86_64");
+        c.args([
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-nographic",
+            "-nodefaults",
+            "-no-user-config",
+        ]);
+        c.args([
+            "-m",
+            &spec.memory_mb.to_string(),
+            "-smp",
+            &spec.cpus.to_string(),
+        ]);
+        c.args(["-name", &spec.name, "-display", "none", "-monitor", "none"]);
+        c.arg("-chardev").arg(format!(
+            "socket,id=ser0,path={},server=on,wait=off,logfile={}",
+            serial_sock.display(),
+            serial_log.display()
+        ));
+        c.args(["-serial", "chardev:ser0"]);
+        if let Some(u) = &spec.uuid {
+            c.args(["-uuid", u]);
+        }
+        if spec.firmware == Firmware::Uefi {
+            let vars = dir.path().join("OVMF_VARS.fd");
+            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+                .context("OVMF is missing: install Debian's `ovmf` package")?;
+            c.arg("-drive").arg(
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+            );
+            c.arg("-drive").arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
+        }
+        for (i, (tap, mac)) in spec.nics.iter().enumerate() {
+            c.arg("-netdev")
+                .arg(format!("tap,id=n{i},ifname={tap},script=no,downscript=no"));
+            let boot = if i == 0 && spec.kernel.is_none() {
+                ",bootindex=1"
+            } else {
+                ""
+            };
+            // UEFI machines PXE-boot from firmware (OVMF's own virtio-net driver and PXE),
+            // as physical servers do; the NIC's iPXE option ROM is left out.
+            let rom = if spec.firmware == Firmware::Uefi {
+                ",romfile="
+            } else {
+                ""
+            };
+            c.arg("-device")
+                .arg(format!("virtio-net-pci,netdev=n{i},mac={mac}{boot}{rom}"));
+        }
+        for (i, d) in spec.disks.iter().enumerate() {
+            let fmt = if d.extension().is_some_and(|e| e == "qcow2") {
+                "qcow2"
+            } else {
+                "raw"
+            };
+            c.arg("-drive").arg(format!(
+                "file={},if=none,id=d{i},format={fmt},cache=unsafe",
+                d.display()
+            ));
+            c.arg("-device")
+                .arg(format!("virtio-blk-pci,drive=d{i},serial=rsdisk{i}"));
+        }
+        if let Some((k, i, append)) = &spec.kernel {
+            c.arg("-kernel")
+                .arg(k)
+                .arg("-initrd")
+                .arg(i)
+                .arg("-append")
+                .arg(append);
+        } else if spec.firmware == Firmware::Bios {
+            c.args(["-boot", "n"]);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = c
+            .spawn()
+            .context("cannot start qemu-system-x86_64 (install Debian's qemu-system-x86)")?;
+        let mut vm = Vm {
+            name: spec.name.clone(),
+            serial_log,
+            serial_sock,
+            child,
+            _dir: dir,
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = vm.child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = vm.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            bail!("qemu for {} exited at once ({status}): {err}", spec.name);
+        }
+        Ok(vm)
+    }
+
+    /// Everything the VM printed on its serial console so far, with terminal escape
+    /// sequences removed.
+    pub fn serial(&self) -> String {
+        let raw = std::fs::read(&self.serial_log).unwrap_or_default();
+        strip_escapes(&String::from_utf8_lossy(&raw))
+    }
+
+    /// Waits until the serial console shows `needle`.
+    pub fn wait_serial(&self, needle: &str, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("`{needle}` on {}'s console", self.name),
+            timeout,
+            Duration::from_millis(500),
+            || self.serial().contains(needle).then_some(()),
+        )
+        .with_context(|| {
+            format!(
+                "console of {}:\n{}",
+                self.name,
+                crate::tail(&self.serial(), 60)
+            )
+        })
+    }
+
+    /// Types a line on the serial console.
+    pub fn type_line(&self, line: &str) -> Result<()> {
+        let mut s = UnixStream::connect(&self.serial_sock)
+            .context("cannot connect to the serial console")?;
+        s.write_all(line.as_bytes())?;
+        s.write_all(b"\n")?;
+        Ok(())
+    }
+
+    /// Runs a shell command on the (auto-logged-in) serial console and returns its
+    /// output, delimited by unique markers; fails on timeout or non-zero exit.
+    pub fn shell(&self, cmd: &str, timeout: Duration) -> Result<String> {
+        let id = crate::unique("m");
+        let (begin, end) = (format!("@@B{id}@@"), format!("@@E{id}"));
+        let before = self.serial().len();
+        // Markers are printed with printf so the echoed command line does not match.
+        self.type_line(&format!(
+            "printf '@@B%s@@\\n' '{id}'; ( {cmd} ) 2>&1; printf '@@E%s:%s@@\\n' '{id}' \"$?\""
+        ))?;
+        let text = wait_for(
+            &format!("`{cmd}` on {}", self.name),
+            timeout,
+            Duration::from_millis(300),
+            || {
+                let s = self.serial();
+                let tail = s.get(before..)?.to_string();
+                let b = tail.find(&begin)?;
+                let e = tail[b..].find(&end)? + b;
+                let status = tail[e + end.len()..]
+                    .strip_prefix(':')?
+                    .split("@@")
+                    .next()?
+                    .trim()
+                    .to_string();
+                Some((
+                    tail[b + begin.len()..e]
+                        .trim_matches(['\r', '\n'])
+                        .replace('\r', ""),
+                    status,
+                ))
+            },
+        )
+        .with_context(|| {
+            format!(
+                "console of {}:\n{}",
+                self.name,
+                crate::tail(&self.serial(), 40)
+            )
+        })?;
+        if text.1 != "0" {
+            bail!("`{cmd}` on {} exited {}: {}", self.name, text.1, text.0);
+        }
+        Ok(text.0)
+    }
+
+    /// True while QEMU runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- console of {} ----\n{}",
+                self.name,
+                crate::tail(&self.serial(), 80)
+            );
+        }
+    }
+}
+
+/// Removes ANSI/VT100 escape sequences and line-drawing shifts.
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    while let Some(&n) = chars.peek() {
+                        chars.next();
+                        if n.is_ascii_alphabetic() || n == '@' || n == '~' {
+                            break;
+                        }
+                    }
+                }
+                Some('(') | Some(')') => {
+                    chars.next();
+                    chars.next();
+                }
+                _ => {
+                    chars.next();
+                }
+            }
+        } else if c != '\u{e}' && c != '\u{f}' {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_removed() {
+        assert_eq!(
+            strip_escapes("\u{1b}[2J\u{1b}[0;1miPXE\u{1b}[0m ok\u{1b}(B"),
+            "iPXE ok"
+        );
+    }
+}

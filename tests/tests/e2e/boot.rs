@@ -1,0 +1,316 @@
+//! Boot tier: QEMU machines PXE-boot the real Debian installer from rackseed and reach
+//! `installing` (the installer loaded its preseed and ran early_command). The
+//! installer then stops when it tries to download components (the archive here does
+//! not serve .udeb files), which is where these tests end.
+
+use anyhow::Result;
+use rackseed_tests::qemu::{self, Firmware, Vm, VmSpec};
+use rackseed_tests::{Lab, Netns, Server, assert_in_order, lab_config};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Boots a VM and waits until its node is `installing`; returns the timeline.
+fn boot_to_installing(
+    lab: &Lab,
+    srv: &Server,
+    firmware: Firmware,
+    mac: &str,
+    host: &str,
+) -> Result<Vec<(String, String)>> {
+    let tap = lab.tap()?;
+    let started = Instant::now();
+    let vm = Vm::start(&lab.srv, &VmSpec::pxe(host, firmware, &tap, mac))?;
+    srv.wait_state(host, "installing", Duration::from_secs(420))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nconsole:\n{}\ntimeline:\n{:?}",
+                rackseed_tests::tail(&vm.serial(), 40),
+                srv.timeline(host).unwrap_or_default()
+            )
+        })?;
+    eprintln!(
+        "{host} ({firmware:?}): power-on to installing in {:.0?}",
+        started.elapsed()
+    );
+    // Installer log lines keep arriving after early_command; give them a moment.
+    let _ = rackseed_tests::wait_for(
+        "installer syslog lines",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        || {
+            srv.timeline(host)
+                .ok()
+                .filter(|t| t.iter().filter(|(k, _)| k == "syslog").count() >= 5)
+        },
+    );
+    let t = srv.timeline(host)?;
+    drop(vm);
+    Ok(t)
+}
+
+fn has(t: &[(String, String)], kind: &str, needle: &str) -> bool {
+    t.iter().any(|(k, m)| k == kind && m.contains(needle))
+}
+
+#[test]
+fn bios_node_pxe_boots_into_the_installer() -> Result<()> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    // always-once: the NIC's iPXE ROM is first given Debian's undionly.kpxe over TFTP,
+    // which then asks again as iPXE and gets its script (so the real BIOS binary runs).
+    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "").replace(
+        "interfaces = [\"br0\"]",
+        "interfaces = [\"br0\"]\nchainload = \"always-once\"",
+    );
+    let srv = Server::start(&lab, &cfg)?;
+    let mac = "52:54:00:10:00:01";
+    srv.add_node(mac, "bios1", "lab-single-disk", &[])?;
+    let t = boot_to_installing(&lab, &srv, Firmware::Bios, mac, "bios1")?;
+    assert_in_order(
+        &t,
+        &[
+            "state",
+            "dhcp",
+            "tftp",
+            "dhcp",
+            "ipxe",
+            "kernel",
+            "initrd",
+            "dhcp",
+            "preseed",
+            "script",
+            "early_command",
+            "state",
+        ],
+    );
+    assert!(has(&t, "dhcp", "boot file undionly.kpxe via TFTP"), "{t:?}");
+    assert!(has(&t, "tftp", "TFTP sent undionly.kpxe"), "{t:?}");
+    assert!(has(&t, "early_command", "installer kernel"), "{t:?}");
+    assert!(has(&t, "state", "provisioning → installing"), "{t:?}");
+    assert!(
+        t.iter().any(|(k, m)| k == "syslog"
+            && (m.contains("netcfg") || m.contains("preseed") || m.contains("udhcpc"))),
+        "no installer syslog lines: {t:?}"
+    );
+    Ok(())
+}
+
+/// UEFI firmware PXE (OVMF's own PXE, no NIC option ROM) → Debian's ipxe.efi over
+/// TFTP → iPXE → installer. The installer is the image imported from Debian's netboot
+/// package and verified against the archive's signed InRelease → SHA256SUMS chain.
+#[test]
+fn uefi_node_pxe_boots_through_ipxe_efi_from_a_verified_image() -> Result<()> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    // The real mirror (this host's APT sources) verifies the import; the lab network
+    // itself never reaches it.
+    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "").replace(
+        "[installer]\nmirror = \"http://mirror.example/debian\"\n",
+        "[installer]\nimage = \"bookworm-amd64\"\n",
+    );
+    let mut srv = Server::prepare(&lab, &cfg)?;
+    let out = rackseed_tests::run(
+        std::process::Command::new(rackseed_tests::rackseed_bin())
+            .args(["image", "--config"])
+            .arg(&srv.config)
+            .args([
+                "import",
+                "--from",
+                rackseed::config::PACKAGE_INSTALLER_DIR,
+                "--name",
+                "bookworm-amd64",
+            ]),
+    )?;
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.contains("verified") && out.contains("InRelease signed by"),
+        "import was not verified: {out}"
+    );
+    srv.spawn()?;
+    let mac = "52:54:00:10:00:02";
+    srv.add_node(mac, "uefi1", "lab-single-disk", &[])?;
+    let t = boot_to_installing(&lab, &srv, Firmware::Uefi, mac, "uefi1")?;
+    assert_in_order(
+        &t,
+        &[
+            "dhcp",
+            "tftp",
+            "dhcp",
+            "ipxe",
+            "kernel",
+            "initrd",
+            "preseed",
+            "early_command",
+            "state",
+        ],
+    );
+    assert!(
+        has(&t, "dhcp", "to pxe efi-x64; boot file ipxe.efi via TFTP"),
+        "{t:?}"
+    );
+    assert!(has(&t, "tftp", "TFTP sent ipxe.efi"), "{t:?}");
+    assert!(
+        has(
+            &t,
+            "dhcp",
+            "to ipxe efi-x64; boot file http://192.0.2.1:8080/boot/52-54-00-10-00-02.ipxe"
+        ),
+        "{t:?}"
+    );
+    assert!(
+        t.iter().any(|(k, _)| k == "syslog"),
+        "no installer syslog lines"
+    );
+    Ok(())
+}
+
+/// The site's DHCP server (dnsmasq, DHCP only, no PXE options) in its own namespace
+/// on the lab bridge at 192.0.2.254.
+fn site_dhcp(lab: &Lab) -> Result<Netns> {
+    let ns = Netns::new("site")?;
+    let outer = rackseed_tests::unique("vs");
+    lab.srv.ip(&[
+        "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ])?;
+    lab.srv
+        .ip(&["link", "set", &outer, "master", "br0", "up"])?;
+    ns.ip(&["addr", "add", "192.0.2.254/24", "dev", "eth0"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    let dir = tempfile::tempdir()?;
+    ns.cmd("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--port=0",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--interface=eth0",
+        ])
+        .args([
+            "--dhcp-range=192.0.2.150,192.0.2.199,255.255.255.0,1h",
+            "--dhcp-option=3,192.0.2.1",
+            "--dhcp-option=6,192.0.2.1",
+        ])
+        .arg(format!("--dhcp-leasefile={}/leases", dir.keep().display()))
+        .arg("--log-dhcp")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(ns)
+}
+
+fn proxy_boot(
+    firmware: Firmware,
+    mac: &str,
+    host: &str,
+    boot_keys: &str,
+) -> Result<Vec<(String, String)>> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    let _site = site_dhcp(&lab)?;
+    let cfg = lab_config(Path::new("@DIR@"), "proxy", "").replace(
+        "retry_interval = \"5s\"",
+        &format!("retry_interval = \"5s\"\n{boot_keys}"),
+    );
+    let srv = Server::start(&lab, &cfg)?;
+    srv.add_node(mac, host, "lab-single-disk", &[])?;
+    let t = boot_to_installing(&lab, &srv, firmware, mac, host)?;
+    // rackseed gave no address: its replies carry only boot information.
+    assert!(
+        t.iter()
+            .filter(|(k, m)| k == "dhcp" && !m.contains("(observed)"))
+            .all(|(_, m)| !m.contains(" 192.0.2.")),
+        "proxy handed out an address: {t:?}"
+    );
+    // The node's address came from the site server's pool (seen by rackseed).
+    assert!(t.iter().any(|(k, m)| k == "dhcp" && m.contains("from site DHCP server 192.0.2.254 (observed)")), "{t:?}");
+    assert!(
+        t.iter().any(|(k, m)| k == "preseed"
+            && m.split("to 192.0.2.")
+                .nth(1)
+                .and_then(|r| r.parse::<u8>().ok())
+                .is_some_and(|n| (150..=199).contains(&n))),
+        "{t:?}"
+    );
+    assert!(
+        srv.api("/api/leases")?["leases"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "proxy mode stored leases"
+    );
+    Ok(t)
+}
+
+/// BIOS iPXE ROM beside a site DHCP server: iPXE takes its address from the site
+/// server and asks rackseed for the boot file on port 4011.
+#[test]
+fn proxy_dhcp_boots_a_bios_node_beside_a_site_dhcp_server() -> Result<()> {
+    let t = proxy_boot(Firmware::Bios, "52:54:00:10:00:03", "proxy1", "")?;
+    assert_in_order(
+        &t,
+        &[
+            "dhcp",
+            "dhcp",
+            "ipxe",
+            "kernel",
+            "initrd",
+            "preseed",
+            "early_command",
+            "state",
+        ],
+    );
+    assert!(
+        has(
+            &t,
+            "dhcp",
+            "(port 4011) to ipxe bios; boot file http://192.0.2.1:8080/boot/52-54-00-10-00-03.ipxe"
+        ),
+        "{t:?}"
+    );
+    Ok(())
+}
+
+/// UEFI firmware PXE beside a site DHCP server, through snponly.efi.
+#[test]
+fn proxy_dhcp_boots_a_uefi_node_through_snponly_efi() -> Result<()> {
+    let t = proxy_boot(
+        Firmware::Uefi,
+        "52:54:00:10:00:04",
+        "proxy2",
+        "efi_binary = \"snponly\"",
+    )?;
+    assert_in_order(
+        &t,
+        &[
+            "dhcp",
+            "dhcp",
+            "tftp",
+            "dhcp",
+            "ipxe",
+            "kernel",
+            "initrd",
+            "preseed",
+            "early_command",
+            "state",
+        ],
+    );
+    assert!(
+        has(
+            &t,
+            "dhcp",
+            "OFFER to pxe efi-x64; boot file snponly.efi via TFTP"
+        ),
+        "{t:?}"
+    );
+    assert!(has(&t, "tftp", "TFTP sent snponly.efi"), "{t:?}");
+    assert!(
+        has(
+            &t,
+            "dhcp",
+            "to ipxe efi-x64; boot file http://192.0.2.1:8080/boot/52-54-00-10-00-04.ipxe"
+        ),
+        "{t:?}"
+    );
+    Ok(())
+}

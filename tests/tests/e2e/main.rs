@@ -1,0 +1,9 @@
+//! End-to-end tests of rackseed: one test binary, one module per tier or part.
+//!
+//! Every test builds its own network namespaces (addresses from the documentation
+//! ranges only) and removes them when it ends. QEMU tests take turns
+//! (`rackseed_tests::qemu::exclusive`).
+
+mod boot;
+mod images;
+mod protocol;

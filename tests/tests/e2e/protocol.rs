@@ -1,0 +1,579 @@
+//! Protocol tier: the real `rackseed serve` in a network namespace against real DHCP,
+//! TFTP and HTTP clients (udhcpc, dhclient, perfdhcp, atftp, curl).
+
+use anyhow::Result;
+use rackseed_tests::{Lab, Server, lab_config, wait_for};
+use serde_json::json;
+use std::time::Duration;
+
+fn server(lab: &Lab, mode: &str, extra: &str) -> Result<Server> {
+    Server::start(lab, &lab_config(std::path::Path::new("@DIR@"), mode, extra))
+}
+
+/// Runs udhcpc once on a client's eth0 and returns the leased address.
+fn udhcpc(ns: &rackseed_tests::Netns, request: Option<&str>) -> Result<String> {
+    let req = request.map(|r| format!("-r {r}")).unwrap_or_default();
+    let out = ns.sh(&format!(
+        "udhcpc -f -q -n -t 5 -T 2 -i eth0 -s /bin/true {req} 2>&1"
+    ))?;
+    let ip = out
+        .lines()
+        .find_map(|l| l.split("lease of ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("udhcpc got no lease: {out}"))?;
+    Ok(ip.to_string())
+}
+
+#[test]
+fn udhcpc_and_dhclient_get_leases_that_survive_a_restart() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut srv = server(&lab, "authoritative", "")?;
+    let a = lab.client("52:54:00:01:00:01", None)?.name.clone();
+    let b = lab.client("52:54:00:01:00:02", None)?.name.clone();
+    let ns = |n: &str| lab.clients.iter().find(|c| c.name == n).expect("client");
+
+    let ip_a = udhcpc(ns(&a), None)?;
+    assert!(ip_a.starts_with("192.0.2.1"), "{ip_a} outside the pool");
+
+    // dhclient on the other client: full DORA, lease file kept for INIT-REBOOT.
+    let lf = srv.dir.path().join("dhclient.leases");
+    let dh = format!(
+        "dhclient -1 -v -sf /bin/true -lf {} -pf {}/dh.pid eth0 2>&1",
+        lf.display(),
+        srv.dir.path().display()
+    );
+    let out = ns(&b).sh(&dh)?;
+    let ip_b = out
+        .lines()
+        .find_map(|l| l.strip_prefix("bound to "))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("dhclient bound")
+        .to_string();
+    assert_ne!(ip_a, ip_b);
+    ns(&b).sh(&format!(
+        "kill $(cat {}/dh.pid) || true",
+        srv.dir.path().display()
+    ))?;
+
+    // The leases are durable: after a restart each MAC keeps its address and the
+    // addresses are not handed to anyone else.
+    srv.restart()?;
+    let leases = srv.api("/api/leases")?;
+    let held: Vec<&str> = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ip"].as_str())
+        .collect();
+    assert!(
+        held.contains(&ip_a.as_str()) && held.contains(&ip_b.as_str()),
+        "leases after restart: {leases}"
+    );
+    assert_eq!(
+        udhcpc(ns(&a), Some(&ip_a))?,
+        ip_a,
+        "udhcpc lost its address across the restart"
+    );
+    let out = ns(&b).sh(&dh)?;
+    assert!(
+        out.contains(&format!("DHCPACK of {ip_b}")),
+        "dhclient INIT-REBOOT after restart: {out}"
+    );
+    let c = lab.client("52:54:00:01:00:03", None)?.name.clone();
+    let ip_c = udhcpc(lab.clients.iter().find(|x| x.name == c).unwrap(), None)?;
+    assert!(
+        ip_c != ip_a && ip_c != ip_b,
+        "a new client got a leased address {ip_c}"
+    );
+    Ok(())
+}
+
+#[test]
+fn requesting_someone_elses_address_gets_a_nak() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    let a = lab.client("52:54:00:02:00:01", None)?.name.clone();
+    let b = lab.client("52:54:00:02:00:02", None)?.name.clone();
+    let ip_a = udhcpc(lab.clients.iter().find(|x| x.name == a).unwrap(), None)?;
+    // udhcpc -r asks for ip_a in its REQUEST: the server must NAK and hand out another.
+    let ip_b = udhcpc(
+        lab.clients.iter().find(|x| x.name == b).unwrap(),
+        Some(&ip_a),
+    )?;
+    assert_ne!(ip_a, ip_b);
+    let metrics = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    assert!(metrics.contains("rackseed_dhcp_sent_total"), "{metrics}");
+    Ok(())
+}
+
+/// perfdhcp acts as a relay (giaddr = its own address): rackseed must answer the relay
+/// and take the subnet from giaddr.
+#[test]
+fn perfdhcp_load_through_a_relay_has_no_drops() -> Result<()> {
+    let mut lab = Lab::new()?;
+    lab.srv
+        .ip(&["addr", "add", "198.51.100.1/24", "dev", "br0"])?;
+    let extra = "[[dhcp.subnets]]\nnetwork = \"198.51.100.0/24\"\nrange = \"198.51.100.10-198.51.100.250\"\nrouter = \"198.51.100.1\"\ndns = [\"192.0.2.1\"]\n";
+    let srv = server(&lab, "authoritative", extra)?;
+    let relay = lab.client("52:54:00:03:00:01", Some("198.51.100.2/24"))?;
+    let out = relay.sh("perfdhcp -4 -l 198.51.100.2 -r 50 -R 200 -p 4 -t 1 192.0.2.1 2>&1")?;
+    let num = |key: &str| -> u64 {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix(key))
+            .filter_map(|r| {
+                r.trim()
+                    .trim_start_matches(':')
+                    .trim()
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let (sent, received, drops) = (num("sent packets"), num("received packets"), num("drops"));
+    assert!(sent >= 100, "perfdhcp sent too little: {out}");
+    assert_eq!(drops, 0, "perfdhcp saw drops: {out}");
+    assert_eq!(sent, received, "{out}");
+    let leases = srv.api("/api/leases")?;
+    let ips: Vec<&str> = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ip"].as_str())
+        .collect();
+    assert!(!ips.is_empty());
+    assert!(
+        ips.iter().all(|ip| ip.starts_with("198.51.100.")),
+        "leases outside the relay's subnet: {ips:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn ignore_policy_answers_known_machines_only() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "");
+    cfg = cfg.replace(
+        "interfaces = [\"br0\"]",
+        "interfaces = [\"br0\"]\nunknown = \"ignore\"",
+    );
+    let srv = Server::start(&lab, &cfg)?;
+    let unknown = lab.client("52:54:00:04:00:01", None)?;
+    let (ok, out) = unknown.try_sh("udhcpc -f -q -n -t 2 -T 1 -i eth0 -s /bin/true 2>&1");
+    assert!(!ok, "unknown MAC got a lease under `ignore`: {out}");
+    srv.add_node("52:54:00:04:00:02", "known1", "lab-single-disk", &[])?;
+    let known = lab.client("52:54:00:04:00:02", None)?;
+    assert!(udhcpc(known, None)?.starts_with("192.0.2."));
+    Ok(())
+}
+
+fn ipxe_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!("/usr/lib/ipxe/{name}"))
+        .expect("Debian's ipxe package is installed by the README's set-up")
+}
+
+#[test]
+fn atftp_and_curl_fetch_ipxe_binaries_byte_exact() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let _srv = server(&lab, "authoritative", "")?;
+    let c = lab.client("52:54:00:05:00:01", Some("192.0.2.50/24"))?;
+    let tmp = tempfile::tempdir()?;
+    for name in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
+        for opts in [
+            "--option 'blksize 1432'",
+            "--option 'blksize 1432' --option 'windowsize 8'",
+            "--option 'blksize 1468' --option 'windowsize 32' --option 'tsize 0'",
+        ] {
+            let dst = tmp.path().join(name);
+            let _ = std::fs::remove_file(&dst);
+            c.sh(&format!(
+                "atftp -g -r {name} -l {} {opts} 192.0.2.1 2>&1",
+                dst.display()
+            ))?;
+            assert!(
+                std::fs::read(&dst)? == ipxe_bytes(name),
+                "atftp {opts}: {name} differs"
+            );
+        }
+        let dst = tmp.path().join(format!("{name}.curl"));
+        c.sh(&format!(
+            "curl -sf --tftp-blksize 1432 -o {} tftp://192.0.2.1/{name}",
+            dst.display()
+        ))?;
+        assert!(
+            std::fs::read(&dst)? == ipxe_bytes(name),
+            "curl: {name} differs"
+        );
+    }
+    // The installer files are in the tree too.
+    let dst = tmp.path().join("linux");
+    c.sh(&format!("atftp -g -r installer/linux -l {} --option 'blksize 1432' --option 'windowsize 8' 192.0.2.1", dst.display()))?;
+    let kernel = std::fs::read(format!("{}/linux", rackseed::config::PACKAGE_INSTALLER_DIR))?;
+    assert!(std::fs::read(&dst)? == kernel);
+    Ok(())
+}
+
+#[test]
+fn hostile_tftp_names_and_writes_are_refused() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let extra_dir = tempfile::tempdir()?;
+    std::fs::write(extra_dir.path().join("ok.txt"), "inside the tree\n")?;
+    std::os::unix::fs::symlink("/etc/passwd", extra_dir.path().join("evil"))?;
+    std::os::unix::fs::symlink("/etc", extra_dir.path().join("etc"))?;
+    let extra = format!("[tftp]\nextra_dir = \"{}\"\n", extra_dir.path().display());
+    let _srv = server(&lab, "authoritative", &extra)?;
+    let c = lab.client("52:54:00:06:00:01", Some("192.0.2.51/24"))?;
+    let tmp = tempfile::tempdir()?;
+    let get = |name: &str| {
+        c.try_sh(&format!(
+            "atftp -g -r '{name}' -l {}/out 192.0.2.1 2>&1",
+            tmp.path().display()
+        ))
+    };
+    let (ok, out) = get("ok.txt");
+    assert!(ok, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("out"))?,
+        "inside the tree\n"
+    );
+    for (name, why) in [
+        ("../../etc/passwd", "`.` and `..`"),
+        ("/etc/passwd", "absolute paths"),
+        ("..\\x", "backslashes"),
+        ("evil", "outside the tree"),
+        ("etc/passwd", "outside the tree"),
+        ("installer/../../../etc/passwd", "`.` and `..`"),
+    ] {
+        let (ok, out) = get(name);
+        assert!(!ok, "{name} was served: {out}");
+        assert!(out.contains(why), "{name}: expected `{why}` in: {out}");
+    }
+    let (ok, out) = get("no-such-file");
+    assert!(!ok && out.to_lowercase().contains("not found"), "{out}");
+    // NUL tricks: whatever follows the first NUL is not part of the name. Each probe
+    // gets an ERROR or no answer at all, never DATA.
+    let probe = "import socket\nfor p in [b'\\x00\\x01undionly.kpxe\\x00/../../etc/passwd\\x00octet\\x00', b'\\x00\\x01../../etc/passwd\\x00.kpxe\\x00octet\\x00', b'\\x00\\x01ok.txt\\x00\\x00../evil\\x00octet\\x00', b'\\x00\\x01evil\\x00octet\\x00']:\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    s.settimeout(2)\n    s.sendto(p,('192.0.2.1',69))\n    try:\n        d,a=s.recvfrom(2000)\n        print(d[:2].hex())\n    except socket.timeout:\n        print('none')\n";
+    let replies = c.cmd("python3").arg("-c").arg(probe).output()?;
+    let replies = String::from_utf8_lossy(&replies.stdout).to_string();
+    assert_eq!(replies.lines().count(), 4, "{replies}");
+    assert!(
+        replies.lines().all(|l| l == "0005" || l == "none"),
+        "a NUL trick got data: {replies}"
+    );
+    // Write requests are refused.
+    std::fs::write(tmp.path().join("up"), "x")?;
+    let (ok, out) = c.try_sh(&format!(
+        "atftp -p -l {}/up -r up.txt 192.0.2.1 2>&1",
+        tmp.path().display()
+    ));
+    assert!(!ok, "write accepted: {out}");
+    Ok(())
+}
+
+#[test]
+fn tftp_session_cap_refuses_past_the_limit() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let _srv = server(
+        &lab,
+        "authoritative",
+        "[tftp]\nmax_sessions = 1\ntimeout = \"3s\"\n",
+    )?;
+    let c = lab.client("52:54:00:07:00:01", Some("192.0.2.52/24"))?;
+    // A client that asks and never acknowledges holds the only session.
+    let script = "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto(b'\\x00\\x01installer/initrd.gz\\x00octet\\x00',('192.0.2.1',69))\ns.settimeout(5)\nd,a=s.recvfrom(2000)\nprint('held', d[:2].hex(), flush=True)\ntime.sleep(12)\n";
+    let mut holder = c
+        .cmd("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(800));
+    let tmp = tempfile::tempdir()?;
+    let (ok, out) = c.try_sh(&format!(
+        "atftp -g -r undionly.kpxe -l {}/u 192.0.2.1 2>&1",
+        tmp.path().display()
+    ));
+    assert!(
+        !ok && out.contains("server busy"),
+        "second session was not refused: {out}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    // Once the held session times out, transfers work again.
+    wait_for(
+        "the session slot to free",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        || {
+            c.try_sh(&format!(
+                "atftp -g -r undionly.kpxe -l {}/u 192.0.2.1 2>&1",
+                tmp.path().display()
+            ))
+            .0
+            .then_some(())
+        },
+    )?;
+    Ok(())
+}
+
+#[test]
+fn curl_gets_installer_files_with_range_and_head() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    let c = lab.client("52:54:00:08:00:01", Some("192.0.2.53/24"))?;
+    let dir = rackseed::config::PACKAGE_INSTALLER_DIR;
+    for file in ["linux", "initrd.gz"] {
+        let whole = std::fs::read(format!("{dir}/{file}"))?;
+        let url = format!("http://192.0.2.1:8080/installer/default/{file}");
+        let head = c.sh(&format!("curl -sfI {url}"))?;
+        assert!(
+            head.to_lowercase()
+                .contains(&format!("content-length: {}", whole.len())),
+            "{head}"
+        );
+        assert!(
+            head.to_lowercase().contains("accept-ranges: bytes"),
+            "{head}"
+        );
+        let tmp = tempfile::tempdir()?;
+        let part = tmp.path().join("part");
+        let code = c.sh(&format!(
+            "curl -s -o {} -w '%{{http_code}}' -r 1000-4999 {url}",
+            part.display()
+        ))?;
+        assert_eq!(code, "206");
+        assert_eq!(std::fs::read(&part)?, whole[1000..5000]);
+        let code = c.sh(&format!(
+            "curl -s -o {} -w '%{{http_code}}' -r {}- {url}",
+            part.display(),
+            whole.len() - 100
+        ))?;
+        assert_eq!(code, "206");
+        assert_eq!(std::fs::read(&part)?, whole[whole.len() - 100..]);
+        let full = tmp.path().join("full");
+        c.sh(&format!("curl -sf -o {} {url}", full.display()))?;
+        assert!(std::fs::read(&full)? == whole);
+        let code = c.sh(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' -r {}- {url}",
+            whole.len() + 10
+        ))?;
+        assert_eq!(code, "416");
+    }
+    let (code, _) = srv.curl(&["http://192.0.2.1:8080/installer/other/linux"])?;
+    assert_eq!(code, 404);
+    let (code, _) =
+        srv.curl(&["http://192.0.2.1:8080/installer/default/..%2f..%2fetc%2fpasswd"])?;
+    assert_eq!(code, 404);
+    Ok(())
+}
+
+fn token_from_script(script: &str) -> String {
+    script
+        .split("/install/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("install URL in script")
+        .to_string()
+}
+
+#[test]
+fn preseed_needs_the_nodes_live_token() -> Result<()> {
+    let lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    srv.add_node("52:54:00:09:00:01", "web1", "lab-single-disk", &[])?;
+    srv.add_node("52:54:00:09:00:02", "web2", "lab-single-disk", &["--ready"])?;
+    let (code, script) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
+    assert_eq!(code, 200);
+    let script = String::from_utf8(script)?;
+    assert!(
+        script.starts_with("#!ipxe")
+            && script.contains("kernel http://192.0.2.1:8080/installer/default/linux"),
+        "{script}"
+    );
+    let token = token_from_script(&script);
+    let url = |t: &str, f: &str| format!("http://192.0.2.1:8080/install/{t}/{f}");
+    let (code, preseed) = srv.curl(&[&url(&token, "preseed.cfg")])?;
+    assert_eq!(code, 200);
+    let preseed = String::from_utf8(preseed)?;
+    assert!(
+        preseed.contains("d-i passwd/root-password-crypted password $6$"),
+        "no hash in preseed"
+    );
+    assert!(!preseed.contains("rackseed-lab"), "plain password leaked");
+    for bad in [
+        "0".repeat(48),
+        token[..47].to_string(),
+        format!("{token}x"),
+        "../../etc".into(),
+    ] {
+        assert_eq!(
+            srv.curl(&[&url(&bad, "preseed.cfg")])?.0,
+            404,
+            "token {bad}"
+        );
+    }
+    assert_eq!(srv.curl(&[&url(&token, "passwd")])?.0, 404);
+    // A ready node has no live token; its script says it waits.
+    let (_, s2) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-02.ipxe"])?;
+    assert!(String::from_utf8(s2)?.contains("is ready but not scheduled"));
+    // Events move the node; once installed the preseed is gone.
+    let ev = |kind: &str| {
+        srv.curl(&[
+            "--data",
+            "x",
+            &format!("http://192.0.2.1:8080/install/{token}/events/{kind}"),
+        ])
+        .map(|r| r.0)
+    };
+    assert_eq!(
+        ev("late_command")?,
+        409,
+        "late before early must be refused"
+    );
+    assert_eq!(
+        srv.node_state("web1")?,
+        "provisioning",
+        "refused event changed state"
+    );
+    assert_eq!(ev("early_command")?, 200);
+    assert_eq!(srv.node_state("web1")?, "installing");
+    assert_eq!(ev("late_command")?, 200);
+    assert_eq!(srv.node_state("web1")?, "installed");
+    assert_eq!(
+        srv.curl(&[&url(&token, "preseed.cfg")])?.0,
+        404,
+        "preseed served to an installed node"
+    );
+    let (_, s3) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
+    assert!(
+        String::from_utf8(s3)?.contains("sanboot"),
+        "installed node should boot locally"
+    );
+    // Reprovision: a fresh token, the old one dead.
+    srv.cli(&["node", "reprovision", "web1"])?;
+    let (_, s4) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
+    let t2 = token_from_script(&String::from_utf8(s4)?);
+    assert_ne!(t2, token);
+    assert_eq!(srv.curl(&[&url(&token, "preseed.cfg")])?.0, 404);
+    assert_eq!(srv.curl(&[&url(&t2, "preseed.cfg")])?.0, 200);
+    Ok(())
+}
+
+#[test]
+fn expired_preseed_token_gets_404_and_the_node_fails_visibly() -> Result<()> {
+    let lab = Lab::new()?;
+    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "").replace(
+        "retry_interval = \"5s\"",
+        "retry_interval = \"5s\"\ntoken_ttl = \"2s\"",
+    );
+    let srv = Server::start(&lab, &cfg)?;
+    srv.add_node("52:54:00:0a:00:01", "late1", "lab-single-disk", &[])?;
+    let (_, script) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-0a-00-01.ipxe"])?;
+    let token = token_from_script(&String::from_utf8(script)?);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        srv.curl(&[&format!(
+            "http://192.0.2.1:8080/install/{token}/preseed.cfg"
+        )])?
+        .0,
+        404
+    );
+    let (_, script) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-0a-00-01.ipxe"])?;
+    let script = String::from_utf8(script)?;
+    assert!(script.contains("failed: install token expired"), "{script}");
+    assert_eq!(srv.node_state("late1")?, "failed");
+    Ok(())
+}
+
+#[test]
+fn admin_api_checks_token_and_input() -> Result<()> {
+    let lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    let (code, body) = srv.curl(&["http://192.0.2.1:8080/api/nodes"])?;
+    assert_eq!(code, 401);
+    assert!(String::from_utf8(body)?.contains("\"error\""));
+    let (code, _) = srv.curl(&[
+        "-H",
+        "Authorization: Bearer nope",
+        "http://192.0.2.1:8080/api/nodes",
+    ])?;
+    assert_eq!(code, 401);
+    let add = |b: serde_json::Value| srv.api_post("/api/nodes", &b);
+    let (code, v) = add(json!({"mac": "nonsense", "hostname": "a", "profile": "lab-single-disk"}))?;
+    assert_eq!(
+        (code, v["error"].as_str().unwrap_or("").starts_with("mac:")),
+        (400, true),
+        "{v}"
+    );
+    let (code, v) =
+        add(json!({"mac": "52:54:00:0b:00:01", "hostname": "a", "profile": "missing"}))?;
+    assert_eq!(code, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no profile named `missing`"),
+        "{v}"
+    );
+    let (code, v) = add(
+        json!({"mac": "52:54:00:0b:00:01", "hostname": "a", "profile": "lab-single-disk", "ip": "203.0.113.9"}),
+    )?;
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = add(
+        json!({"mac": "52:54:00:0b:00:01", "hostname": "a", "profile": "lab-single-disk", "colour": "red"}),
+    )?;
+    assert_eq!(code, 400, "{v}");
+    let (code, _) = add(
+        json!({"mac": "52:54:00:0b:00:01", "hostname": "a", "profile": "lab-single-disk", "ip": "192.0.2.20"}),
+    )?;
+    assert_eq!(code, 201);
+    let (code, v) =
+        add(json!({"mac": "52:54:00:0b:00:02", "hostname": "a", "profile": "lab-single-disk"}))?;
+    assert_eq!(code, 409);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("hostname `a` is already used"),
+        "{v}"
+    );
+    let (code, _) = srv.api_post("/api/nodes/nobody/reprovision", &json!(null))?;
+    assert_eq!(code, 404);
+    // The CLI shows the same node; rm removes it.
+    assert!(srv.cli(&["node", "list"])?.contains("52:54:00:0b:00:01"));
+    srv.cli(&["node", "rm", "a"])?;
+    assert!(!srv.cli(&["node", "list"])?.contains("52:54:00:0b:00:01"));
+    // The token file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(srv.dir.path().join("data/admin.token"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    Ok(())
+}
+
+#[test]
+fn malformed_dhcp_packets_are_dropped_and_the_server_keeps_answering() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    let c = lab.client("52:54:00:0c:00:01", Some("192.0.2.54/24"))?;
+    // Garbage, a truncated BOOTP header, and a packet with an option overrunning its end.
+    let junk = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\nfor p in [b'x', b'\\x01\\x01\\x06\\x00'+b'\\x00'*20, b'\\x01\\x01\\x06\\x00'+b'\\x00'*232+b'\\x63\\x82\\x53\\x63\\x35\\x05\\x01', bytes(range(256))*2]:\n    s.sendto(p,('192.0.2.1',67))\n";
+    c.sh(&format!("python3 -c \"{}\"", junk.replace('"', "\\\"")))?;
+    c.ip(&["addr", "flush", "dev", "eth0"])?;
+    let ip = udhcpc(c, None)?;
+    assert!(ip.starts_with("192.0.2.1"));
+    let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    let dropped: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("rackseed_dhcp_dropped_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped >= 3,
+        "malformed packets not counted as dropped:\n{m}"
+    );
+    Ok(())
+}

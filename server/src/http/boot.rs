@@ -318,6 +318,31 @@ pub async fn install_file(
     Ok(text(body))
 }
 
+/// `GET /install/{token}/agent/rackseed`: this program, which the late command installs
+/// as the node's agent after checking its SHA-256 (given in the late script).
+pub async fn agent_binary(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
+    let node = match installing_node(&state, &token) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    state.events.emit(
+        node.id,
+        "agent",
+        format!(
+            "HTTP agent binary ({} bytes, sha256 {}) to {}",
+            state.agent.size,
+            state.agent.sha256,
+            peer.ip()
+        ),
+    );
+    serve_file(&state.agent.path, req).await
+}
+
 /// Largest event body accepted from an installer.
 const MAX_EVENT: usize = 64 * 1024;
 

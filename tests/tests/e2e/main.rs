@@ -5,5 +5,7 @@
 //! (`rackseed_tests::qemu::exclusive`).
 
 mod boot;
+mod firstboot;
 mod images;
 mod protocol;
+mod vagrant;

@@ -1,12 +1,19 @@
 //! The DHCP socket loops: receive, classify, decide under the lease-table lock, persist
 //! the outcome's lease write (batched, durable) and only then send the reply.
 //!
-//! Decides nothing itself; one bad packet is logged and dropped.
+//! Decides nothing itself; one bad packet is logged and dropped. The socket loops never
+//! write to the inventory: what a packet changes there (a discovered machine, its
+//! last-seen time, its lease) rides with its reply to the writer task, which stores a
+//! whole batch in one transaction and then sends the batch's replies and events. Which
+//! MAC is which node is answered from a bounded cache, emptied whenever the inventory
+//! says nodes were added, renamed or deleted.
 
 use super::classify::classify;
 use super::decide::{self, Ctx, Destination, NodeView, Outcome};
 use crate::config::{DhcpMode, UnknownPolicy};
-use crate::inventory::{self, Discovery, LeaseWrite, now_ms};
+use crate::inventory::{
+    self, DhcpEvent, DhcpWrites, Discovered, Discovery, LeaseWrite, NodeKey, now_ms,
+};
 use crate::mac::MacAddr;
 use crate::state::AppState;
 use dhcproto::{Decodable, Decoder, Encodable, v4::Message};
@@ -16,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 /// One bound DHCP socket.
 pub struct DhcpSocket {
@@ -94,10 +101,106 @@ pub fn bind_all(state: &AppState) -> Result<Vec<DhcpSocket>, BindError> {
     Ok(out)
 }
 
-/// A reply waiting for its lease write to be durable.
+/// What one packet leaves for the writer: inventory changes (stored in the batch's
+/// transaction) and, when the reply depends on a lease write, the reply to send once
+/// that is durable.
 struct Pending {
+    mac: MacAddr,
+    /// The node, when it was known before this packet.
+    node: Option<i64>,
+    /// Record this machine as discovered (its node id is known only after the write).
+    discover: Option<Discovery>,
+    /// Update the known node's last-seen time and what it said.
+    seen: Option<Discovery>,
     write: Option<LeaseWrite>,
+    /// Timeline events for the node, emitted once the batch is stored.
+    events: Vec<(&'static str, String)>,
+    /// An address to attribute to the node (TFTP, HTTP and syslog traffic).
+    peer: Option<Ipv4Addr>,
     send: Option<(Vec<u8>, SocketAddr, Arc<UdpSocket>)>,
+}
+
+/// Most MACs the node cache holds before it starts over.
+const CACHE_LIMIT: usize = 1 << 18;
+/// MACs given rackseed's iPXE binary, and when (for `always-once`). Stale entries are
+/// pruned whenever the map has doubled since the last pruning, so the cost per packet
+/// stays constant; past `CACHE_LIMIT` live entries it starts over.
+struct Chainloaded {
+    map: HashMap<MacAddr, i64>,
+    prune_at: usize,
+}
+
+impl Default for Chainloaded {
+    fn default() -> Self {
+        Chainloaded {
+            map: HashMap::new(),
+            prune_at: 1024,
+        }
+    }
+}
+
+impl Chainloaded {
+    fn recently(&self, mac: MacAddr, now: i64, window: i64) -> bool {
+        self.map.get(&mac).is_some_and(|t| now - t < window)
+    }
+
+    fn insert(&mut self, mac: MacAddr, now: i64, window: i64) {
+        if self.map.len() >= self.prune_at {
+            self.map.retain(|_, t| now - *t < window);
+            if self.map.len() >= CACHE_LIMIT {
+                self.map.clear();
+            }
+            self.prune_at = (2 * self.map.len()).max(1024);
+        }
+        self.map.insert(mac, now);
+    }
+}
+
+/// Which MAC is which node (`None`: not a node), as of an inventory generation.
+#[derive(Default)]
+struct NodeCache {
+    generation: u64,
+    map: HashMap<MacAddr, Option<NodeKey>>,
+}
+
+impl NodeCache {
+    fn insert(&mut self, mac: MacAddr, key: Option<NodeKey>) {
+        if self.map.len() >= CACHE_LIMIT {
+            self.map.clear();
+        }
+        self.map.insert(mac, key);
+    }
+}
+
+/// What the socket tasks and the writer share.
+struct Shared {
+    state: Arc<AppState>,
+    cache: Mutex<NodeCache>,
+    chainloaded: Mutex<Chainloaded>,
+}
+
+impl Shared {
+    /// The node with this MAC: from the cache, else from the inventory (and cached).
+    fn node_key(&self, mac: MacAddr) -> Result<Option<NodeKey>, inventory::InventoryError> {
+        let inv = &self.state.inventory;
+        let generation = inv.generation();
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.generation != generation {
+                c.map.clear();
+                c.generation = generation;
+            }
+            if let Some(k) = c.map.get(&mac) {
+                return Ok(k.clone());
+            }
+        }
+        let key = inv.node_key_by_mac(mac)?;
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.generation == generation {
+            c.insert(mac, key.clone());
+        }
+        Ok(key)
+    }
 }
 
 /// Runs the DHCP server on already-bound sockets until `cancel` fires.
@@ -106,23 +209,22 @@ pub async fn run(state: Arc<AppState>, sockets: Vec<DhcpSocket>, cancel: Cancell
         return;
     }
     let (tx, rx) = mpsc::channel::<Pending>(4096);
-    let writer = tokio::spawn(lease_writer(state.clone(), rx));
-    let chainloaded: Arc<Mutex<HashMap<MacAddr, i64>>> = Arc::default();
+    let shared = Arc::new(Shared {
+        state: state.clone(),
+        cache: Mutex::default(),
+        chainloaded: Mutex::default(),
+    });
+    let writer = tokio::spawn(dhcp_writer(shared.clone(), rx));
     let mut tasks = Vec::new();
     for s in sockets {
-        let (state, tx, cancel, chainloaded) = (
-            state.clone(),
-            tx.clone(),
-            cancel.clone(),
-            chainloaded.clone(),
-        );
+        let (shared, tx, cancel) = (shared.clone(), tx.clone(), cancel.clone());
         info!(
             iface = s.iface.as_deref().unwrap_or("*"),
             port = s.socket.local_addr().map(|a| a.port()).unwrap_or(0),
             "dhcp listening"
         );
         tasks.push(tokio::spawn(async move {
-            serve_socket(state, s, tx, chainloaded, cancel).await
+            serve_socket(shared, s, tx, cancel).await
         }));
     }
     drop(tx);
@@ -133,10 +235,9 @@ pub async fn run(state: Arc<AppState>, sockets: Vec<DhcpSocket>, cancel: Cancell
 }
 
 async fn serve_socket(
-    state: Arc<AppState>,
+    shared: Arc<Shared>,
     s: DhcpSocket,
     tx: mpsc::Sender<Pending>,
-    chainloaded: Arc<Mutex<HashMap<MacAddr, i64>>>,
     cancel: CancellationToken,
 ) {
     let mut buf = vec![0u8; 1500];
@@ -149,12 +250,21 @@ async fn serve_socket(
             },
         };
         let SocketAddr::V4(from) = from else { continue };
-        state.metrics.dhcp_received.inc();
+        shared.state.metrics.dhcp_received.inc();
         let span = info_span!("dhcp", iface = s.iface.as_deref().unwrap_or("*"), %from);
-        let pending = handle_packet(&state, &s, &buf[..len], from, &chainloaded)
-            .instrument(span)
-            .await;
-        if let Some(p) = pending
+        let pending = span.in_scope(|| handle_packet(&shared, &s, &buf[..len], from));
+        let Some(mut p) = pending else { continue };
+        if p.write.is_none()
+            && let Some((bytes, dest, sock)) = p.send.take()
+        {
+            // Nothing to make durable first (an OFFER, a NAK, a proxy reply).
+            send_reply(&shared.state, &sock, &bytes, dest).await;
+        }
+        if (p.send.is_some()
+            || p.write.is_some()
+            || p.discover.is_some()
+            || p.seen.is_some()
+            || !p.events.is_empty())
             && tx.send(p).await.is_err()
         {
             return;
@@ -162,13 +272,13 @@ async fn serve_socket(
     }
 }
 
-async fn handle_packet(
-    state: &AppState,
+fn handle_packet(
+    shared: &Shared,
     s: &DhcpSocket,
     bytes: &[u8],
     from: SocketAddrV4,
-    chainloaded: &Mutex<HashMap<MacAddr, i64>>,
 ) -> Option<Pending> {
+    let state = &shared.state;
     let msg = match Message::decode(&mut Decoder::new(bytes)) {
         Ok(m) => m,
         Err(e) => {
@@ -187,32 +297,20 @@ async fn handle_packet(
     };
     let cfg = &state.config;
     let now = now_ms();
-    let inv = &state.inventory;
     let info = Discovery {
         arch: req.client.arch().map(|a| a.as_str()),
         vendor_class: req.vendor_class.clone(),
     };
-    let mut node = match inv.node_by_mac(req.mac) {
+    let known = match shared.node_key(req.mac) {
         Ok(n) => n,
         Err(e) => {
             warn!(error = %crate::error_chain(&e), mac = %req.mac, "inventory lookup failed; packet dropped");
             return None;
         }
     };
-    if node.is_none() && req.client.is_boot() && cfg.dhcp.unknown == UnknownPolicy::Discover {
-        match inv.discover(req.mac, &info, now) {
-            Ok((n, fresh)) => {
-                if fresh {
-                    info!(mac = %req.mac, client = %req.client.describe(), "node discovered");
-                    state.events.notify();
-                }
-                node = Some(n);
-            }
-            Err(e) => {
-                warn!(error = %crate::error_chain(&e), mac = %req.mac, "could not record discovered node")
-            }
-        }
-    }
+    let discover = known.is_none()
+        && req.client.is_boot()
+        && cfg.dhcp.unknown == UnknownPolicy::Discover;
     let arrived_on = s
         .iface
         .as_deref()
@@ -227,17 +325,25 @@ async fn handle_packet(
                 .collect();
             (direct.len() == 1).then(|| direct[0])
         });
-    let view = node.as_ref().map(|n| NodeView {
-        id: n.id,
-        hostname: n.hostname.clone(),
-        domain: arrived_on.and_then(|s| s.domain.clone()),
-    });
+    // A machine being discovered now is decided on like a known node without a hostname.
+    let view = match &known {
+        Some(k) => Some(NodeView {
+            id: k.id,
+            hostname: k.hostname.clone(),
+            domain: arrived_on.and_then(|s| s.domain.clone()),
+        }),
+        None if discover => Some(NodeView {
+            id: 0,
+            hostname: None,
+            domain: arrived_on.and_then(|s| s.domain.clone()),
+        }),
+        None => None,
+    };
     let window = cfg.dhcp.chainload_window.as_millis() as i64;
-    let recently = chainloaded
+    let recently = shared
+        .chainloaded
         .lock()
-        .ok()
-        .and_then(|m| m.get(&req.mac).copied())
-        .is_some_and(|t| now - t < window);
+        .is_ok_and(|m| m.recently(req.mac, now, window));
     let ctx = Ctx {
         dhcp: &cfg.dhcp,
         server_ip: cfg.server.advertise,
@@ -254,12 +360,14 @@ async fn handle_packet(
     };
     debug!(mac = %req.mac, xid = req.xid, msg = ?req.msg_type, client = %req.client.describe(), note = %outcome.note, "dhcp decision");
     if outcome.chainloads
-        && let Ok(mut m) = chainloaded.lock()
+        && let Ok(mut m) = shared.chainloaded.lock()
     {
-        m.retain(|_, t| now - *t < window);
-        m.insert(req.mac, now);
+        m.insert(req.mac, now, window);
     }
-    if let Some(n) = &node
+    let is_node = known.is_some() || discover;
+    let mut events = Vec::new();
+    let mut peer = None;
+    if is_node
         && cfg.dhcp.mode == DhcpMode::Proxy
         && outcome.reply.is_none()
         && req.msg_type == dhcproto::v4::MessageType::Request
@@ -268,49 +376,43 @@ async fn handle_packet(
     {
         // The node accepts an address from the site's DHCP server: remember it, so its
         // TFTP, HTTP and syslog traffic is attributed from the first packet.
-        state.note_peer(ip, n.id);
-        state.events.emit(
-            n.id,
+        peer = Some(ip);
+        events.push((
             "dhcp",
             format!(
                 "REQUEST {ip} from site DHCP server {site} (observed) by {}",
                 req.client.describe()
             ),
-        );
+        ));
     }
-    if let Some(n) = &node {
-        if let Err(e) = inv.touch(n.id, &info, now) {
-            debug!(error = %crate::error_chain(&e), "last-seen update failed");
-        }
-        if let Some(r) = &outcome.reply
-            && matches!(
-                r.msg_type,
-                dhcproto::v4::MessageType::Ack | dhcproto::v4::MessageType::Offer
-            )
-            && (r.msg_type == dhcproto::v4::MessageType::Ack || cfg.dhcp.mode == DhcpMode::Proxy)
-        {
-            let addr = if r.yiaddr.is_unspecified() {
-                String::new()
-            } else {
-                format!(" {}", r.yiaddr)
-            };
-            let boot = match &r.boot {
-                Some(decide::BootFile::Tftp(f)) => format!("; boot file {f} via TFTP"),
-                Some(decide::BootFile::Http(u)) => format!("; boot file {u}"),
-                None => String::new(),
-            };
-            let port = if s.proxy_port { " (port 4011)" } else { "" };
-            let kind = format!("{:?}", r.msg_type).to_uppercase();
-            state.events.emit(
-                n.id,
-                "dhcp",
-                format!("{kind}{addr}{port} to {}{boot}", req.client.describe()),
-            );
-            if !r.yiaddr.is_unspecified() {
-                state.note_peer(r.yiaddr, n.id);
-            } else if !req.ciaddr.is_unspecified() {
-                state.note_peer(req.ciaddr, n.id);
-            }
+    if is_node
+        && let Some(r) = &outcome.reply
+        && matches!(
+            r.msg_type,
+            dhcproto::v4::MessageType::Ack | dhcproto::v4::MessageType::Offer
+        )
+        && (r.msg_type == dhcproto::v4::MessageType::Ack || cfg.dhcp.mode == DhcpMode::Proxy)
+    {
+        let addr = if r.yiaddr.is_unspecified() {
+            String::new()
+        } else {
+            format!(" {}", r.yiaddr)
+        };
+        let boot = match &r.boot {
+            Some(decide::BootFile::Tftp(f)) => format!("; boot file {f} via TFTP"),
+            Some(decide::BootFile::Http(u)) => format!("; boot file {u}"),
+            None => String::new(),
+        };
+        let port = if s.proxy_port { " (port 4011)" } else { "" };
+        let kind = format!("{:?}", r.msg_type).to_uppercase();
+        events.push((
+            "dhcp",
+            format!("{kind}{addr}{port} to {}{boot}", req.client.describe()),
+        ));
+        if !r.yiaddr.is_unspecified() {
+            peer = Some(r.yiaddr);
+        } else if !req.ciaddr.is_unspecified() {
+            peer = Some(req.ciaddr);
         }
     }
     if let Some(r) = &outcome.reply
@@ -318,63 +420,136 @@ async fn handle_packet(
     {
         state.metrics.dhcp_nak.inc();
     }
-    let reply = outcome.reply.as_ref()?;
-    let out = decide::encode_reply(&msg, &req, reply, cfg.server.advertise);
-    let bytes = match out.to_vec() {
-        Ok(b) => b,
-        Err(e) => {
-            warn!(error = %crate::error_chain(&e), "could not encode DHCP reply");
-            return None;
+    let send = match &outcome.reply {
+        None => None,
+        Some(reply) => {
+            let out = decide::encode_reply(&msg, &req, reply, cfg.server.advertise);
+            match out.to_vec() {
+                Ok(b) => {
+                    let dest: SocketAddr = match reply.dest {
+                        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68).into(),
+                        Destination::Unicast(a) => a.into(),
+                        Destination::Relay(g) => SocketAddrV4::new(g, 67).into(),
+                    };
+                    Some((b, dest, s.socket.clone()))
+                }
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "could not encode DHCP reply");
+                    None
+                }
+            }
         }
     };
-    let dest: SocketAddr = match reply.dest {
-        Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68).into(),
-        Destination::Unicast(a) => a.into(),
-        Destination::Relay(g) => SocketAddrV4::new(g, 67).into(),
-    };
+    let node = known.as_ref().map(|k| k.id);
     Some(Pending {
+        mac: req.mac,
+        node,
+        discover: discover.then(|| info.clone()),
+        seen: node.map(|_| info),
         write: outcome.persist,
-        send: Some((bytes, dest, s.socket.clone())),
+        events,
+        peer,
+        send,
     })
 }
 
-/// Commits lease writes in batches on its own connection, then sends the replies that
-/// waited for them. A reply is never sent before its lease is durable.
-async fn lease_writer(state: Arc<AppState>, mut rx: mpsc::Receiver<Pending>) {
+async fn send_reply(state: &AppState, sock: &UdpSocket, bytes: &[u8], dest: SocketAddr) {
+    match sock.send_to(bytes, dest).await {
+        Ok(_) => state.metrics.dhcp_sent.inc(),
+        Err(e) => debug!(error = %crate::error_chain(&e), %dest, "dhcp send failed"),
+    }
+}
+
+/// Stores each batch (discoveries, last-seen times, lease writes, timeline events) in
+/// one transaction on its own connection, then sends the replies that waited for their
+/// lease writes. A reply is never sent before its lease is durable; a batch that cannot
+/// be stored is not answered.
+async fn dhcp_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
+    let state = shared.state.clone();
     let mut conn = match inventory::connect(state.inventory.path()) {
         Ok(c) => Some(c),
         Err(e) => {
-            warn!(error = %crate::error_chain(&e), "lease writer cannot open the inventory; leases will not be persisted");
+            warn!(error = %crate::error_chain(&e), "dhcp writer cannot open the inventory; nothing will be answered");
             None
         }
     };
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 512).await > 0 {
-        let writes: Vec<LeaseWrite> = batch.iter_mut().filter_map(|p| p.write.take()).collect();
-        if !writes.is_empty()
-            && let Some(c) = conn.take()
-        {
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut writes = DhcpWrites::default();
+        let mut seen: HashMap<i64, Discovery> = HashMap::new();
+        let at = now_ms();
+        for p in batch.iter_mut() {
+            for (kind, message) in p.events.drain(..) {
+                writes.events.push(DhcpEvent {
+                    node: p.node,
+                    mac: p.mac,
+                    at,
+                    kind,
+                    message,
+                });
+            }
+            if let Some(d) = p.discover.take()
+                && !writes.discover.iter().any(|(m, _)| *m == p.mac)
+            {
+                writes.discover.push((p.mac, d));
+            }
+            if let (Some(id), Some(d)) = (p.node, p.seen.take()) {
+                seen.insert(id, d);
+            }
+            if let Some(w) = p.write.take() {
+                writes.leases.push(w);
+            }
+        }
+        writes.seen = seen.into_iter().collect();
+        let writes_events_empty = writes.events.is_empty();
+        let mut found: Vec<Discovered> = Vec::new();
+        if !writes.is_empty() {
+            let Some(c) = conn.take() else {
+                batch.clear();
+                continue;
+            };
             let (c, res) = tokio::task::spawn_blocking(move || {
                 let mut c = c;
-                let r = inventory::store_leases(&mut c, &writes);
+                let r = inventory::store_dhcp(&mut c, &writes, now_ms());
                 (c, r)
             })
             .await
-            .unwrap_or_else(|e| panic!("lease writer thread panicked: {e}"));
+            .unwrap_or_else(|e| panic!("dhcp writer thread panicked: {e}"));
             conn = Some(c);
-            if let Err(e) = res {
-                // Not durable: do not acknowledge anything in this batch.
-                warn!(error = %crate::error_chain(&e), dropped = batch.len(), "lease batch not stored; replies withheld");
-                batch.clear();
-                continue;
+            match res {
+                Ok(f) => found = f,
+                Err(e) => {
+                    // Not durable: do not answer anything in this batch.
+                    warn!(error = %crate::error_chain(&e), dropped = batch.len(), "dhcp batch not stored; replies withheld");
+                    batch.clear();
+                    continue;
+                }
             }
         }
+        if !found.is_empty() {
+            let mut c = shared.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for d in &found {
+                c.insert(d.mac, Some(d.node.clone()));
+            }
+        }
+        for d in found.iter().filter(|d| d.fresh) {
+            info!(mac = %d.mac, node = d.node.id, "node discovered");
+        }
+        if !found.is_empty() || !writes_events_empty {
+            state.events.notify();
+        }
         for p in batch.drain(..) {
+            let node = p.node.or_else(|| {
+                found
+                    .iter()
+                    .find(|d| d.mac == p.mac)
+                    .map(|d| d.node.id)
+            });
+            if let (Some(id), Some(ip)) = (node, p.peer) {
+                state.note_peer(ip, id);
+            }
             if let Some((bytes, dest, sock)) = p.send {
-                match sock.send_to(&bytes, dest).await {
-                    Ok(_) => state.metrics.dhcp_sent.inc(),
-                    Err(e) => debug!(error = %crate::error_chain(&e), %dest, "dhcp send failed"),
-                }
+                send_reply(&state, &sock, &bytes, dest).await;
             }
         }
     }

@@ -13,6 +13,7 @@ pub use state::{NodeState, Transition, TransitionError};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
@@ -229,6 +230,52 @@ pub enum LeaseWrite {
     Delete(Ipv4Addr),
 }
 
+/// The fields of a node that DHCP decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeKey {
+    pub id: i64,
+    pub hostname: Option<String>,
+}
+
+/// What the DHCP server stores in one transaction before it sends the replies of a
+/// batch: machines to record as discovered, last-seen updates, lease changes.
+#[derive(Debug, Default)]
+pub struct DhcpWrites {
+    pub discover: Vec<(MacAddr, Discovery)>,
+    pub seen: Vec<(i64, Discovery)>,
+    pub leases: Vec<LeaseWrite>,
+    pub events: Vec<DhcpEvent>,
+}
+
+impl DhcpWrites {
+    /// True when there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.discover.is_empty()
+            && self.seen.is_empty()
+            && self.leases.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// A timeline event of a DHCP batch: for `node`, or, when the machine is discovered in
+/// the same batch, for the node of `mac`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpEvent {
+    pub node: Option<i64>,
+    pub mac: MacAddr,
+    pub at: UnixMs,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// A machine recorded (or found) by [`store_dhcp`]: its MAC, its node, whether new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovered {
+    pub mac: MacAddr,
+    pub node: NodeKey,
+    pub fresh: bool,
+}
+
 /// A freshly issued random token: 32 bytes as URL-safe hex.
 pub fn new_token() -> String {
     let bytes: [u8; 24] = rand::random();
@@ -253,6 +300,9 @@ pub fn valid_hostname(h: &str) -> bool {
 pub struct Inventory {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Bumped after every committed change to which MACs are nodes or to their
+    /// hostnames (see [`Inventory::generation`]).
+    generation: AtomicU64,
 }
 
 const NODE_COLS: &str = "id, mac, hostname, profile, ip, state, state_reason, arch, vendor_class, image, grp, failure_domain, created_at, updated_at, last_seen_at, vars";
@@ -321,12 +371,43 @@ impl Inventory {
         Ok(Inventory {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            generation: AtomicU64::new(0),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A counter that changes after every committed change, through this inventory, to
+    /// which MACs are nodes or to a node's hostname (adding, assigning, deleting; not
+    /// DHCP discovery, whose writer updates its own view). A cache of
+    /// [`Inventory::node_key_by_mac`] answers is valid while this stays the same; read it
+    /// before the lookup whose answer is cached.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed_nodes(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The id and hostname of the node with this MAC, if any (what DHCP decides on).
+    pub fn node_key_by_mac(&self, mac: MacAddr) -> Result<Option<NodeKey>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT id, hostname FROM nodes WHERE mac = ?1")
+                .and_then(|mut st| {
+                    st.query_row([mac.to_string()], |r| {
+                        Ok(NodeKey {
+                            id: r.get(0)?,
+                            hostname: r.get(1)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(q("looking up a node by MAC"))
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -424,31 +505,19 @@ impl Inventory {
     /// Records an unknown machine as `discovered`; returns the node and whether it is new.
     pub fn discover(&self, mac: MacAddr, info: &Discovery, now: UnixMs) -> Result<(Node, bool)> {
         self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("discovering a node"))?;
-            let existing = tx
-                .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE mac = ?1"), [mac.to_string()], node_from_row)
-                .optional()
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(q("discovering a node"))?;
-            if let Some(n) = existing {
-                return Ok((n, false));
-            }
-            tx.execute(
-                "INSERT INTO nodes (mac, state, arch, vendor_class, created_at, updated_at, last_seen_at) VALUES (?1, 'discovered', ?2, ?3, ?4, ?4, ?4)",
-                params![mac.to_string(), info.arch, info.vendor_class, now],
-            )
-            .map_err(q("discovering a node"))?;
-            let id = tx.last_insert_rowid();
-            let msg = format!(
-                "discovered: arch {}, vendor class {}",
-                info.arch.as_deref().unwrap_or("unknown"),
-                info.vendor_class.as_deref().unwrap_or("none")
-            );
-            insert_event(&tx, id, now, "discovered", &msg)?;
+            let (key, fresh) = discover_tx(&tx, mac, info, now)?;
             let n = tx
-                .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"), [id], node_from_row)
+                .query_row(
+                    &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
+                    [key.id],
+                    node_from_row,
+                )
                 .map_err(q("discovering a node"))?;
             tx.commit().map_err(q("discovering a node"))?;
-            Ok((n, true))
+            Ok((n, fresh))
         })
     }
 
@@ -521,6 +590,7 @@ impl Inventory {
             tx.commit().map_err(q("adding a node"))?;
             Ok(node)
         })
+        .inspect(|_| self.changed_nodes())
     }
 
     /// Deletes a node with its timeline and tokens; frees its lease.
@@ -542,6 +612,7 @@ impl Inventory {
                 .map_err(q("deleting a node"))?;
             tx.commit().map_err(q("deleting a node"))
         })
+        .inspect(|_| self.changed_nodes())
     }
 
     /// Applies a transition: checks it against the state machine, stores the new state
@@ -903,43 +974,139 @@ pub fn store_leases(conn: &mut Connection, writes: &[LeaseWrite]) -> Result<()> 
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(q("storing leases"))?;
+    store_leases_tx(&tx, writes)?;
+    tx.commit().map_err(q("storing leases"))
+}
+
+/// Stores a DHCP batch in one durable transaction on `conn` (the DHCP writer's own
+/// connection): discoveries first (each once per MAC, with its `discovered` event), then
+/// last-seen updates, lease changes and timeline events (skipped for nodes deleted
+/// meanwhile). Returns the discovered machines' nodes.
+pub fn store_dhcp(
+    conn: &mut Connection,
+    writes: &DhcpWrites,
+    now: UnixMs,
+) -> Result<Vec<Discovered>> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(q("storing a DHCP batch"))?;
+    let mut found = Vec::with_capacity(writes.discover.len());
+    for (mac, info) in &writes.discover {
+        let (node, fresh) = discover_tx(&tx, *mac, info, now)?;
+        found.push(Discovered {
+            mac: *mac,
+            node,
+            fresh,
+        });
+    }
     {
-        let mut clear = tx
-            .prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2")
-            .map_err(q("storing leases"))?;
-        let mut up = tx
+        let mut seen = tx
             .prepare_cached(
-                "INSERT INTO leases (ip, mac, state, expires_at, hostname) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at, hostname = excluded.hostname",
+                "UPDATE nodes SET last_seen_at = ?2, arch = COALESCE(?3, arch), vendor_class = COALESCE(?4, vendor_class) WHERE id = ?1",
             )
-            .map_err(q("storing leases"))?;
-        let mut del = tx
-            .prepare_cached("DELETE FROM leases WHERE ip = ?1")
-            .map_err(q("storing leases"))?;
-        for w in writes {
-            match w {
-                LeaseWrite::Upsert(l) => {
-                    if let Some(mac) = l.mac {
-                        clear
-                            .execute(params![mac.to_string(), l.ip.to_string()])
-                            .map_err(q("storing leases"))?;
-                    }
-                    up.execute(params![
-                        l.ip.to_string(),
-                        l.mac.map(|m| m.to_string()),
-                        l.state,
-                        l.expires_at,
-                        l.hostname
-                    ])
-                    .map_err(q("storing leases"))?;
-                }
-                LeaseWrite::Delete(ip) => {
-                    del.execute([ip.to_string()]).map_err(q("storing leases"))?;
-                }
+            .map_err(q("updating last-seen times"))?;
+        for (id, info) in &writes.seen {
+            seen.execute(params![id, now, info.arch, info.vendor_class])
+                .map_err(q("updating last-seen times"))?;
+        }
+    }
+    store_leases_tx(&tx, &writes.leases)?;
+    {
+        let mut ev = tx
+            .prepare_cached(
+                "INSERT INTO events (node_id, at, kind, message) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM nodes WHERE id = ?1)",
+            )
+            .map_err(q("recording DHCP events"))?;
+        for e in &writes.events {
+            let node = e.node.or_else(|| {
+                found
+                    .iter()
+                    .find(|d| d.mac == e.mac)
+                    .map(|d| d.node.id)
+            });
+            if let Some(id) = node {
+                ev.execute(params![id, e.at, e.kind, e.message])
+                    .map_err(q("recording DHCP events"))?;
             }
         }
     }
-    tx.commit().map_err(q("storing leases"))
+    tx.commit().map_err(q("storing a DHCP batch"))?;
+    Ok(found)
+}
+
+/// Finds the node with `mac`, or records it as `discovered` with its event.
+fn discover_tx(
+    tx: &rusqlite::Transaction<'_>,
+    mac: MacAddr,
+    info: &Discovery,
+    now: UnixMs,
+) -> Result<(NodeKey, bool)> {
+    let existing = tx
+        .prepare_cached("SELECT id, hostname FROM nodes WHERE mac = ?1")
+        .and_then(|mut st| {
+            st.query_row([mac.to_string()], |r| {
+                Ok(NodeKey {
+                    id: r.get(0)?,
+                    hostname: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(q("discovering a node"))?;
+    if let Some(k) = existing {
+        return Ok((k, false));
+    }
+    tx.prepare_cached(
+        "INSERT INTO nodes (mac, state, arch, vendor_class, created_at, updated_at, last_seen_at) VALUES (?1, 'discovered', ?2, ?3, ?4, ?4, ?4)",
+    )
+    .and_then(|mut st| st.execute(params![mac.to_string(), info.arch, info.vendor_class, now]))
+    .map_err(q("discovering a node"))?;
+    let id = tx.last_insert_rowid();
+    let msg = format!(
+        "discovered: arch {}, vendor class {}",
+        info.arch.as_deref().unwrap_or("unknown"),
+        info.vendor_class.as_deref().unwrap_or("none")
+    );
+    insert_event(tx, id, now, "discovered", &msg)?;
+    Ok((NodeKey { id, hostname: None }, true))
+}
+
+fn store_leases_tx(tx: &rusqlite::Transaction<'_>, writes: &[LeaseWrite]) -> Result<()> {
+    let mut clear = tx
+        .prepare_cached("DELETE FROM leases WHERE mac = ?1 AND ip != ?2")
+        .map_err(q("storing leases"))?;
+    let mut up = tx
+        .prepare_cached(
+            "INSERT INTO leases (ip, mac, state, expires_at, hostname) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, state = excluded.state, expires_at = excluded.expires_at, hostname = excluded.hostname",
+        )
+        .map_err(q("storing leases"))?;
+    let mut del = tx
+        .prepare_cached("DELETE FROM leases WHERE ip = ?1")
+        .map_err(q("storing leases"))?;
+    for w in writes {
+        match w {
+            LeaseWrite::Upsert(l) => {
+                if let Some(mac) = l.mac {
+                    clear
+                        .execute(params![mac.to_string(), l.ip.to_string()])
+                        .map_err(q("storing leases"))?;
+                }
+                up.execute(params![
+                    l.ip.to_string(),
+                    l.mac.map(|m| m.to_string()),
+                    l.state,
+                    l.expires_at,
+                    l.hostname
+                ])
+                .map_err(q("storing leases"))?;
+            }
+            LeaseWrite::Delete(ip) => {
+                del.execute([ip.to_string()]).map_err(q("storing leases"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn vars_text(v: &serde_json::Value) -> String {

@@ -113,6 +113,8 @@ pub struct AppState {
     pub installer: InstallerFiles,
     pub tftp_tree: Tree,
     pub tftp_sessions: Arc<Sessions>,
+    /// Reused buffers for file bodies sent over HTTP.
+    pub file_chunks: Arc<crate::http::files::ChunkPool>,
     pub mirror: MirrorCtx,
     pub ca: crate::ca::Ca,
     /// `https://<advertise>:<port>` when the agent HTTPS listener is on.
@@ -243,6 +245,7 @@ impl AppState {
             installer,
             tftp_tree,
             tftp_sessions: Arc::default(),
+            file_chunks: Arc::default(),
             mirror,
             peers: Mutex::default(),
             held_syslog: Mutex::default(),

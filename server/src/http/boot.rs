@@ -17,8 +17,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 use tracing::{info, warn};
 
 fn ipxe(body: String) -> Response {
@@ -178,11 +176,8 @@ pub struct MacQuery {
     mac: Option<String>,
 }
 
-async fn serve_file(path: &std::path::Path, req: Request) -> Response {
-    match ServeFile::new(path).oneshot(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => ApiError::internal(e).into_response(),
-    }
+async fn serve_file(state: &AppState, path: &std::path::Path, req: Request) -> Response {
+    super::files::serve(&state.file_chunks, path, req).await
 }
 
 fn is_first_range(headers: &HeaderMap) -> bool {
@@ -237,7 +232,7 @@ pub async fn installer_file(
             );
         }
     }
-    serve_file(&path, req).await
+    serve_file(&state, &path, req).await
 }
 
 /// `GET|HEAD /ipxe/{file}`: the iPXE binaries, for UEFI HTTP boot.
@@ -247,7 +242,7 @@ pub async fn ipxe_binary(
     req: Request,
 ) -> Response {
     match state.tftp_tree.lookup(&file) {
-        Ok(path) if !file.contains('/') => serve_file(&path, req).await,
+        Ok(path) if !file.contains('/') => serve_file(&state, &path, req).await,
         _ => ApiError::not_found(format!("no iPXE binary `{file}`")).into_response(),
     }
 }
@@ -340,7 +335,7 @@ pub async fn agent_binary(
             peer.ip()
         ),
     );
-    serve_file(&state.agent.path, req).await
+    serve_file(&state, &state.agent.path, req).await
 }
 
 /// Largest event body accepted from an installer.

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod boot;
+pub mod files;
 
 use crate::inventory::InventoryError;
 use crate::state::AppState;

@@ -615,6 +615,38 @@ async fn transfer(state: &Arc<AppState>, local_ip: IpAddr, peer: SocketAddr, req
     report.record(state);
 }
 
+/// File bytes read ahead of the blocks being sent: one positional read per 32 KiB
+/// instead of one per block.
+struct ReadAhead {
+    buf: Vec<u8>,
+    start: u64,
+    len: usize,
+}
+
+/// Bytes read at a time for the blocks of a transfer (at least one block).
+const READ_AHEAD: usize = 32 * 1024;
+
+impl ReadAhead {
+    /// The file's bytes `[offset, offset + want)`, refilling from `offset` if needed.
+    fn get(
+        &mut self,
+        file: &std::fs::File,
+        size: u64,
+        offset: u64,
+        want: usize,
+    ) -> std::io::Result<&[u8]> {
+        let have = offset >= self.start && offset + want as u64 <= self.start + self.len as u64;
+        if !have {
+            let n = (size.saturating_sub(offset) as usize).min(self.buf.len());
+            self.len = read_fully(file, &mut self.buf[..n], offset)?;
+            self.start = offset;
+        }
+        let from = (offset - self.start) as usize;
+        let to = (from + want).min(self.len);
+        Ok(&self.buf[from..to])
+    }
+}
+
 /// Sends the OACK (if any) and the file window by window. `Err` carries the bytes the
 /// client acknowledged before the transfer was given up.
 async fn send_file(
@@ -624,6 +656,9 @@ async fn send_file(
     neg: &Negotiated,
 ) -> Result<(), u64> {
     let mut rx = [0u8; 1024];
+    // One timer per transfer, re-armed for every wait.
+    let timer = tokio::time::sleep(neg.timeout);
+    tokio::pin!(timer);
     if let Some(opts) = &neg.oack {
         let oack = packet::oack(opts);
         let mut tries = 0;
@@ -631,7 +666,10 @@ async fn send_file(
             if sock.send(&oack).await.is_err() {
                 return Err(0);
             }
-            match recv_reply(sock, &mut rx, neg.timeout).await {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + neg.timeout);
+            match recv_reply(sock, &mut rx, timer.as_mut()).await {
                 Some(packet::Reply::Ack(0)) => break,
                 Some(packet::Reply::Error(..)) => return Err(0),
                 Some(_) => continue,
@@ -646,24 +684,37 @@ async fn send_file(
     }
     let bs = neg.blksize;
     let mut window = Window::new(size, bs, neg.windowsize);
-    let mut buf = vec![0u8; 4 + bs];
+    let mut pkt = vec![0u8; 4 + bs];
+    let ahead_len = READ_AHEAD
+        .max(bs)
+        .min(usize::try_from(size).unwrap_or(usize::MAX).max(1));
+    let mut ahead = ReadAhead {
+        buf: vec![0u8; ahead_len],
+        start: 0,
+        len: 0,
+    };
     let mut tries = 0;
     let acked = |w: &Window| ((w.base - 1) * bs as u64).min(size);
     while !window.done() {
         for block in window.pending() {
             let offset = (block - 1) * bs as u64;
             let want = (size.saturating_sub(offset)).min(bs as u64) as usize;
-            let n = read_fully(file, &mut buf[4..4 + want], offset).map_err(|_| acked(&window))?;
-            packet::data_header(&mut buf, block as u16);
-            if sock.send(&buf[..4 + n]).await.is_err() {
+            let data = ahead
+                .get(file, size, offset, want)
+                .map_err(|_| acked(&window))?;
+            let n = data.len();
+            pkt[4..4 + n].copy_from_slice(data);
+            packet::data_header(&mut pkt, block as u16);
+            if sock.send(&pkt[..4 + n]).await.is_err() {
                 return Err(acked(&window));
             }
         }
-        // Wait for an ACK that moves the window; stray packets do not reset the timer.
-        let deadline = tokio::time::Instant::now() + neg.timeout;
+        // Wait for an ACK that moves the window; stray packets do not re-arm the timer.
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + neg.timeout);
         let moved = loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match recv_reply(sock, &mut rx, left).await {
+            match recv_reply(sock, &mut rx, timer.as_mut()).await {
                 Some(packet::Reply::Ack(b)) => {
                     if window.ack(b) {
                         break true;
@@ -686,11 +737,15 @@ async fn send_file(
     Ok(())
 }
 
-/// The next packet from the peer within `timeout` (`None` on timeout or error).
-async fn recv_reply(sock: &UdpSocket, buf: &mut [u8], timeout: Duration) -> Option<packet::Reply> {
-    match tokio::time::timeout(timeout, sock.recv(buf)).await {
-        Ok(Ok(n)) => Some(packet::parse_reply(&buf[..n])),
-        _ => None,
+/// The next packet from the peer before `timer` fires (`None` then, or on an error).
+async fn recv_reply(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Option<packet::Reply> {
+    tokio::select! {
+        r = sock.recv(buf) => r.ok().map(|n| packet::parse_reply(&buf[..n])),
+        _ = timer => None,
     }
 }
 

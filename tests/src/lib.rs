@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod bench;
 pub mod qemu;
 
 /// The workspace root.
@@ -224,6 +225,8 @@ pub struct Server {
     pub ns: String,
     pub log: PathBuf,
     pub token: String,
+    /// The `--log` filter the server is started with.
+    pub log_filter: String,
     child: Option<Child>,
 }
 
@@ -265,6 +268,7 @@ impl Server {
             config: config_path,
             ns: lab.srv.name.clone(),
             token: String::new(),
+            log_filter: "rackseed=debug,info".into(),
             dir,
             child: None,
         })
@@ -272,6 +276,13 @@ impl Server {
 
     /// Starts the prepared server and waits until `/healthz` answers.
     pub fn spawn(&mut self) -> Result<()> {
+        self.spawn_polling(Duration::from_millis(100)).map(|_| ())
+    }
+
+    /// Starts the prepared server, polls `/healthz` every `every` and returns how long
+    /// it took to answer (start-up time, at the resolution of `every`).
+    pub fn spawn_polling(&mut self, every: Duration) -> Result<Duration> {
+        let started = Instant::now();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -279,7 +290,7 @@ impl Server {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(rackseed_bin())
-            .args(["--log", "rackseed=debug,info", "serve", "--config"])
+            .args(["--log", &self.log_filter, "serve", "--config"])
             .arg(&self.config)
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -288,41 +299,42 @@ impl Server {
         self.child = Some(child);
         let ns = self.ns.clone();
         let log_path = self.log.clone();
-        wait_for(
-            "rackseed /healthz",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || {
-                if let Some(c) = self.child.as_mut()
-                    && let Ok(Some(status)) = c.try_wait()
-                {
-                    return Some(Err(anyhow!(
-                        "rackseed exited ({status}): {}",
-                        fs::read_to_string(&log_path).unwrap_or_default()
-                    )));
-                }
-                let ok = Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &ns,
-                        "curl",
-                        "-sf",
-                        "-m",
-                        "2",
-                        "http://192.0.2.1:8080/healthz",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                ok.then_some(Ok(()))
-            },
-        )??;
+        wait_for("rackseed /healthz", Duration::from_secs(30), every, || {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                return Some(Err(anyhow!(
+                    "rackseed exited ({status}): {}",
+                    fs::read_to_string(&log_path).unwrap_or_default()
+                )));
+            }
+            let ok = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "curl",
+                    "-sf",
+                    "-m",
+                    "2",
+                    "http://192.0.2.1:8080/healthz",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Ok(()))
+        })??;
+        let took = started.elapsed();
         self.token = fs::read_to_string(self.dir.path().join("data/admin.token"))?
             .trim()
             .to_string();
-        Ok(())
+        Ok(took)
+    }
+
+    /// The server process id (`ip netns exec` execs the binary), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s).

@@ -2,9 +2,11 @@
 //! here and stored in batches; followers are woken when anything new is stored.
 //!
 //! Owns batching and the change signal. Never blocks the caller; drops (and counts)
-//! events only when its bounded queue is full.
+//! events only when its bounded queue is full. Writes on its own connection, so its
+//! commits never hold the inventory's shared connection (which request handlers read
+//! through) while they wait for the disk.
 
-use crate::inventory::{Inventory, UnixMs, now_ms};
+use crate::inventory::{self, Inventory, UnixMs, now_ms};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
@@ -28,15 +30,33 @@ impl EventSink {
         let changed = Arc::new(changed);
         let notify = changed.clone();
         tokio::spawn(async move {
+            // Its own connection; the shared one is the fallback if it cannot be opened.
+            let mut own = match inventory::connect(inventory.path()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "event writer shares the inventory connection");
+                    None
+                }
+            };
             let mut batch = Vec::with_capacity(512);
             while rx.recv_many(&mut batch, 1024).await > 0 {
                 let items = std::mem::take(&mut batch);
                 let inv = inventory.clone();
-                let res = tokio::task::spawn_blocking(move || inv.record_events(&items)).await;
+                let conn = own.take();
+                let res = tokio::task::spawn_blocking(move || match conn {
+                    Some(mut c) => {
+                        let r = inventory::store_events(&mut c, &items);
+                        (Some(c), r)
+                    }
+                    None => (None, inv.record_events(&items)),
+                })
+                .await;
                 match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        warn!(error = %crate::error_chain(&e), "timeline events not stored")
+                    Ok((c, r)) => {
+                        own = c;
+                        if let Err(e) = r {
+                            warn!(error = %crate::error_chain(&e), "timeline events not stored")
+                        }
                     }
                     Err(e) => warn!(error = %crate::error_chain(&e), "timeline writer failed"),
                 }

@@ -720,25 +720,9 @@ impl Inventory {
         self.with(|c| insert_event(c, node_id, now, kind, message))
     }
 
-    /// Appends many events in one transaction (the batched event writer uses this).
+    /// Appends many events in one transaction.
     pub fn record_events(&self, events: &[(i64, UnixMs, String, String)]) -> Result<()> {
-        self.with(|c| {
-            let tx = c
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(q("recording events"))?;
-            for (node, at, kind, msg) in events {
-                // A node deleted meanwhile makes its events moot; skip instead of failing the batch.
-                let exists: bool = tx
-                    .query_row("SELECT 1 FROM nodes WHERE id = ?1", [node], |_| Ok(true))
-                    .optional()
-                    .map_err(q("recording events"))?
-                    .unwrap_or(false);
-                if exists {
-                    insert_event(&tx, *node, *at, kind, msg)?;
-                }
-            }
-            tx.commit().map_err(q("recording events"))
-        })
+        self.with(|c| store_events(c, events))
     }
 
     /// A node's timeline after event id `after` (0 for all), oldest first, at most `limit`.
@@ -969,6 +953,27 @@ impl Inventory {
     }
 }
 
+/// Appends many events in one transaction on `conn` (the event writer's own
+/// connection); events of nodes deleted meanwhile are skipped instead of failing the
+/// batch.
+pub fn store_events(conn: &mut Connection, events: &[(i64, UnixMs, String, String)]) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(q("recording events"))?;
+    {
+        let mut ins = tx
+            .prepare_cached(
+                "INSERT INTO events (node_id, at, kind, message) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM nodes WHERE id = ?1)",
+            )
+            .map_err(q("recording events"))?;
+        for (node, at, kind, msg) in events {
+            ins.execute(params![node, at, kind, msg])
+                .map_err(q("recording events"))?;
+        }
+    }
+    tx.commit().map_err(q("recording events"))
+}
+
 /// Stores lease changes in one transaction on `conn` (the DHCP writer's own connection).
 pub fn store_leases(conn: &mut Connection, writes: &[LeaseWrite]) -> Result<()> {
     let tx = conn
@@ -1018,12 +1023,9 @@ pub fn store_dhcp(
             )
             .map_err(q("recording DHCP events"))?;
         for e in &writes.events {
-            let node = e.node.or_else(|| {
-                found
-                    .iter()
-                    .find(|d| d.mac == e.mac)
-                    .map(|d| d.node.id)
-            });
+            let node = e
+                .node
+                .or_else(|| found.iter().find(|d| d.mac == e.mac).map(|d| d.node.id));
             if let Some(id) = node {
                 ev.execute(params![id, e.at, e.kind, e.message])
                     .map_err(q("recording DHCP events"))?;

@@ -43,6 +43,9 @@ pub struct BindError {
     source: std::io::Error,
 }
 
+/// The receive buffer asked for on DHCP sockets (about 10,000 queued requests).
+const RECV_BUFFER: usize = 4 << 20;
+
 /// Binds `0.0.0.0:port` with broadcast enabled, bound to `iface` when given.
 pub fn bind(iface: Option<&str>, port: u16) -> Result<UdpSocket, BindError> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -54,6 +57,13 @@ pub fn bind(iface: Option<&str>, port: u16) -> Result<UdpSocket, BindError> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     s.set_broadcast(true).map_err(err)?;
+    // Room for a burst (a rack powering on, a relay flushing) while the loop is busy:
+    // past net.core.rmem_max when privileged, else as much as it allows.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &RECV_BUFFER)
+        .is_err()
+    {
+        let _ = s.set_recv_buffer_size(RECV_BUFFER);
+    }
     if let Some(i) = iface {
         s.bind_device(Some(i.as_bytes())).map_err(err)?;
     }
@@ -308,9 +318,8 @@ fn handle_packet(
             return None;
         }
     };
-    let discover = known.is_none()
-        && req.client.is_boot()
-        && cfg.dhcp.unknown == UnknownPolicy::Discover;
+    let discover =
+        known.is_none() && req.client.is_boot() && cfg.dhcp.unknown == UnknownPolicy::Discover;
     let arrived_on = s
         .iface
         .as_deref()
@@ -539,12 +548,9 @@ async fn dhcp_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
             state.events.notify();
         }
         for p in batch.drain(..) {
-            let node = p.node.or_else(|| {
-                found
-                    .iter()
-                    .find(|d| d.mac == p.mac)
-                    .map(|d| d.node.id)
-            });
+            let node = p
+                .node
+                .or_else(|| found.iter().find(|d| d.mac == p.mac).map(|d| d.node.id));
             if let (Some(id), Some(ip)) = (node, p.peer) {
                 state.note_peer(ip, id);
             }

@@ -8,7 +8,7 @@ use super::ApiError;
 use crate::config::Config;
 use crate::inventory::{Node, NodeState, TokenKind, Transition, now_ms};
 use crate::mac::MacAddr;
-use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs, UrlsCtx};
+use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -274,13 +274,18 @@ pub fn install_ctx(state: &AppState, node: &Node, token: &str) -> Result<Install
             node.display_name()
         ))
     })?;
-    let nctx = NodeCtx::new(node, &node_domain(cfg, node));
-    Ok(InstallCtx::new(
-        nctx,
-        &profile,
-        state.mirror.clone(),
-        UrlsCtx::new(&cfg.server.base_url, token),
-    ))
+    render::node_ctx(cfg, node, &profile, state.mirror.clone(), token).map_err(|e| {
+        let why = crate::error_chain(&e);
+        state.events.emit(
+            node.id,
+            "error",
+            format!("install files cannot be rendered: {why}"),
+        );
+        ApiError::internal(format!(
+            "install files of {} cannot be rendered",
+            node.display_name()
+        ))
+    })
 }
 
 /// `GET /install/{token}/{file}`: the preseed and scripts, only while installing.

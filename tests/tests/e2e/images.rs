@@ -880,6 +880,7 @@ fn gc_keeps_generations_that_nodes_and_the_config_reference() -> Result<()> {
         provision: false,
         group: None,
         failure_domain: None,
+        vars: serde_json::Value::Null,
     };
     inv.add_node(
         &node,

@@ -6,4 +6,5 @@
 
 mod boot;
 mod images;
+mod profile;
 mod protocol;

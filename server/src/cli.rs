@@ -36,6 +36,12 @@ pub enum Command {
     /// Manage nodes on a running server.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Manage redundancy groups on a running server.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Run on an installed node: apply plans, enroll, keep replication in line.
+    #[command(subcommand)]
+    Agent(crate::agent::AgentCmd),
     /// Installer images: fetch, import, list, verify, gc.
     Image {
         #[command(flatten)]
@@ -175,6 +181,59 @@ pub enum NodeCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a group.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        /// Members needed for the group to be complete.
+        #[arg(long)]
+        min_members: Option<u32>,
+        /// Label members must not share (e.g. `rack`); nodes carry the value.
+        #[arg(long)]
+        failure_domain: Option<String>,
+        /// Replication interval, e.g. `15m`.
+        #[arg(long)]
+        interval: Option<String>,
+        /// sanoid retention, e.g. `frequently=4,hourly=24,daily=7`.
+        #[arg(long)]
+        retention: Option<String>,
+        /// A dataset each member replicates (repeatable), e.g. `tank/data`.
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        /// The interface peers replicate over, e.g. `br-storage`.
+        #[arg(long)]
+        replication_network: Option<String>,
+    },
+    /// List groups with their members.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show a group: settings, members, replication plan.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+    },
+    /// Add a node to a group (placement rules apply).
+    Add {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        node: String,
+    },
+    /// Remove a node from a group.
+    Remove {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        node: String,
+    },
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -227,6 +286,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check(args) => check(&args),
         Command::Node(cmd) => node(cmd),
+        Command::Group(cmd) => group(cmd),
+        Command::Agent(cmd) => crate::agent::run(cmd),
         Command::Image { cfg, cmd } => crate::images::cli::run(cmd, &cfg.load()?),
         Command::Profile(cmd) => crate::profiles::cli::run(cmd),
     }
@@ -603,5 +664,120 @@ fn follow_events(
             );
             return Ok(ExitCode::FAILURE);
         }
+    }
+}
+
+fn print_group(v: &Value) {
+    let g = if v["group"].is_object() {
+        &v["group"]
+    } else {
+        v
+    };
+    println!(
+        "group {}: min {} member(s), failure domain {}, every {}s, retention {}, datasets {}, replication over {} (version {})",
+        g["name"].as_str().unwrap_or("?"),
+        g["min_members"],
+        g["failure_domain"].as_str().unwrap_or("-"),
+        g["interval_secs"],
+        g["retention"].as_str().unwrap_or("-"),
+        g["datasets"]
+            .as_array()
+            .map(|d| d
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(","))
+            .unwrap_or_default(),
+        g["replication_network"].as_str().unwrap_or("-"),
+        g["version"],
+    );
+}
+
+fn group(cmd: GroupCmd) -> Result<ExitCode> {
+    match cmd {
+        GroupCmd::Create {
+            api,
+            name,
+            min_members,
+            failure_domain,
+            interval,
+            retention,
+            datasets,
+            replication_network,
+        } => {
+            let body = serde_json::json!({
+                "name": name, "min_members": min_members, "failure_domain": failure_domain, "interval": interval,
+                "retention": retention, "datasets": datasets, "replication_network": replication_network,
+            });
+            let g = Client::new(&api)?.post("/api/groups", &body)?;
+            if api.json {
+                println!("{g:#}")
+            } else {
+                print_group(&g)
+            }
+        }
+        GroupCmd::List { api } => {
+            let v = Client::new(&api)?.get("/api/groups")?;
+            if api.json {
+                println!("{v:#}");
+            } else {
+                for g in v["groups"].as_array().into_iter().flatten() {
+                    print_group(g);
+                    let members: Vec<&str> = g["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m.as_str())
+                        .collect();
+                    println!(
+                        "  members: {}",
+                        if members.is_empty() {
+                            "none".to_string()
+                        } else {
+                            members.join(", ")
+                        }
+                    );
+                }
+            }
+        }
+        GroupCmd::Show { api, name } => {
+            let v = Client::new(&api)?.get(&format!("/api/groups/{}", enc(&name)))?;
+            print_group_detail(&api, &v);
+        }
+        GroupCmd::Add { api, name, node } => {
+            let v = Client::new(&api)?.post(
+                &format!("/api/groups/{}/members", enc(&name)),
+                &serde_json::json!({ "node": node }),
+            )?;
+            print_group_detail(&api, &v);
+        }
+        GroupCmd::Remove { api, name, node } => {
+            let v = Client::new(&api)?.delete(&format!(
+                "/api/groups/{}/members/{}",
+                enc(&name),
+                enc(&node)
+            ))?;
+            print_group_detail(&api, &v);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_group_detail(api: &ApiArgs, v: &Value) {
+    if api.json {
+        println!("{v:#}");
+        return;
+    }
+    print_group(v);
+    for m in v["members"].as_array().into_iter().flatten() {
+        let host = m["hostname"].as_str().unwrap_or("?");
+        println!(
+            "  {:<20} {:<12} {:<14} {:<16} replicates to {}",
+            host,
+            m["state"].as_str().unwrap_or("?"),
+            m["failure_domain"].as_str().unwrap_or("-"),
+            m["replication_address"].as_str().unwrap_or("-"),
+            v["replication"][host].as_str().unwrap_or("-")
+        );
     }
 }

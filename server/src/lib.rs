@@ -20,11 +20,16 @@
 //! | `serve`     | binding listeners and running every part |
 //! | `cli`       | the command line, including the REST client |
 
+pub mod agent;
 pub mod aptsources;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod enroll;
 pub mod events;
+pub mod facts;
+pub mod groups;
 pub mod http;
 pub mod images;
 pub mod inventory;

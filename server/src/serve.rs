@@ -15,6 +15,7 @@ use tracing::{error, info};
 /// Every bound listener.
 pub struct Listeners {
     pub http: tokio::net::TcpListener,
+    pub https: Option<(tokio::net::TcpListener, rustls::ServerConfig)>,
     pub tftp: std::net::UdpSocket,
     pub syslog: tokio::net::UdpSocket,
     pub dhcp: Vec<DhcpSocket>,
@@ -37,12 +38,28 @@ pub async fn bind(state: &AppState) -> Result<Listeners, StartError> {
     let syslog = tokio::net::UdpSocket::bind(s.syslog)
         .await
         .map_err(bind_err("syslog", s.syslog))?;
+    let https = match state.config.enroll.https {
+        Some(addr) => {
+            let tls = crate::http::agent::tls_config(state).map_err(|e| StartError::Bind {
+                what: format!("HTTPS (agents) on {addr}"),
+                source: std::io::Error::other(e),
+            })?;
+            Some((
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(bind_err("HTTPS (agents)", addr))?,
+                tls,
+            ))
+        }
+        None => None,
+    };
     let dhcp = dhcp_server::bind_all(state).map_err(|e| StartError::Bind {
         what: e.to_string(),
         source: std::io::Error::other(e),
     })?;
     Ok(Listeners {
         http,
+        https,
         tftp,
         syslog,
         dhcp,
@@ -72,7 +89,7 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
         installer = %state.installer.name,
         "rackseed ready"
     );
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(dhcp_server::run(state.clone(), l.dhcp, cancel.clone())),
         tokio::spawn({
             let (st, c) = (state.clone(), cancel.clone());
@@ -92,6 +109,14 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
             }
         }),
     ];
+    if let Some((listener, tls)) = l.https {
+        tasks.push(tokio::spawn(crate::http::agent::run_https(
+            state.clone(),
+            listener,
+            tls,
+            cancel.clone(),
+        )));
+    }
     for t in tasks {
         let _ = t.await;
     }

@@ -53,6 +53,42 @@ pub enum StartError {
     Templates(#[from] crate::render::RenderError),
     #[error(transparent)]
     Images(#[from] crate::images::ImageError),
+    #[error("cannot set up the certificate authority")]
+    Ca(#[from] crate::ca::CaError),
+    #[error("cannot read this program to serve it as the node agent")]
+    AgentBinary(#[source] std::io::Error),
+}
+
+/// The running binary, served to nodes as their agent.
+#[derive(Clone, Debug)]
+pub struct AgentBinary {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// This program's path, digest and size.
+pub fn agent_binary() -> Result<AgentBinary, StartError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let path = std::env::current_exe().map_err(StartError::AgentBinary)?;
+    let mut f = std::fs::File::open(&path).map_err(StartError::AgentBinary)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(StartError::AgentBinary)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(AgentBinary {
+        path,
+        sha256: hex::encode(h.finalize()),
+        size,
+    })
 }
 
 /// The installer kernel and initrd nodes boot.
@@ -78,6 +114,10 @@ pub struct AppState {
     pub tftp_tree: Tree,
     pub tftp_sessions: Arc<Sessions>,
     pub mirror: MirrorCtx,
+    pub ca: crate::ca::Ca,
+    /// `https://<advertise>:<port>` when the agent HTTPS listener is on.
+    pub https_url: Option<String>,
+    pub agent: AgentBinary,
     peers: Mutex<HashMap<Ipv4Addr, (i64, UnixMs)>>,
     held_syslog: Mutex<HashMap<Ipv4Addr, VecDeque<(UnixMs, String)>>>,
 }
@@ -181,7 +221,17 @@ impl AppState {
             }
         }
         let events = EventSink::start(inventory.clone());
+        let ca = crate::ca::Ca::open(&dir.join("ca"))?;
+        let https_url = config
+            .enroll
+            .https
+            .map(|a| format!("https://{}:{}", config.server.advertise, a.port()));
+        let agent = agent_binary()?;
+        crate::groups::sync_config_groups(&inventory, &config.groups, now_ms())?;
         Ok(AppState {
+            ca,
+            https_url,
+            agent,
             config,
             inventory,
             events,

@@ -525,3 +525,84 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf> {
     f.write_all(text.as_bytes())?;
     Ok(p)
 }
+
+static NODE_IMAGE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// The first-boot node image (Debian 12, RAID1 + XFS root, ZFS), built once by
+/// `tests/node-image/build.sh` and cached by the hash of its inputs.
+pub fn node_image() -> Result<PathBuf> {
+    let mut guard = NODE_IMAGE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return Ok(p.clone());
+    }
+    let started = Instant::now();
+    let script = workspace().join("tests/node-image/build.sh");
+    let out = Command::new("timeout")
+        .args(["--kill-after=30", "2400"])
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", script.display(), out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    if !path.join("DONE").is_file() {
+        bail!("{} printed no image directory: {stdout}", script.display());
+    }
+    eprintln!(
+        "node image {} ready in {:.0?}",
+        path.display(),
+        started.elapsed()
+    );
+    *guard = Some(path.clone());
+    Ok(path)
+}
+
+/// A first-boot test node: the node image's two RAID1 root disks (copy-on-write
+/// overlays), `data_disks` blank 1 GiB disks, one tap per MAC, direct kernel boot with
+/// `rackseed.preseed=<url>` so the image's shim runs the preseed's late_command.
+pub fn node_vm(
+    lab: &Lab,
+    image: &Path,
+    name: &str,
+    macs: &[&str],
+    data_disks: usize,
+    preseed_url: &str,
+) -> Result<(qemu::Vm, tempfile::TempDir)> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("node-{name}-"))
+        .tempdir_in("/var/tmp")?;
+    let mut disks = Vec::new();
+    for (i, root) in ["root-a.qcow2", "root-b.qcow2"].iter().enumerate() {
+        let p = dir.path().join(format!("root{i}.qcow2"));
+        qemu::qcow2(&p, "", Some(&image.join(root)))?;
+        disks.push(p);
+    }
+    for i in 0..data_disks {
+        let p = dir.path().join(format!("data{i}.qcow2"));
+        qemu::qcow2(&p, "1G", None)?;
+        disks.push(p);
+    }
+    let mut nics = Vec::new();
+    for mac in macs {
+        nics.push((lab.tap()?, mac.to_string()));
+    }
+    let cmdline = fs::read_to_string(image.join("kernel-cmdline"))?;
+    let spec = qemu::VmSpec {
+        name: name.to_string(),
+        memory_mb: 1536,
+        cpus: 1,
+        firmware: qemu::Firmware::Bios,
+        nics,
+        disks,
+        kernel: Some((
+            image.join("vmlinuz"),
+            image.join("initrd.img"),
+            format!("{} rackseed.preseed={preseed_url}", cmdline.trim()),
+        )),
+        uuid: None,
+    };
+    Ok((qemu::Vm::start(&lab.srv, &spec)?, dir))
+}

@@ -53,6 +53,13 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/nodes/{key}/provision", post(provision))
         .route("/nodes/{key}/events", get(node_events))
         .route("/profiles", get(list_profiles))
+        .route("/groups", get(list_groups).post(create_group))
+        .route("/groups/{name}", get(show_group).delete(delete_group))
+        .route("/groups/{name}/members", post(add_member))
+        .route(
+            "/groups/{name}/members/{node}",
+            axum::routing::delete(remove_member),
+        )
         .route("/leases", get(list_leases))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -186,6 +193,8 @@ pub struct NodeDetail {
     #[serde(flatten)]
     pub node: Node,
     pub install_token_valid: bool,
+    /// What the node reported at enrollment.
+    pub facts: Option<serde_json::Value>,
 }
 
 async fn show_node(
@@ -197,9 +206,11 @@ async fn show_node(
         .inventory
         .current_install_token(node.id, now_ms())?
         .is_some();
+    let facts = state.inventory.facts(node.id)?;
     Ok(Json(NodeDetail {
         node,
         install_token_valid,
+        facts,
     }))
 }
 
@@ -321,6 +332,109 @@ async fn list_leases(State(state): State<Arc<AppState>>) -> Json<LeaseList> {
         .collect();
     leases.sort_by_key(|l| l.ip);
     Json(LeaseList { leases })
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    #[serde(flatten)]
+    group: crate::groups::Group,
+    members: Vec<String>,
+}
+
+async fn list_groups(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut out = Vec::new();
+    for g in crate::groups::list(&state.inventory)? {
+        let members = crate::groups::members(&state.inventory, &g)?
+            .into_iter()
+            .map(|m| m.hostname)
+            .collect();
+        out.push(GroupSummary { group: g, members });
+    }
+    Ok(Json(serde_json::json!({ "groups": out })))
+}
+
+async fn create_group(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<crate::groups::NewGroup>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let body = json(body)?;
+    let g = crate::groups::check_new_group(&body).map_err(ApiError::bad_request)?;
+    crate::groups::create(&state.inventory, &g, now_ms())?;
+    info!(group = %g.name, "group created");
+    Ok((StatusCode::CREATED, Json(g)).into_response())
+}
+
+/// `GET /api/groups/{name}`: settings, members and who replicates to whom.
+#[derive(Serialize)]
+pub struct GroupDetail {
+    pub group: crate::groups::Group,
+    pub members: Vec<crate::groups::Member>,
+    /// hostname → the peer it pushes to.
+    pub replication: std::collections::BTreeMap<String, String>,
+}
+
+async fn show_group(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<GroupDetail>, ApiError> {
+    let group = crate::groups::get(&state.inventory, &name)?;
+    let members = crate::groups::members(&state.inventory, &group)?;
+    let replication = crate::groups::replication_targets(&members);
+    Ok(Json(GroupDetail {
+        group,
+        members,
+        replication,
+    }))
+}
+
+async fn delete_group(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    crate::groups::delete(&state.inventory, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    pub node: String,
+}
+
+async fn add_member(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Result<Json<MemberBody>, JsonRejection>,
+) -> Result<Json<GroupDetail>, ApiError> {
+    let body = json(body)?;
+    let node = state.inventory.find_node(&body.node)?;
+    crate::groups::get(&state.inventory, &name)?;
+    crate::groups::set_membership(&state.inventory, node.id, Some(&name))?;
+    state
+        .events
+        .emit(node.id, "group", format!("added to group {name}"));
+    state.events.notify();
+    show_group(State(state), Path(name)).await
+}
+
+async fn remove_member(
+    State(state): State<Arc<AppState>>,
+    Path((name, key)): Path<(String, String)>,
+) -> Result<Json<GroupDetail>, ApiError> {
+    let node = state.inventory.find_node(&key)?;
+    if node.group.as_deref() != Some(name.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "node {key} is not a member of group {name}"
+        )));
+    }
+    crate::groups::set_membership(&state.inventory, node.id, None)?;
+    state
+        .events
+        .emit(node.id, "group", format!("removed from group {name}"));
+    state.events.notify();
+    show_group(State(state), Path(name)).await
 }
 
 #[derive(Serialize)]

@@ -301,7 +301,23 @@ pub async fn install_file(
     if let std::net::IpAddr::V4(ip) = peer.ip() {
         state.note_peer(ip, node.id);
     }
-    let ctx = install_ctx(&state, &node, &token)?;
+    let mut ctx = install_ctx(&state, &node, &token)?;
+    ctx.agent.sha256 = state.agent.sha256.clone();
+    ctx.agent.ca_pem = state.ca.cert_pem.clone();
+    if file == "late.sh" {
+        // The enrollment token is issued when the late command is fetched (the closest
+        // point to its use) and reused if the installer fetches the script again.
+        let now = now_ms();
+        let enroll_ttl = state.config.enroll.token_ttl;
+        ctx.agent.token = match state.inventory.current_enroll_token(node.id, now)? {
+            Some(t) => t,
+            None => state
+                .inventory
+                .reissue_enroll_token(node.id, enroll_ttl, now)?,
+        };
+    } else if let Some(t) = state.inventory.current_enroll_token(node.id, now_ms())? {
+        ctx.agent.token = t;
+    }
     let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
         let why = crate::error_chain(&e);
         warn!(node = node.id, file = %file, error = %why, "install file failed to render");
@@ -321,6 +337,31 @@ pub async fn install_file(
         format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()),
     );
     Ok(text(body))
+}
+
+/// `GET /install/{token}/agent/rackseed`: this program, which the late command installs
+/// as the node's agent after checking its SHA-256 (given in the late script).
+pub async fn agent_binary(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
+    let node = match installing_node(&state, &token) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    state.events.emit(
+        node.id,
+        "agent",
+        format!(
+            "HTTP agent binary ({} bytes, sha256 {}) to {}",
+            state.agent.size,
+            state.agent.sha256,
+            peer.ip()
+        ),
+    );
+    serve_file(&state.agent.path, req).await
 }
 
 /// Largest event body accepted from an installer.

@@ -5,6 +5,7 @@
 //! render functions; the decisions (which script, which state change) live there.
 //! Request logs name the route, never its tokens.
 
+pub mod agent;
 pub mod api;
 pub mod boot;
 
@@ -104,6 +105,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ipxe/{file}", get(boot::ipxe_binary))
         .route("/install/{token}/{file}", get(boot::install_file))
         .route("/install/{token}/events/{kind}", post(boot::install_event))
+        .route("/install/{token}/agent/rackseed", get(boot::agent_binary))
+        .merge(agent::plain_routes())
         .nest("/api", api::router(state.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), log_requests))

@@ -128,6 +128,8 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: per-node variables (addresses, disk devices) that override profile values.
     "ALTER TABLE nodes ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';",
+    // 4: the replication public key a node sends at enrollment.
+    "ALTER TABLE nodes ADD COLUMN repl_key TEXT;",
 ];
 
 /// One machine rackseed knows about.
@@ -607,6 +609,9 @@ impl Inventory {
             {
                 tx.execute("DELETE FROM tokens WHERE node_id = ?1", [id])
                     .map_err(q("changing node state"))?;
+                // A reinstall revokes the node's certificate: agent calls with it stop working.
+                tx.execute("UPDATE nodes SET cert_serial = NULL WHERE id = ?1", [id])
+                    .map_err(q("changing node state"))?;
                 issue_token_tx(&tx, id, TokenKind::Install, token_ttl, now)?;
             }
             let node = tx
@@ -785,6 +790,118 @@ impl Inventory {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// The facts a node reported at enrollment, as stored.
+    pub fn facts(&self, id: i64) -> Result<Option<serde_json::Value>> {
+        self.with(|c| {
+            let t: Option<Option<String>> = c
+                .query_row("SELECT facts FROM nodes WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map_err(q("reading facts"))?;
+            Ok(t.flatten().and_then(|t| serde_json::from_str(&t).ok()))
+        })
+    }
+
+    /// The serial of the certificate issued to a node at enrollment.
+    pub fn cert_serial(&self, id: i64) -> Result<Option<String>> {
+        self.with(|c| {
+            let t: Option<Option<String>> = c
+                .query_row("SELECT cert_serial FROM nodes WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(q("reading a certificate serial"))?;
+            Ok(t.flatten())
+        })
+    }
+
+    /// What an enrollment token says: its node, whether it was used, when it expires.
+    pub fn enroll_token(&self, token: &str) -> Result<Option<(i64, Option<UnixMs>, UnixMs)>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT node_id, used_at, expires_at FROM tokens WHERE token = ?1 AND kind = 'enroll'",
+                [token],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(q("checking an enrollment token"))
+        })
+    }
+
+    /// The node's unused, unexpired enrollment token, if it has one.
+    pub fn current_enroll_token(&self, node_id: i64, now: UnixMs) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT token FROM tokens WHERE node_id = ?1 AND kind = 'enroll' AND used_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC LIMIT 1",
+                params![node_id, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("reading an enrollment token"))
+        })
+    }
+
+    /// Issues a fresh enrollment token for a node, revoking its unused older ones.
+    pub fn reissue_enroll_token(&self, node_id: i64, ttl: Duration, now: UnixMs) -> Result<String> {
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(q("issuing an enrollment token"))?;
+            tx.execute(
+                "DELETE FROM tokens WHERE node_id = ?1 AND kind = 'enroll' AND used_at IS NULL",
+                [node_id],
+            )
+            .map_err(q("issuing an enrollment token"))?;
+            let t = issue_token_tx(&tx, node_id, TokenKind::Enroll, ttl, now)?;
+            tx.commit().map_err(q("issuing an enrollment token"))?;
+            Ok(t)
+        })
+    }
+
+    /// Completes an enrollment in one transaction: uses the token (once only), stores
+    /// facts, certificate serial and replication key, moves the node to `enrolled`
+    /// with its events. Fails without changes if the token was used meanwhile or the
+    /// node is not `installed`.
+    pub fn complete_enrollment(
+        &self,
+        node_id: i64,
+        token: &str,
+        facts: &serde_json::Value,
+        cert_serial: &str,
+        repl_key: Option<&str>,
+        message: &str,
+        now: UnixMs,
+    ) -> Result<Node> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("enrolling"))?;
+            let used = tx
+                .execute(
+                    "UPDATE tokens SET used_at = ?3 WHERE token = ?1 AND node_id = ?2 AND kind = 'enroll' AND used_at IS NULL AND expires_at > ?3",
+                    params![token, node_id, now],
+                )
+                .map_err(q("enrolling"))?;
+            if used != 1 {
+                return Err(InventoryError::Conflict("enrollment token was already used".into()));
+            }
+            let n = tx
+                .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"), [node_id], node_from_row)
+                .map_err(q("enrolling"))?;
+            let to = state::next_state(n.state, &Transition::Enroll)
+                .map_err(|source| InventoryError::Transition { node: n.display_name(), source })?;
+            tx.execute(
+                "UPDATE nodes SET state = ?2, state_reason = NULL, facts = ?3, cert_serial = ?4, repl_key = ?5, updated_at = ?6 WHERE id = ?1",
+                params![node_id, to.as_str(), facts.to_string(), cert_serial, repl_key, now],
+            )
+            .map_err(q("enrolling"))?;
+            insert_event(&tx, node_id, now, "enroll", message)?;
+            insert_event(&tx, node_id, now, "state", &format!("{} → {to} (enroll)", n.state))?;
+            let node = tx
+                .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"), [node_id], node_from_row)
+                .map_err(q("enrolling"))?;
+            tx.commit().map_err(q("enrolling"))?;
+            Ok(node)
         })
     }
 

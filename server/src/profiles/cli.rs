@@ -113,8 +113,9 @@ pub fn run(cmd: ProfileCmd) -> Result<ExitCode> {
             node.group = group;
             let mirror = crate::state::resolve_mirror(&config)?;
             let t = Templates::embedded();
-            let ctx = render::node_ctx(&config, &node, &resolved, mirror, &token)
+            let mut ctx = render::node_ctx(&config, &node, &resolved, mirror, &token)
                 .map_err(|e| anyhow::anyhow!("{}", crate::error_chain(&e)))?;
+            preview_agent(&config, &node, &mut ctx.agent);
             let files = render::install_files(&t, &ctx)?;
             match out {
                 Some(dir) => {
@@ -288,7 +289,7 @@ fn check(cfg: &ConfigArgs, files: &[PathBuf]) -> Result<ExitCode> {
     // host has none configured.
     let mirror = crate::state::resolve_mirror(&config).unwrap_or_else(|_| MirrorCtx {
         protocol: "http".into(),
-        host: "deb.debian.org".into(),
+        host: "mirror.example".into(),
         directory: "/debian".into(),
         suite: config.installer.suite.clone(),
         proxy: String::new(),
@@ -384,4 +385,25 @@ pub fn names_in(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Fills the agent part of a preview as the server would: this binary's digest, and,
+/// when the config's data directory belongs to a server that knows the node, its CA
+/// and the node's current enrollment token.
+fn preview_agent(config: &Config, node: &crate::inventory::Node, agent: &mut render::AgentCtx) {
+    if let Ok(bin) = crate::state::agent_binary() {
+        agent.sha256 = bin.sha256;
+    }
+    let dir = &config.server.data_dir;
+    if let Ok(ca) = std::fs::read_to_string(dir.join("ca/ca.crt")) {
+        agent.ca_pem = ca;
+    }
+    let db = dir.join("inventory.db");
+    if db.is_file()
+        && let Ok(inv) = crate::inventory::Inventory::open(&db)
+        && let Ok(Some(n)) = inv.node_by_mac(node.mac)
+        && let Ok(Some(t)) = inv.current_enroll_token(n.id, crate::inventory::now_ms())
+    {
+        agent.token = t;
+    }
 }

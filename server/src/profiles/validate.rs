@@ -121,7 +121,7 @@ fn accounts(c: &mut Check<'_>, p: &Profile) {
         {
             c.err(
                 "mirror.url",
-                format!("`{u}` is not a mirror URL like `http://deb.debian.org/debian`"),
+                format!("`{u}` is not a mirror URL like `http://<mirror>/debian`"),
             );
         }
         if let Some(px) = &m.proxy

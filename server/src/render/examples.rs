@@ -25,7 +25,7 @@ fn catalog() -> Catalog {
 
 fn config() -> Config {
     Config::parse_with(
-        "[server]\nadvertise = \"192.0.2.1\"\n[dhcp]\nmode = \"authoritative\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.199\"\nrouter = \"192.0.2.1\"\ndomain = \"prov.example\"\n[installer]\nmirror = \"http://deb.debian.org/debian\"\n",
+        "[server]\nadvertise = \"192.0.2.1\"\n[dhcp]\nmode = \"authoritative\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.199\"\nrouter = \"192.0.2.1\"\ndomain = \"prov.example\"\n[installer]\nmirror = \"http://mirror.example/debian\"\n",
         "test.toml",
         &|_| None,
     )
@@ -33,7 +33,7 @@ fn config() -> Config {
 }
 
 fn mirror() -> MirrorCtx {
-    MirrorCtx::from_uri("http://deb.debian.org/debian", "bookworm", None).expect("mirror")
+    MirrorCtx::from_uri("http://mirror.example/debian", "bookworm", None).expect("mirror")
 }
 
 /// The sample node of `p` (its sample vars, an inventory address) with `firmware`.

@@ -314,6 +314,36 @@ pub struct InstallCtx {
     pub packages: Vec<String>,
     /// Kernel arguments of the installed system.
     pub kernel_opts: String,
+    /// The first-boot agent (filled in by the server; placeholders in previews).
+    pub agent: AgentCtx,
+}
+
+/// What the late command needs to install the first-boot agent.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AgentCtx {
+    /// Where the agent binary is downloaded (with the install token).
+    pub url: String,
+    /// SHA-256 of the binary; also carried by the preseed's late_command.
+    pub sha256: String,
+    /// rackseed's HTTP base URL, where the agent enrolls.
+    pub server: String,
+    /// The node's single-use enrollment token.
+    pub token: String,
+    /// rackseed's CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+impl AgentCtx {
+    /// Values a preview shows when it has no server to ask.
+    pub fn placeholder(urls: &UrlsCtx) -> AgentCtx {
+        AgentCtx {
+            url: format!("{}/agent/rackseed", urls.files),
+            sha256: "unknown".into(),
+            server: urls.base.clone(),
+            token: "issued-when-the-node-fetches-late.sh".into(),
+            ca_pem: "# rackseed's CA certificate".into(),
+        }
+    }
 }
 
 /// What [`InstallCtx::new`] needs besides the node and profile.
@@ -361,6 +391,7 @@ impl InstallCtx {
         let partman = partman::partitioning(&plan.root, plan.firmware);
         let network = network::network_files(&plan);
         Ok(InstallCtx {
+            agent: AgentCtx::placeholder(&inputs.urls),
             network,
             node: NodeCtx::new(node, &inputs.domain),
             profile: serde_json::to_value(p).unwrap_or(serde_json::Value::Null),

@@ -5,6 +5,8 @@
 //! (`rackseed_tests::qemu::exclusive`).
 
 mod boot;
+mod firstboot;
 mod images;
 mod profile;
 mod protocol;
+mod vagrant;

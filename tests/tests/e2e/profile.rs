@@ -174,6 +174,15 @@ fn profile_render_writes_exactly_what_http_serves() -> Result<()> {
         &["--ip", ip, "--vars", STORE_VARS],
     )?;
     let token = install_token(&srv, host)?;
+    // Served first: fetching late.sh issues the node's enrollment token, which the
+    // preview then reads from the server's data directory like every other value.
+    let mut served = Vec::new();
+    for name in INSTALL_FILES {
+        let (status, body) =
+            srv.curl(&[&format!("http://192.0.2.1:8080/install/{token}/{name}")])?;
+        assert_eq!(status, 200, "{name}");
+        served.push((name, body));
+    }
     let out = tempfile::tempdir()?;
     let config = srv.config.display().to_string();
     let outdir = out.path().display().to_string();
@@ -197,10 +206,7 @@ fn profile_render_writes_exactly_what_http_serves() -> Result<()> {
         "--out",
         &outdir,
     ])?;
-    for name in INSTALL_FILES {
-        let (status, served) =
-            srv.curl(&[&format!("http://192.0.2.1:8080/install/{token}/{name}")])?;
-        assert_eq!(status, 200, "{name}");
+    for (name, served) in served {
         let previewed = fs::read(out.path().join(name))?;
         assert!(
             served == previewed,

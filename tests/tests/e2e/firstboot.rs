@@ -1,0 +1,279 @@
+//! First-boot tier: QEMU nodes booted from a Debian 12 image (real kernel, mdadm RAID1
+//! + XFS root, ZFS, bonding, VLANs, bridges) run the real late_command and agent:
+//! plans applied, facts checked against the plan, enrollment into a redundancy group,
+//! replication between members, refusals.
+
+use anyhow::Result;
+use rackseed::facts;
+use rackseed_tests::qemu::{self, Vm};
+use rackseed_tests::{Lab, Server, lab_config, node_image, node_vm, wait_for};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const GROUP: &str = "[[groups]]\nname = \"rg1\"\nmin_members = 2\nfailure_domain = \"rack\"\ninterval = \"15m\"\nretention = \"frequently=4,hourly=24,daily=7\"\ndatasets = [\"tank/data\"]\nreplication_network = \"br-storage\"\n";
+
+fn token_of(srv: &Server, mac: &str) -> Result<String> {
+    let (_, script) = srv.curl(&[&format!(
+        "http://192.0.2.1:8080/boot/{}.ipxe",
+        mac.replace(':', "-")
+    )])?;
+    let script = String::from_utf8(script)?;
+    Ok(script
+        .split("/install/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .ok_or_else(|| anyhow::anyhow!("no install URL: {script}"))?
+        .to_string())
+}
+
+/// Adds a storage node and moves it to `installing` the way the installer's
+/// early_command does; returns its preseed URL.
+fn add_storage_node(srv: &Server, mac: &str, host: &str, n: u8, rack: &str) -> Result<String> {
+    let vars = json!({"addresses": {"br-mgmt": format!("198.51.100.{n}"), "br-storage": format!("203.0.113.{n}")}}).to_string();
+    let ip = format!("192.0.2.{n}");
+    srv.add_node(
+        mac,
+        host,
+        "storage-node",
+        &["--ip", &ip, "--failure-domain", rack, "--vars", &vars],
+    )?;
+    let token = token_of(srv, mac)?;
+    let (code, _) = srv.curl(&[
+        "--data",
+        "installer started (first-boot harness)",
+        &format!("http://192.0.2.1:8080/install/{token}/events/early_command"),
+    ])?;
+    assert_eq!(code, 200);
+    Ok(format!("http://192.0.2.1:8080/install/{token}/preseed.cfg"))
+}
+
+fn wait_login(vm: &Vm) -> Result<()> {
+    // The image logs root in on the serial console; wait for a prompt that answers.
+    wait_for(
+        &format!("{} shell", vm.name),
+        Duration::from_secs(600),
+        Duration::from_secs(5),
+        || vm.shell("true", Duration::from_secs(8)).ok(),
+    )
+    .map(|_| ())
+}
+
+fn enroll_post(srv: &Server, body: &Value) -> Result<(u16, Value)> {
+    let file = srv.dir.path().join("enroll.json");
+    std::fs::write(&file, body.to_string())?;
+    let (code, out) = srv.curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "http://192.0.2.1:8080/enroll",
+    ])?;
+    Ok((code, serde_json::from_slice(&out).unwrap_or(Value::Null)))
+}
+
+#[test]
+fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
+    let _q = qemu::exclusive();
+    let image = node_image()?;
+    let lab = Lab::new()?;
+    let srv = Server::start(
+        &lab,
+        &lab_config(std::path::Path::new("@DIR@"), "authoritative", GROUP),
+    )?;
+    let (m1, m2, m3) = (
+        "52:54:00:20:00:01",
+        "52:54:00:20:00:02",
+        "52:54:00:20:00:03",
+    );
+    let p1 = add_storage_node(&srv, m1, "node1", 11, "rack-a")?;
+    let p2 = add_storage_node(&srv, m2, "node2", 12, "rack-b")?;
+    // node3 has one data disk missing: its facts cannot match the plan.
+    let p3 = add_storage_node(&srv, m3, "node3", 13, "rack-c")?;
+    let started = Instant::now();
+    let (vm1, _d1) = node_vm(&lab, &image, "node1", &[m1, "52:54:00:21:00:01"], 4, &p1)?;
+    let (vm2, _d2) = node_vm(&lab, &image, "node2", &[m2, "52:54:00:21:00:02"], 4, &p2)?;
+    let (vm3, _d3) = node_vm(&lab, &image, "node3", &[m3, "52:54:00:21:00:03"], 3, &p3)?;
+
+    for host in ["node1", "node2"] {
+        srv.wait_state(host, "enrolled", Duration::from_secs(1500))?;
+    }
+    eprintln!(
+        "node1 and node2 enrolled {:.0?} after power-on",
+        started.elapsed()
+    );
+
+    // Inside the VMs: the plans were applied for real.
+    for (vm, other) in [(&vm1, "203.0.113.12"), (&vm2, "203.0.113.11")] {
+        wait_login(vm)?;
+        let pools =
+            facts::parse_zpool_status(&vm.shell("zpool status -P tank", Duration::from_secs(60))?);
+        assert_eq!(pools.len(), 1);
+        assert_eq!(pools[0].health, "ONLINE");
+        let layout: Vec<(&str, usize, &str)> = pools[0]
+            .vdevs
+            .iter()
+            .map(|v| (v.kind.as_str(), v.disks.len(), v.state.as_str()))
+            .collect();
+        assert_eq!(
+            layout,
+            vec![("mirror", 2, "ONLINE"), ("mirror", 2, "ONLINE")],
+            "{} zpool layout",
+            vm.name
+        );
+        let bond = facts::parse_bonding(
+            "bond0",
+            &vm.shell("cat /proc/net/bonding/bond0", Duration::from_secs(30))?,
+        );
+        assert_eq!(bond.mode, "802.3ad");
+        assert_eq!(bond.slaves, vec!["eth0", "eth1"], "{} bond slaves", vm.name);
+        for br in ["br-mgmt", "br-storage", "br-guest"] {
+            let ports = vm.shell(
+                &format!("ls /sys/class/net/{br}/brif"),
+                Duration::from_secs(30),
+            )?;
+            assert!(
+                !ports.trim().is_empty(),
+                "{} bridge {br} has no ports",
+                vm.name
+            );
+        }
+        let vlans = facts::parse_vlan_config(
+            &vm.shell("cat /proc/net/vlan/config", Duration::from_secs(30))?,
+        );
+        assert_eq!(
+            vlans.iter().map(|v| v.id).collect::<Vec<_>>(),
+            vec![10, 20, 30]
+        );
+        vm.shell(
+            &format!("ping -c 3 -W 3 -I br-storage {other}"),
+            Duration::from_secs(60),
+        )?;
+    }
+
+    // In rackseed: both enrolled members of rg1, each replicating to the other.
+    let g = srv.api("/api/groups/rg1")?;
+    let members: Vec<&str> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "enrolled")
+        .filter_map(|m| m["hostname"].as_str())
+        .collect();
+    assert_eq!(members, vec!["node1", "node2"], "{g}");
+    assert_eq!(
+        g["replication"],
+        json!({"node1": "node2", "node2": "node1"}),
+        "{g}"
+    );
+    let n1 = srv.api("/api/nodes/node1")?;
+    assert_eq!(n1["facts"]["root"]["fstype"], "xfs", "{n1}");
+    assert_eq!(n1["facts"]["root"]["md"]["level"], "raid1", "{n1}");
+
+    // Each member's view (applied by its agent) names the other as its peer.
+    let v1: Value = serde_json::from_str(
+        &vm1.shell("cat /var/lib/rackseed/view.json", Duration::from_secs(30))?,
+    )?;
+    assert_eq!(v1["replication"]["push_to"], "node2", "{v1}");
+    assert_eq!(
+        v1["replication"]["accept_from"][0]["hostname"], "node2",
+        "{v1}"
+    );
+
+    // Replication: a file written on node1 appears in node2's replica after one run.
+    vm1.shell("echo hello-from-node1 > /tank/data/hello.txt && sync && systemctl start rackseed-replicate.service", Duration::from_secs(300))?;
+    let replica = vm2.shell("zfs list -H -o name tank/replicas/node1/data && zfs mount -a; cat /tank/replicas/node1/data/hello.txt", Duration::from_secs(60))?;
+    assert!(
+        replica.contains("tank/replicas/node1/data") && replica.contains("hello-from-node1"),
+        "replica on node2: {replica}"
+    );
+    let t1 = srv.timeline("node1")?;
+    assert!(
+        t1.iter()
+            .any(|(k, m)| k == "replication" && m.contains("tank/data to node2")),
+        "{t1:?}"
+    );
+
+    // Membership change: a new member shows up in the others' views.
+    srv.add_node(
+        "52:54:00:20:00:09",
+        "node9",
+        "storage-node",
+        &["--ready", "--failure-domain", "rack-d"],
+    )?;
+    srv.cli(&["group", "add", "rg1", "node9"])?;
+    wait_for(
+        "node1's view to list node9",
+        Duration::from_secs(120),
+        Duration::from_secs(3),
+        || {
+            vm1.shell("cat /var/lib/rackseed/view.json", Duration::from_secs(30))
+                .ok()
+                .filter(|v| v.contains("\"node9\""))
+        },
+    )?;
+    // Placement: a member in a rack already used is refused with the reason.
+    srv.add_node(
+        "52:54:00:20:00:0a",
+        "node10",
+        "storage-node",
+        &["--ready", "--failure-domain", "rack-a"],
+    )?;
+    let (code, v) = srv.api_post("/api/groups/rg1/members", &json!({"node": "node10"}))?;
+    assert_eq!(code, 409);
+    assert_eq!(
+        v["error"],
+        "placement refused: node10 and node1 share rack `rack-a`; members of group rg1 must be in different racks"
+    );
+
+    // Refusals, with the agents' real tokens read from the nodes.
+    let token = |vm: &Vm| -> Result<String> {
+        let t = vm.shell(
+            "sed -n 's/^enroll_token = \"\\(.*\\)\"$/\\1/p' /etc/rackseed/agent.toml",
+            Duration::from_secs(30),
+        )?;
+        Ok(t.trim().to_string())
+    };
+    let (t1, t2) = (token(&vm1)?, token(&vm2)?);
+    let facts1 = n1["facts"].clone();
+    let (_key, csr) = rackseed::ca::node_key_and_csr("node1")?;
+    let body = |t: &str, mac: &str| json!({"token": t, "node": mac, "facts": facts1, "csr": csr, "replication_key": null});
+    let (code, v) = enroll_post(&srv, &body(&t1, m1))?;
+    assert_eq!(
+        (code, v["error"].as_str().unwrap_or("")),
+        (403, "enrollment refused: enrollment token was already used")
+    );
+    let (code, v) = enroll_post(&srv, &body(&t2, m1))?;
+    assert_eq!(
+        (code, v["error"].as_str().unwrap_or("")),
+        (
+            403,
+            "enrollment refused: enrollment token belongs to another node"
+        )
+    );
+    assert_eq!(srv.node_state("node1")?, "enrolled");
+
+    // node3 (three data disks) was refused with the exact mismatch, and is still installed.
+    let t3 = wait_for(
+        "node3's enrollment refusal",
+        Duration::from_secs(600),
+        Duration::from_secs(3),
+        || {
+            srv.timeline("node3")
+                .ok()
+                .filter(|t| t.iter().any(|(k, _)| k == "enroll_refused"))
+        },
+    )?;
+    let refusal = t3
+        .iter()
+        .find(|(k, _)| k == "enroll_refused")
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+    assert!(refusal.contains("zpool tank"), "{refusal}");
+    assert_eq!(srv.node_state("node3")?, "installed");
+    eprintln!(
+        "first-boot test done {:.0?} after power-on; node3: {refusal}",
+        started.elapsed()
+    );
+    drop((vm1, vm2, vm3));
+    Ok(())
+}

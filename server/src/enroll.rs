@@ -388,8 +388,23 @@ fn same_property(want: &str, got: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{NewNode, Transition};
+    use crate::inventory::{Enrollment, NewNode, Transition};
     use std::time::Duration;
+
+    fn enrollment<'a>(
+        token: &'a str,
+        facts: &'a serde_json::Value,
+        serial: &'a str,
+        message: &'a str,
+    ) -> Enrollment<'a> {
+        Enrollment {
+            token,
+            facts,
+            cert_serial: serial,
+            repl_key: None,
+            message,
+        }
+    }
 
     fn setup() -> (tempfile::TempDir, Inventory, Node) {
         let d = tempfile::tempdir().unwrap();
@@ -450,7 +465,11 @@ mod tests {
             n.id
         );
         let node = inv
-            .complete_enrollment(n.id, &t, &serde_json::json!({}), "01", None, "enrolled", 12)
+            .complete_enrollment(
+                n.id,
+                &enrollment(&t, &serde_json::json!({}), "01", "enrolled"),
+                12,
+            )
             .unwrap();
         assert_eq!(node.state, NodeState::Enrolled);
         assert_eq!(
@@ -461,11 +480,7 @@ mod tests {
         assert!(
             inv.complete_enrollment(
                 n.id,
-                &t,
-                &serde_json::json!({"x": 1}),
-                "02",
-                None,
-                "again",
+                &enrollment(&t, &serde_json::json!({"x": 1}), "02", "again"),
                 14
             )
             .is_err()

@@ -867,13 +867,16 @@ impl Inventory {
     pub fn complete_enrollment(
         &self,
         node_id: i64,
-        token: &str,
-        facts: &serde_json::Value,
-        cert_serial: &str,
-        repl_key: Option<&str>,
-        message: &str,
+        e: &Enrollment<'_>,
         now: UnixMs,
     ) -> Result<Node> {
+        let Enrollment {
+            token,
+            facts,
+            cert_serial,
+            repl_key,
+            message,
+        } = *e;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("enrolling"))?;
             let used = tx
@@ -909,6 +912,21 @@ impl Inventory {
     pub fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         self.with(f)
     }
+}
+
+/// What an accepted enrollment stores about a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Enrollment<'a> {
+    /// The enrollment token being used up.
+    pub token: &'a str,
+    /// The facts the node reported.
+    pub facts: &'a serde_json::Value,
+    /// Serial of the client certificate issued to the node.
+    pub cert_serial: &'a str,
+    /// The node's replication public key, if it sent one.
+    pub repl_key: Option<&'a str>,
+    /// The `enroll` event's message.
+    pub message: &'a str,
 }
 
 /// Stores lease changes in one transaction on `conn` (the DHCP writer's own connection).

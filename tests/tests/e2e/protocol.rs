@@ -123,7 +123,6 @@ fn perfdhcp_load_through_a_relay_has_no_drops() -> Result<()> {
             .filter_map(|r| {
                 r.trim()
                     .trim_start_matches(':')
-                    .trim()
                     .split_whitespace()
                     .next()?
                     .parse::<u64>()

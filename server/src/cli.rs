@@ -49,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::images::cli::ImageCmd,
     },
+    /// Profiles: check, JSON Schema, render what a node receives.
+    #[command(subcommand)]
+    Profile(crate::profiles::cli::ProfileCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -286,6 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Group(cmd) => group(cmd),
         Command::Agent(cmd) => crate::agent::run(cmd),
         Command::Image { cfg, cmd } => crate::images::cli::run(cmd, &cfg.load()?),
+        Command::Profile(cmd) => crate::profiles::cli::run(cmd),
     }
 }
 
@@ -368,24 +372,11 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
         let t = crate::render::Templates::embedded();
         for name in cat.names() {
             let Some(p) = cat.get(name) else { continue };
-            let node = sample_node(name);
-            let nctx = crate::render::NodeCtx::new(&node, "example.net");
-            let ctx = crate::render::InstallCtx::new(
-                nctx,
-                &p,
-                mirror.clone(),
-                crate::render::UrlsCtx::new(&config.server.base_url, "TOKEN"),
-            );
-            let mut ok = true;
-            for f in crate::render::INSTALL_FILES {
-                if let Err(e) = crate::render::install_file(&t, f, &ctx) {
-                    problems.push(format!("profile {name}: {}", chain(&anyhow::Error::new(e))));
-                    ok = false;
-                }
-            }
-            if ok {
+            let found = crate::profiles::cli::check_rendering(&t, &config, mirror, &p);
+            if found.is_empty() {
                 println!("profile {name}: ok");
             }
+            problems.extend(found);
         }
         if let Some(d) = &config.profiles.default
             && cat.get(d).is_none()

@@ -311,7 +311,7 @@ struct RawProfiles {
 #[serde(deny_unknown_fields)]
 struct RawEnroll {
     token_ttl: Option<String>,
-    https: Option<SocketAddr>,
+    https: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -543,13 +543,24 @@ impl Validator<'_> {
                 .unwrap_or_else(|| "/etc/rackseed/profiles".into()),
             default: raw.profiles.default,
         };
+        // Enrollment tokens are short-lived (issued when the late command runs, used
+        // at first boot); the agent HTTPS API is on unless a config turns it off.
         let enroll = EnrollConfig {
             token_ttl: self.duration(
                 "enroll.token_ttl",
                 raw.enroll.token_ttl,
-                Duration::from_secs(24 * 3600),
+                Duration::from_secs(2 * 3600),
             )?,
-            https: raw.enroll.https,
+            https: match raw.enroll.https.as_deref() {
+                None => Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+                Some("off") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    self.err(
+                        "enroll.https",
+                        format!("`{a}` is not an address like \"0.0.0.0:8443\" (or \"off\")"),
+                    )
+                })?),
+            },
         };
 
         let mut groups = Vec::new();

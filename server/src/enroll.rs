@@ -8,6 +8,8 @@
 use crate::facts::Facts;
 use crate::inventory::{Inventory, Node, NodeState, UnixMs};
 use crate::mac::MacAddr;
+use crate::plan::NodePlan;
+use crate::profiles::model::{RaidLevel, VdevKind};
 use serde::{Deserialize, Serialize};
 
 /// `POST /enroll`.
@@ -115,20 +117,294 @@ pub fn facts_belong_to(node: &Node, facts: &Facts) -> Result<(), Refusal> {
     }
 }
 
-/// Compares the facts with the node's plan (see `plan`); every difference is named.
+/// Compares the facts with the node's plan (the same plan its scripts were rendered
+/// from); every difference is named.
 pub fn check_against_plan(
-    _state: &crate::state::AppState,
-    _node: &Node,
-    _facts: &Facts,
+    state: &crate::state::AppState,
+    node: &Node,
+    facts: &Facts,
 ) -> Result<(), Refusal> {
-    Ok(())
+    let profile_name = node.profile.clone().unwrap_or_default();
+    let profile = state.catalog().get(&profile_name).ok_or_else(|| {
+        Refusal::BadRequest(format!(
+            "node has profile `{profile_name}`, which is not loaded"
+        ))
+    })?;
+    let ctx = crate::render::node_ctx(&state.config, node, &profile, state.mirror.clone(), "")
+        .map_err(|e| {
+            Refusal::BadRequest(format!("no plan for this node: {}", crate::error_chain(&e)))
+        })?;
+    let mismatches = compare(&ctx.plan, facts);
+    if mismatches.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::Mismatch(mismatches))
+    }
+}
+
+fn vdev_layout(kinds: impl Iterator<Item = (String, usize)>) -> String {
+    let mut counts: Vec<((String, usize), usize)> = Vec::new();
+    for k in kinds {
+        match counts.iter_mut().find(|(x, _)| *x == k) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((k, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return "no vdevs".into();
+    }
+    counts
+        .iter()
+        .map(|((kind, disks), n)| {
+            let what = if kind == "disk" {
+                "single-disk".to_string()
+            } else {
+                format!("{disks}-disk {kind}")
+            };
+            format!("{n} {what} vdev{}", if *n == 1 { "" } else { "s" })
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// Every way `facts` differ from `plan`, each a sentence naming the thing, e.g.
+/// `zpool tank: expected 2 2-disk mirror vdevs, found 1 2-disk mirror vdev`.
+pub fn compare(plan: &NodePlan, facts: &Facts) -> Vec<String> {
+    let mut m = Vec::new();
+    if facts.hostname != plan.hostname && facts.hostname != plan.fqdn {
+        m.push(format!(
+            "hostname: expected {}, found {}",
+            plan.hostname, facts.hostname
+        ));
+    }
+    let fs = plan.root.filesystem.to_string();
+    if facts.root.fstype != fs {
+        m.push(format!(
+            "root filesystem: expected {fs}, found {}",
+            if facts.root.fstype.is_empty() {
+                "nothing"
+            } else {
+                &facts.root.fstype
+            }
+        ));
+    }
+    match (plan.root.raid, &facts.root.md) {
+        (RaidLevel::None, Some(md)) => m.push(format!(
+            "root: expected no RAID, found {} on {}",
+            md.level, md.name
+        )),
+        (RaidLevel::None, None) => {}
+        (level, None) => m.push(format!(
+            "root: expected {level} on md, found {}",
+            if facts.root.source.is_empty() {
+                "nothing"
+            } else {
+                &facts.root.source
+            }
+        )),
+        (level, Some(md)) => {
+            if md.level != level.to_string() {
+                m.push(format!(
+                    "root {}: expected {level}, found {}",
+                    md.name, md.level
+                ));
+            }
+            if md.expected_members != plan.root.disks {
+                m.push(format!(
+                    "root {}: expected {} member disks, found {}",
+                    md.name, plan.root.disks, md.expected_members
+                ));
+            } else if !md.healthy() {
+                m.push(format!(
+                    "root {}: degraded, {} of {} members active",
+                    md.name, md.active_members, md.expected_members
+                ));
+            }
+        }
+    }
+    for pool in &plan.zfs {
+        let want = vdev_layout(pool.vdevs.iter().flat_map(|v| {
+            if v.kind == VdevKind::Stripe {
+                vec![("disk".to_string(), 1); v.disks as usize]
+            } else {
+                vec![(v.kind.to_string(), v.disks as usize)]
+            }
+        }));
+        let Some(found) = facts.pools.iter().find(|p| p.name == pool.name) else {
+            m.push(format!(
+                "zpool {}: expected {want}, found no pool",
+                pool.name
+            ));
+            continue;
+        };
+        let have = vdev_layout(found.vdevs.iter().map(|v| (v.kind.clone(), v.disks.len())));
+        if have != want {
+            m.push(format!(
+                "zpool {}: expected {want}, found {have}",
+                pool.name
+            ));
+        }
+        if found.health != "ONLINE" {
+            m.push(format!(
+                "zpool {}: expected ONLINE, found {}",
+                pool.name, found.health
+            ));
+        }
+        for ds in &pool.datasets {
+            match found.datasets.get(&ds.name) {
+                None => m.push(format!("zfs dataset {}: not found", ds.name)),
+                Some(props) => {
+                    for (k, v) in &ds.properties {
+                        if let Some(got) = props.get(k)
+                            && !same_property(v, got)
+                        {
+                            m.push(format!(
+                                "zfs dataset {}: {k} expected {v}, found {got}",
+                                ds.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(net) = &plan.network {
+        for b in &net.bonds {
+            let Some(found) = facts.bonds.iter().find(|x| x.name == b.name) else {
+                m.push(format!("bond {}: not found", b.name));
+                continue;
+            };
+            let mode = b.mode.to_string();
+            if found.mode != mode {
+                m.push(format!(
+                    "bond {}: expected mode {mode}, found {}",
+                    b.name, found.mode
+                ));
+            }
+            if found.slaves.len() as u32 != b.members.count {
+                m.push(format!(
+                    "bond {}: expected {} members, found {} ({})",
+                    b.name,
+                    b.members.count,
+                    found.slaves.len(),
+                    found.slaves.join(", ")
+                ));
+            }
+            if let (Some(rate), Some(got)) = (&b.lacp_rate, &found.lacp_rate)
+                && rate.to_string() != *got
+            {
+                m.push(format!(
+                    "bond {}: expected lacp rate {rate}, found {got}",
+                    b.name
+                ));
+            }
+            if let (Some(h), Some(got)) = (&b.xmit_hash_policy, &found.xmit_hash_policy)
+                && h.to_string() != *got
+            {
+                m.push(format!(
+                    "bond {}: expected xmit hash {h}, found {got}",
+                    b.name
+                ));
+            }
+        }
+        for v in &net.vlans {
+            match facts.vlans.iter().find(|x| x.name == v.name) {
+                None => m.push(format!("vlan {}: not found", v.name)),
+                Some(f) if f.id != v.id || f.parent != v.parent => m.push(format!(
+                    "vlan {}: expected id {} on {}, found id {} on {}",
+                    v.name, v.id, v.parent, f.id, f.parent
+                )),
+                Some(_) => {}
+            }
+        }
+        for b in &net.bridges {
+            match facts.bridges.iter().find(|x| x.name == b.name) {
+                None => m.push(format!("bridge {}: not found", b.name)),
+                Some(f) => {
+                    let mut want = b.ports.clone();
+                    want.sort();
+                    let mut have = f.ports.clone();
+                    have.sort();
+                    if want != have {
+                        m.push(format!(
+                            "bridge {}: expected ports {}, found {}",
+                            b.name,
+                            want.join(","),
+                            if have.is_empty() {
+                                "none".into()
+                            } else {
+                                have.join(",")
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+        for (iface, cidr) in &net.addresses {
+            if !facts
+                .addresses
+                .iter()
+                .any(|a| &a.iface == iface && &a.cidr == cidr)
+            {
+                let have: Vec<&str> = facts
+                    .addresses
+                    .iter()
+                    .filter(|a| &a.iface == iface)
+                    .map(|a| a.cidr.as_str())
+                    .collect();
+                m.push(format!(
+                    "address {iface}: expected {cidr}, found {}",
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(",")
+                    }
+                ));
+            }
+        }
+    }
+    m
+}
+
+/// ZFS prints some properties differently from how they are set (`1M` vs `1048576`).
+fn same_property(want: &str, got: &str) -> bool {
+    if want.eq_ignore_ascii_case(got) {
+        return true;
+    }
+    let bytes = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        let (n, mult) = match s.chars().last()? {
+            'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+            'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+            'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+            'T' | 't' => (&s[..s.len() - 1], 1 << 40),
+            _ => (s, 1),
+        };
+        n.parse::<u64>().ok().map(|n| n * mult)
+    };
+    matches!((bytes(want), bytes(got)), (Some(a), Some(b)) if a == b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{NewNode, Transition};
+    use crate::inventory::{Enrollment, NewNode, Transition};
     use std::time::Duration;
+
+    fn enrollment<'a>(
+        token: &'a str,
+        facts: &'a serde_json::Value,
+        serial: &'a str,
+        message: &'a str,
+    ) -> Enrollment<'a> {
+        Enrollment {
+            token,
+            facts,
+            cert_serial: serial,
+            repl_key: None,
+            message,
+        }
+    }
 
     fn setup() -> (tempfile::TempDir, Inventory, Node) {
         let d = tempfile::tempdir().unwrap();
@@ -189,7 +465,11 @@ mod tests {
             n.id
         );
         let node = inv
-            .complete_enrollment(n.id, &t, &serde_json::json!({}), "01", None, "enrolled", 12)
+            .complete_enrollment(
+                n.id,
+                &enrollment(&t, &serde_json::json!({}), "01", "enrolled"),
+                12,
+            )
             .unwrap();
         assert_eq!(node.state, NodeState::Enrolled);
         assert_eq!(
@@ -200,11 +480,7 @@ mod tests {
         assert!(
             inv.complete_enrollment(
                 n.id,
-                &t,
-                &serde_json::json!({"x": 1}),
-                "02",
-                None,
-                "again",
+                &enrollment(&t, &serde_json::json!({"x": 1}), "02", "again"),
                 14
             )
             .is_err()
@@ -241,5 +517,163 @@ mod tests {
             check_token(&inv, &req(&t, "52:54:00:00:00:01"), 12),
             Err(Refusal::UnknownToken)
         );
+    }
+
+    use crate::facts::{Address, Bond, Bridge, MdArray, Pool, RootFacts, Vdev, Vlan};
+
+    /// The plan of a storage-node, as rackseed renders it for a node with addresses.
+    fn storage_plan() -> NodePlan {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let cat = crate::profiles::Catalog::load(&dir).unwrap();
+        let p = cat.get("storage-node").unwrap();
+        let mut n = crate::profiles::cli::sample_node(
+            "storage-node",
+            crate::plan::Firmware::Bios,
+            serde_json::json!({"addresses": {"br-mgmt": "198.51.100.11", "br-storage": "203.0.113.11"}}),
+        );
+        n.hostname = Some("node1".into());
+        n.ip = Some("192.0.2.11".parse().unwrap());
+        crate::plan::plan_for(
+            &p,
+            &n,
+            &crate::plan::PlanInputs {
+                domain: "prov.example".into(),
+                firmware: crate::plan::Firmware::Bios,
+                provisioning_subnet: Some("192.0.2.0/24".parse().unwrap()),
+            },
+        )
+        .unwrap()
+    }
+
+    /// Facts of a node on which everything went as planned.
+    fn facts_as_planned(plan: &NodePlan) -> Facts {
+        let md = MdArray {
+            name: "md0".into(),
+            level: "raid1".into(),
+            state: "active".into(),
+            members: vec!["vda1".into(), "vdb1".into()],
+            active_members: 2,
+            expected_members: 2,
+        };
+        let net = plan.network.as_ref().unwrap();
+        Facts {
+            hostname: plan.hostname.clone(),
+            machine_id: "m".into(),
+            root: RootFacts {
+                source: "/dev/md0".into(),
+                fstype: "xfs".into(),
+                md: Some(md.clone()),
+            },
+            md_arrays: vec![md],
+            pools: plan
+                .zfs
+                .iter()
+                .map(|p| Pool {
+                    name: p.name.clone(),
+                    health: "ONLINE".into(),
+                    vdevs: p
+                        .vdevs
+                        .iter()
+                        .map(|v| Vdev {
+                            kind: v.kind.to_string(),
+                            state: "ONLINE".into(),
+                            disks: vec!["d".into(); v.disks as usize],
+                        })
+                        .collect(),
+                    datasets: p
+                        .datasets
+                        .iter()
+                        .map(|d| (d.name.clone(), d.properties.clone()))
+                        .collect(),
+                })
+                .collect(),
+            bonds: net
+                .bonds
+                .iter()
+                .map(|b| Bond {
+                    name: b.name.clone(),
+                    mode: b.mode.to_string(),
+                    slaves: vec!["eth0".into(), "eth1".into()],
+                    mii_status: "up".into(),
+                    miimon: Some(100),
+                    lacp_rate: b.lacp_rate.map(|r| r.to_string()),
+                    xmit_hash_policy: b.xmit_hash_policy.map(|h| h.to_string()),
+                })
+                .collect(),
+            vlans: net
+                .vlans
+                .iter()
+                .map(|v| Vlan {
+                    name: v.name.clone(),
+                    id: v.id,
+                    parent: v.parent.clone(),
+                })
+                .collect(),
+            bridges: net
+                .bridges
+                .iter()
+                .map(|b| Bridge {
+                    name: b.name.clone(),
+                    ports: b.ports.clone(),
+                })
+                .collect(),
+            addresses: net
+                .addresses
+                .iter()
+                .map(|(i, c)| Address {
+                    iface: i.clone(),
+                    cidr: c.clone(),
+                })
+                .collect(),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn facts_as_planned_match() {
+        let plan = storage_plan();
+        assert_eq!(
+            compare(&plan, &facts_as_planned(&plan)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn every_difference_is_named() {
+        let plan = storage_plan();
+        let mut f = facts_as_planned(&plan);
+        f.pools[0].vdevs.pop();
+        f.bonds[0].slaves.pop();
+        f.root.fstype = "ext4".into();
+        if let Some(md) = f.root.md.as_mut() {
+            md.active_members = 1;
+        }
+        f.bridges.retain(|b| b.name != "br-guest");
+        f.addresses.retain(|a| a.iface != "br-storage");
+        let m = compare(&plan, &f);
+        assert_eq!(
+            m,
+            vec![
+                "root filesystem: expected xfs, found ext4",
+                "root md0: degraded, 1 of 2 members active",
+                "zpool tank: expected 2 2-disk mirror vdevs, found 1 2-disk mirror vdev",
+                "bond bond0: expected 2 members, found 1 (eth0)",
+                "bridge br-guest: not found",
+                "address br-storage: expected 203.0.113.11/24, found none",
+            ]
+        );
+        let mut f = facts_as_planned(&plan);
+        f.pools.clear();
+        assert_eq!(
+            compare(&plan, &f),
+            vec!["zpool tank: expected 2 2-disk mirror vdevs, found no pool"]
+        );
+    }
+
+    #[test]
+    fn zfs_sizes_compare_by_value() {
+        assert!(same_property("1M", "1048576"));
+        assert!(same_property("lz4", "LZ4"));
+        assert!(!same_property("128K", "1M"));
     }
 }

@@ -464,9 +464,19 @@ pub fn delete(inv: &Inventory, name: &str) -> Result<(), InventoryError> {
     })
 }
 
+/// A member's row: id, name, state, failure domain, facts JSON, replication key.
+type MemberRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// The members of a group as placement and planning see them.
 pub fn members(inv: &Inventory, group: &Group) -> Result<Vec<Member>, InventoryError> {
-    let rows: Vec<(i64, String, String, Option<String>, Option<String>, Option<String>)> = inv.with_conn(|c| {
+    let rows: Vec<MemberRow> = inv.with_conn(|c| {
         let mut st = c
             .prepare("SELECT id, COALESCE(hostname, mac), state, failure_domain, facts, repl_key FROM nodes WHERE grp = ?1 ORDER BY hostname")
             .map_err(q("reading group members"))?;

@@ -12,8 +12,9 @@
 //! | `tftp`      | the read-only virtual tree and the async-tftp handler |
 //! | `http`      | node-facing routes, installer events, the admin API |
 //! | `syslog`    | installer log lines per node |
-//! | `render`    | templates: iPXE scripts, preseed, installer scripts |
-//! | `profiles`  | the profile format, inheritance and validation |
+//! | `render`    | templates: iPXE scripts, preseed, installer and node scripts, partman recipes |
+//! | `profiles`  | the profile format, inheritance, validation, node vars, `rackseed profile` |
+//! | `plan`      | the expected state of an installed node (`plan.json`), from profile + node |
 //! | `images`    | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
 //! | `state`     | the shared `AppState` and start-up checks |
 //! | `serve`     | binding listeners and running every part |
@@ -35,6 +36,7 @@ pub mod inventory;
 pub mod mac;
 pub mod metrics;
 pub mod netif;
+pub mod plan;
 pub mod profiles;
 pub mod render;
 pub mod serve;

@@ -1,28 +1,25 @@
 //! TFTP: a read-only virtual tree (the iPXE binaries, the installer files, an optional
-//! extra directory), served over RFC 1350 with blksize (2348), tsize and timeout (2349)
-//! and windowsize (7440).
+//! extra directory), served with async-tftp (blksize, tsize, timeout, windowsize).
 //!
-//! Owns request-path checks, the session cap, the wire format ([`packet`], pure), option
-//! negotiation and the window arithmetic (pure), and the socket loops: one listener that
-//! only parses requests, and one tokio task per transfer on its own socket, reading the
-//! file by position (no per-session copy, retransmissions re-read). Never serves a
-//! directory as-is: a name is looked up in the tree; `..`, absolute paths, backslashes,
-//! control characters and symlinks out of the extra directory are refused. Write
-//! requests are refused.
+//! Owns request-path checks and the session cap. Never serves a directory as-is: a name
+//! is looked up in the tree; `..`, absolute paths, backslashes, control characters and
+//! symlinks out of the extra directory are refused. Write requests are refused.
 
 use crate::config::Config;
 use crate::dhcp::decide::{IPXE_BIOS, IPXE_EFI, IPXE_SNPONLY};
 use crate::state::AppState;
-use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use async_tftp::packet;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::net::UdpSocket;
+use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 /// Why a request name was refused before any lookup.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -187,253 +184,43 @@ impl Drop for SessionSlot {
     }
 }
 
-/// The TFTP wire format (RFC 1350, 2347–2349, 7440): parsing requests and
-/// acknowledgements, building DATA, OACK and ERROR packets. Pure.
-pub mod packet {
-    /// Options a read request may carry (unknown ones are ignored, RFC 2347).
-    #[derive(Clone, Debug, Default, PartialEq, Eq)]
-    pub struct Opts {
-        pub blksize: Option<u16>,
-        pub timeout: Option<u8>,
-        pub tsize: Option<u64>,
-        pub windowsize: Option<u16>,
-    }
-
-    /// A request to start a transfer.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Request {
-        pub write: bool,
-        pub filename: String,
-        pub opts: Opts,
-    }
-
-    /// What a client sends during a transfer.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Reply {
-        Ack(u16),
-        Error(u16, String),
-        Other,
-    }
-
-    /// TFTP error codes rackseed sends.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum ErrorCode {
-        /// 0: see the message.
-        NotDefined = 0,
-        FileNotFound = 1,
-        IllegalOperation = 4,
-        /// 8: option negotiation refused (RFC 2347).
-        BadOption = 8,
-    }
-
-    fn nul_str(input: &[u8]) -> Option<(&str, &[u8])> {
-        let pos = input.iter().position(|c| *c == 0)?;
-        let s = std::str::from_utf8(&input[..pos]).ok()?;
-        Some((s, &input[pos + 1..]))
-    }
-
-    /// Parses an RRQ or WRQ. Anything else, a bad mode (not `octet` or `netascii`) or a
-    /// malformed packet gives `None` (and is ignored, never answered with data).
-    pub fn parse_request(input: &[u8]) -> Option<Request> {
-        let write = match input.get(..2)? {
-            [0, 1] => false,
-            [0, 2] => true,
-            _ => return None,
-        };
-        let (filename, rest) = nul_str(&input[2..])?;
-        let (mode, mut rest) = nul_str(rest)?;
-        if !mode.eq_ignore_ascii_case("octet") && !mode.eq_ignore_ascii_case("netascii") {
-            return None;
-        }
-        let mut opts = Opts::default();
-        while !rest.is_empty() {
-            let (name, r) = nul_str(rest)?;
-            let (val, r) = nul_str(r)?;
-            rest = r;
-            if name.eq_ignore_ascii_case("blksize") {
-                opts.blksize = val.parse().ok().filter(|v| (8..=65464).contains(v));
-            } else if name.eq_ignore_ascii_case("timeout") {
-                opts.timeout = val.parse().ok().filter(|v| *v >= 1);
-            } else if name.eq_ignore_ascii_case("tsize") {
-                opts.tsize = val.parse().ok();
-            } else if name.eq_ignore_ascii_case("windowsize") {
-                opts.windowsize = val.parse().ok().filter(|v| *v >= 1);
-            }
-        }
-        Some(Request {
-            write,
-            filename: filename.to_string(),
-            opts,
-        })
-    }
-
-    /// Parses what a client sends during a transfer.
-    pub fn parse_reply(input: &[u8]) -> Reply {
-        match input {
-            [0, 4, a, b] => Reply::Ack(u16::from_be_bytes([*a, *b])),
-            [0, 4, a, b, ..] => Reply::Ack(u16::from_be_bytes([*a, *b])),
-            [0, 5, a, b, rest @ ..] => Reply::Error(
-                u16::from_be_bytes([*a, *b]),
-                nul_str(rest)
-                    .map(|(s, _)| s.to_string())
-                    .unwrap_or_default(),
-            ),
-            _ => Reply::Other,
-        }
-    }
-
-    /// An OACK with the given options, in order.
-    pub fn oack(opts: &[(&str, String)]) -> Vec<u8> {
-        let mut v = vec![0, 6];
-        for (k, val) in opts {
-            v.extend_from_slice(k.as_bytes());
-            v.push(0);
-            v.extend_from_slice(val.as_bytes());
-            v.push(0);
-        }
-        v
-    }
-
-    /// An ERROR packet.
-    pub fn error(code: ErrorCode, msg: &str) -> Vec<u8> {
-        let mut v = vec![0, 5];
-        v.extend_from_slice(&(code as u16).to_be_bytes());
-        v.extend_from_slice(msg.as_bytes());
-        v.push(0);
-        v
-    }
-
-    /// Writes the DATA header for `block` into the first 4 bytes of `buf`.
-    pub fn data_header(buf: &mut [u8], block: u16) {
-        buf[..2].copy_from_slice(&[0, 3]);
-        buf[2..4].copy_from_slice(&block.to_be_bytes());
-    }
-}
-
-/// What a read request gets: the block size, window, retransmission timeout and the
-/// OACK to send first (if any option was accepted).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Negotiated {
-    pub blksize: usize,
-    pub windowsize: u16,
-    pub timeout: Duration,
-    pub oack: Option<Vec<(&'static str, String)>>,
-}
-
-/// Most blocks in flight per transfer when neither side limits the window.
-pub const MAX_WINDOW: u16 = 64;
-
-/// Negotiates options (RFC 2347): the client's blksize and windowsize within the
-/// configured limits (the window at most [`MAX_WINDOW`]), its timeout, tsize as the
-/// file size. Pure.
-pub fn negotiate(
-    opts: &packet::Opts,
-    block_size_limit: Option<u16>,
-    window_size_limit: Option<u16>,
-    default_timeout: Duration,
+/// Reads a file by position for one transfer; reports completion when dropped.
+pub struct FileReader {
+    file: std::fs::File,
+    pos: u64,
     size: u64,
-) -> Negotiated {
-    let mut oack = Vec::new();
-    let blksize = opts
-        .blksize
-        .map(|b| block_size_limit.map_or(b, |l| b.min(l)).max(8));
-    if let Some(b) = blksize {
-        oack.push(("blksize", b.to_string()));
-    }
-    if let Some(t) = opts.timeout {
-        oack.push(("timeout", t.to_string()));
-    }
-    if opts.tsize.is_some() {
-        oack.push(("tsize", size.to_string()));
-    }
-    let window = opts.windowsize.map(|w| {
-        w.min(window_size_limit.unwrap_or(MAX_WINDOW))
-            .clamp(1, MAX_WINDOW)
-    });
-    if let Some(w) = window {
-        oack.push(("windowsize", w.to_string()));
-    }
-    Negotiated {
-        blksize: blksize.map_or(512, usize::from),
-        windowsize: window.unwrap_or(1),
-        timeout: opts
-            .timeout
-            .map_or(default_timeout, |t| Duration::from_secs(u64::from(t))),
-        oack: (!oack.is_empty()).then_some(oack),
-    }
-}
-
-/// The sender's window over a file of `blocks` DATA packets (numbered from 1, the last
-/// one shorter than blksize, possibly empty). Block numbers on the wire wrap at 65536;
-/// here they are counted without wrapping. Pure.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Window {
-    /// The first unacknowledged block.
-    pub base: u64,
-    /// The number of blocks in the file.
-    pub blocks: u64,
-    pub size: u16,
-}
-
-impl Window {
-    /// The window for a file of `len` bytes.
-    pub fn new(len: u64, blksize: usize, size: u16) -> Window {
-        Window {
-            base: 1,
-            blocks: len / blksize as u64 + 1,
-            size: size.max(1),
-        }
-    }
-
-    /// The blocks to send now: `base` up to the window size or the last block.
-    pub fn pending(&self) -> std::ops::Range<u64> {
-        self.base..(self.base + u64::from(self.size)).min(self.blocks + 1)
-    }
-
-    /// True once the last block is acknowledged.
-    pub fn done(&self) -> bool {
-        self.base > self.blocks
-    }
-
-    /// Takes an ACK: returns true if it acknowledged at least one block in flight (the
-    /// window moves past it). Old or duplicate ACKs are ignored, so a late duplicate
-    /// never causes a resend storm (Sorcerer's Apprentice).
-    pub fn ack(&mut self, wire: u16) -> bool {
-        let in_flight = self.pending();
-        let offset = u64::from(wire.wrapping_sub(self.base as u16));
-        if offset < in_flight.end - in_flight.start {
-            self.base += offset + 1;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Failure to start the TFTP server.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start the TFTP server")]
-pub struct TftpError(#[source] std::io::Error);
-
-/// How a transfer ended, for logs, metrics and the node's timeline.
-struct Report {
     name: String,
     peer: SocketAddr,
-    size: u64,
-    sent: u64,
-    complete: bool,
+    state: Arc<AppState>,
+    _slot: SessionSlot,
 }
 
-impl Report {
-    fn record(&self, state: &AppState) {
-        state.metrics.tftp_bytes.add(self.sent);
-        if self.complete {
-            info!(file = %self.name, peer = %self.peer, bytes = self.sent, "tftp transfer complete");
+impl futures_lite::AsyncRead for FileReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        // Served files are small and hot in the page cache; a positional read does not
+        // wait on the network and keeps no per-session buffer.
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        self.state.metrics.tftp_bytes.add(self.pos);
+        let node = self.state.node_for_ip(self.peer.ip());
+        let complete = self.pos >= self.size;
+        if complete {
+            info!(file = %self.name, peer = %self.peer, bytes = self.pos, "tftp transfer complete");
         } else {
-            info!(file = %self.name, peer = %self.peer, bytes = self.sent, size = self.size, "tftp transfer ended early");
+            info!(file = %self.name, peer = %self.peer, bytes = self.pos, size = self.size, "tftp transfer ended early");
         }
-        if let Some(id) = state.node_for_ip(self.peer.ip()) {
-            let msg = if self.complete {
+        if let Some(id) = node {
+            let msg = if complete {
                 format!(
                     "TFTP sent {} ({} bytes) to {}",
                     self.name,
@@ -445,321 +232,160 @@ impl Report {
                     "TFTP transfer of {} to {} stopped after {} of {} bytes",
                     self.name,
                     self.peer.ip(),
-                    self.sent,
+                    self.pos,
                     self.size
                 )
             };
-            state.events.emit(id, "tftp", msg);
+            self.state.events.emit(id, "tftp", msg);
         }
     }
 }
 
-/// Retransmissions of one window (or the OACK) before a transfer is given up.
-const MAX_SEND_RETRIES: u32 = 8;
+/// The async-tftp handler over the virtual tree.
+pub struct Handler {
+    state: Arc<AppState>,
+}
 
-/// Serves TFTP on an already-bound socket until `cancel` fires. Each request is handled
-/// by its own task on its own socket; the listener only parses requests and ignores a
-/// repeated request from a peer whose transfer is still running.
+impl async_tftp::server::Handler for Handler {
+    type Reader = FileReader;
+    type Writer = futures_lite::io::Sink;
+
+    async fn read_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
+        let name = path.to_string_lossy().to_string();
+        let tree = &self.state.tftp_tree;
+        let refuse = |e: packet::Error, why: String| {
+            self.state.metrics.tftp_refused.inc();
+            debug!(%client, file = %name.escape_debug(), reason = %why, "tftp request refused");
+            e
+        };
+        let file_path = match tree.lookup(&name) {
+            Ok(p) => p,
+            Err(LookupError::NotFound) => {
+                return Err(refuse(packet::Error::FileNotFound, "not in tree".into()));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    packet::Error::Msg(format!("refused: {e}")),
+                    e.to_string(),
+                ));
+            }
+        };
+        let Some(slot) = self
+            .state
+            .tftp_sessions
+            .acquire(self.state.config.tftp.max_sessions)
+        else {
+            return Err(refuse(
+                packet::Error::Msg("server busy: too many transfers, retry later".into()),
+                "session cap".into(),
+            ));
+        };
+        let file = std::fs::File::open(&file_path).map_err(|e| {
+            warn!(file = %file_path.display(), error = %crate::error_chain(&e), "tftp file in tree cannot be opened");
+            refuse(packet::Error::FileNotFound, e.to_string())
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| refuse(packet::Error::UnknownError, e.to_string()))?;
+        if !meta.is_file() {
+            return Err(refuse(
+                packet::Error::FileNotFound,
+                "not a regular file".into(),
+            ));
+        }
+        self.state.metrics.tftp_transfers.inc();
+        debug!(%client, file = %name, size = meta.len(), "tftp transfer starting");
+        Ok((
+            FileReader {
+                file,
+                pos: 0,
+                size: meta.len(),
+                name,
+                peer: *client,
+                state: self.state.clone(),
+                _slot: slot,
+            },
+            Some(meta.len()),
+        ))
+    }
+
+    async fn write_req_open(
+        &mut self,
+        client: &SocketAddr,
+        path: &Path,
+        _size: Option<u64>,
+    ) -> Result<Self::Writer, packet::Error> {
+        self.state.metrics.tftp_refused.inc();
+        debug!(%client, file = %path.display(), "tftp write refused");
+        Err(packet::Error::IllegalOperation)
+    }
+}
+
+/// Failure to start the TFTP server.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the TFTP server")]
+pub struct TftpError(#[source] async_tftp::Error);
+
+/// Serves TFTP on an already-bound socket until `cancel` fires.
+///
+/// An async-tftp server drives all of its transfers from the one task that polls it,
+/// so a single instance keeps every transfer on one core. rackseed runs one instance
+/// per core on clones of the same socket: each request datagram is read by exactly one
+/// of them, and each transfer then runs on that instance's own ephemeral socket.
 pub async fn run(
     state: Arc<AppState>,
     socket: std::net::UdpSocket,
     cancel: CancellationToken,
 ) -> Result<(), TftpError> {
-    let local_ip = socket.local_addr().map_err(TftpError)?.ip();
-    let socket = UdpSocket::from_std(socket).map_err(TftpError)?;
-    info!(addr = ?socket.local_addr().ok(), "tftp listening");
-    let in_progress: Arc<Mutex<HashSet<SocketAddr>>> = Arc::default();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %crate::error_chain(&e), "tftp receive failed");
-                    continue;
-                }
-            },
-        };
-        let Some(req) = packet::parse_request(&buf[..len]) else {
-            debug!(%peer, len, "malformed TFTP packet ignored");
-            continue;
-        };
-        if !in_progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer)
-        {
-            continue;
-        }
-        let (state, in_progress, cancel) = (state.clone(), in_progress.clone(), cancel.clone());
-        let span = info_span!("tftp", %peer);
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = transfer(&state, local_ip, peer, req) => {}
-                }
-                in_progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&peer);
-            }
-            .instrument(span),
-        );
+    let instances = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut servers = Vec::with_capacity(instances);
+    for _ in 1..instances {
+        let clone = socket.try_clone().map_err(|e| TftpError(e.into()))?;
+        servers.push(build(&state, clone).await?);
     }
-}
-
-/// A refusal: counted, logged, and sent as an ERROR packet.
-async fn refuse(
-    state: &AppState,
-    sock: &UdpSocket,
-    name: &str,
-    code: packet::ErrorCode,
-    msg: &str,
-    why: &str,
-) {
-    state.metrics.tftp_refused.inc();
-    debug!(file = %name.escape_debug(), reason = %why, "tftp request refused");
-    let _ = sock.send(&packet::error(code, msg)).await;
-}
-
-/// One transfer on its own socket connected to `peer`: checks, opens, negotiates, then
-/// sends windows and waits for ACKs with retransmission.
-async fn transfer(state: &Arc<AppState>, local_ip: IpAddr, peer: SocketAddr, req: packet::Request) {
-    use packet::ErrorCode;
-    let sock = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %crate::error_chain(&e), "tftp session socket failed");
-            return;
-        }
-    };
-    if let Err(e) = sock.connect(peer).await {
-        debug!(error = %crate::error_chain(&e), "tftp peer unreachable");
-        return;
+    servers.push(build(&state, socket).await?);
+    info!(addr = ?servers[0].listen_addr().ok(), instances, "tftp listening");
+    let mut set = tokio::task::JoinSet::new();
+    for server in servers {
+        set.spawn(async move { server.serve().await });
     }
-    let name = req.filename;
-    if req.write {
-        state.metrics.tftp_refused.inc();
-        debug!(file = %name.escape_debug(), "tftp write refused");
-        let _ = sock
-            .send(&packet::error(ErrorCode::IllegalOperation, "Illegal operation"))
-            .await;
-        return;
-    }
-    let file_path = match state.tftp_tree.lookup(&name) {
-        Ok(p) => p,
-        Err(LookupError::NotFound) => {
-            return refuse(state, &sock, &name, ErrorCode::FileNotFound, "File not found", "not in tree").await;
-        }
-        Err(e) => {
-            let why = e.to_string();
-            return refuse(state, &sock, &name, ErrorCode::NotDefined, &format!("refused: {why}"), &why).await;
-        }
-    };
-    let Some(_slot) = state
-        .tftp_sessions
-        .acquire(state.config.tftp.max_sessions)
-    else {
-        return refuse(
-            state,
-            &sock,
-            &name,
-            ErrorCode::NotDefined,
-            "server busy: too many transfers, retry later",
-            "session cap",
-        )
-        .await;
-    };
-    let file = match std::fs::File::open(&file_path) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(file = %file_path.display(), error = %crate::error_chain(&e), "tftp file in tree cannot be opened");
-            return refuse(state, &sock, &name, ErrorCode::FileNotFound, "File not found", &e.to_string()).await;
-        }
-    };
-    let size = match file.metadata() {
-        Ok(m) if m.is_file() => m.len(),
-        Ok(_) => {
-            return refuse(state, &sock, &name, ErrorCode::FileNotFound, "File not found", "not a regular file").await;
-        }
-        Err(e) => {
-            return refuse(state, &sock, &name, ErrorCode::NotDefined, "Unknown error", &e.to_string()).await;
-        }
-    };
-    let cfg = &state.config.tftp;
-    let neg = negotiate(
-        &req.opts,
-        cfg.block_size_limit,
-        cfg.window_size_limit,
-        cfg.timeout,
-        size,
-    );
-    state.metrics.tftp_transfers.inc();
-    debug!(file = %name, size, blksize = neg.blksize, window = neg.windowsize, "tftp transfer starting");
-    let mut report = Report {
-        name,
-        peer,
-        size,
-        sent: 0,
-        complete: false,
-    };
-    match send_file(&sock, &file, size, &neg).await {
-        Ok(()) => {
-            report.sent = size;
-            report.complete = true;
-        }
-        Err(sent) => report.sent = sent,
-    }
-    report.record(state);
-}
-
-/// File bytes read ahead of the blocks being sent: one positional read per 32 KiB
-/// instead of one per block.
-struct ReadAhead {
-    buf: Vec<u8>,
-    start: u64,
-    len: usize,
-}
-
-/// Bytes read at a time for the blocks of a transfer (at least one block).
-const READ_AHEAD: usize = 32 * 1024;
-
-impl ReadAhead {
-    /// The file's bytes `[offset, offset + want)`, refilling from `offset` if needed.
-    fn get(
-        &mut self,
-        file: &std::fs::File,
-        size: u64,
-        offset: u64,
-        want: usize,
-    ) -> std::io::Result<&[u8]> {
-        let have = offset >= self.start && offset + want as u64 <= self.start + self.len as u64;
-        if !have {
-            let n = (size.saturating_sub(offset) as usize).min(self.buf.len());
-            self.len = read_fully(file, &mut self.buf[..n], offset)?;
-            self.start = offset;
-        }
-        let from = (offset - self.start) as usize;
-        let to = (from + want).min(self.len);
-        Ok(&self.buf[from..to])
-    }
-}
-
-/// Sends the OACK (if any) and the file window by window. `Err` carries the bytes the
-/// client acknowledged before the transfer was given up.
-async fn send_file(
-    sock: &UdpSocket,
-    file: &std::fs::File,
-    size: u64,
-    neg: &Negotiated,
-) -> Result<(), u64> {
-    let mut rx = [0u8; 1024];
-    // One timer per transfer, re-armed for every wait.
-    let timer = tokio::time::sleep(neg.timeout);
-    tokio::pin!(timer);
-    if let Some(opts) = &neg.oack {
-        let oack = packet::oack(opts);
-        let mut tries = 0;
-        loop {
-            if sock.send(&oack).await.is_err() {
-                return Err(0);
-            }
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + neg.timeout);
-            match recv_reply(sock, &mut rx, timer.as_mut()).await {
-                Some(packet::Reply::Ack(0)) => break,
-                Some(packet::Reply::Error(..)) => return Err(0),
-                Some(_) => continue,
-                None => {
-                    tries += 1;
-                    if tries > MAX_SEND_RETRIES {
-                        return Err(0);
-                    }
-                }
-            }
-        }
-    }
-    let bs = neg.blksize;
-    let mut window = Window::new(size, bs, neg.windowsize);
-    let mut pkt = vec![0u8; 4 + bs];
-    let ahead_len = READ_AHEAD
-        .max(bs)
-        .min(usize::try_from(size).unwrap_or(usize::MAX).max(1));
-    let mut ahead = ReadAhead {
-        buf: vec![0u8; ahead_len],
-        start: 0,
-        len: 0,
-    };
-    let mut tries = 0;
-    let acked = |w: &Window| ((w.base - 1) * bs as u64).min(size);
-    while !window.done() {
-        for block in window.pending() {
-            let offset = (block - 1) * bs as u64;
-            let want = (size.saturating_sub(offset)).min(bs as u64) as usize;
-            let data = ahead
-                .get(file, size, offset, want)
-                .map_err(|_| acked(&window))?;
-            let n = data.len();
-            pkt[4..4 + n].copy_from_slice(data);
-            packet::data_header(&mut pkt, block as u16);
-            if sock.send(&pkt[..4 + n]).await.is_err() {
-                return Err(acked(&window));
-            }
-        }
-        // Wait for an ACK that moves the window; stray packets do not re-arm the timer.
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + neg.timeout);
-        let moved = loop {
-            match recv_reply(sock, &mut rx, timer.as_mut()).await {
-                Some(packet::Reply::Ack(b)) => {
-                    if window.ack(b) {
-                        break true;
-                    }
-                }
-                Some(packet::Reply::Error(..)) => return Err(acked(&window)),
-                Some(packet::Reply::Other) => {}
-                None => break false,
-            }
-        };
-        if moved {
-            tries = 0;
-        } else {
-            tries += 1;
-            if tries > MAX_SEND_RETRIES {
-                return Err(acked(&window));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The next packet from the peer before `timer` fires (`None` then, or on an error).
-async fn recv_reply(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    timer: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Option<packet::Reply> {
     tokio::select! {
-        r = sock.recv(buf) => r.ok().map(|n| packet::parse_reply(&buf[..n])),
-        _ = timer => None,
+        _ = cancel.cancelled() => {
+            set.abort_all();
+            Ok(())
+        }
+        r = set.join_next() => match r {
+            Some(Ok(r)) => r.map_err(TftpError),
+            Some(Err(e)) => Err(TftpError(async_tftp::Error::Io(io::Error::other(e)))),
+            None => Ok(()),
+        },
     }
 }
 
-/// Reads `buf.len()` bytes at `offset` (fewer only at the end of the file). Served
-/// files are small or hot in the page cache, so a positional read does not stall.
-fn read_fully(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64)? {
-            0 => break,
-            k => n += k,
-        }
+/// One async-tftp server over the virtual tree on `socket`, with the configured limits.
+async fn build(
+    state: &Arc<AppState>,
+    socket: std::net::UdpSocket,
+) -> Result<async_tftp::server::TftpServer<Handler>, TftpError> {
+    let cfg = &state.config.tftp;
+    let mut b = async_tftp::server::TftpServerBuilder::with_handler(Handler {
+        state: state.clone(),
+    })
+    .std_socket(socket)
+    .map_err(TftpError)?
+    .timeout(cfg.timeout)
+    .max_send_retries(8);
+    if let Some(limit) = cfg.block_size_limit {
+        b = b.block_size_limit(limit);
     }
-    Ok(n)
+    if let Some(limit) = cfg.window_size_limit {
+        b = b.window_size_limit(limit);
+    }
+    b.build().await.map_err(TftpError)
 }
 
 #[cfg(test)]
@@ -800,74 +426,6 @@ mod tests {
         assert!(matches!(t.lookup("etc/passwd"), Err(LookupError::Escapes)));
         assert!(matches!(t.lookup("sub"), Err(LookupError::NotFound)));
         assert!(matches!(t.lookup("missing"), Err(LookupError::NotFound)));
-    }
-
-    #[test]
-    fn requests_parse_with_options_and_bad_modes_are_ignored() {
-        let r = packet::parse_request(
-            b"\x00\x01undionly.kpxe\x00octet\x00blksize\x001432\x00tsize\x000\x00windowsize\x008\x00x\x00y\x00",
-        )
-        .unwrap();
-        assert!(!r.write);
-        assert_eq!(r.filename, "undionly.kpxe");
-        assert_eq!(
-            r.opts,
-            packet::Opts {
-                blksize: Some(1432),
-                timeout: None,
-                tsize: Some(0),
-                windowsize: Some(8)
-            }
-        );
-        assert!(packet::parse_request(b"\x00\x01a\x00/../etc\x00octet\x00").is_none());
-        assert!(packet::parse_request(b"\x00\x01ok.txt\x00\x00../evil\x00octet\x00").is_none());
-        assert!(packet::parse_request(b"\x00\x04\x00\x01").is_none());
-        assert!(packet::parse_request(b"\x00\x02up\x00octet\x00").unwrap().write);
-        assert_eq!(packet::parse_reply(b"\x00\x04\x01\x02"), packet::Reply::Ack(258));
-    }
-
-    #[test]
-    fn negotiation_respects_limits() {
-        let o = packet::Opts {
-            blksize: Some(1468),
-            timeout: Some(2),
-            tsize: Some(0),
-            windowsize: Some(1000),
-        };
-        let n = negotiate(&o, Some(1432), None, Duration::from_secs(3), 99);
-        assert_eq!(n.blksize, 1432);
-        assert_eq!(n.windowsize, MAX_WINDOW);
-        assert_eq!(n.timeout, Duration::from_secs(2));
-        assert_eq!(
-            n.oack.unwrap(),
-            vec![
-                ("blksize", "1432".to_string()),
-                ("timeout", "2".into()),
-                ("tsize", "99".into()),
-                ("windowsize", "64".into())
-            ]
-        );
-        let n = negotiate(&packet::Opts::default(), None, Some(4), Duration::from_secs(3), 5);
-        assert_eq!((n.blksize, n.windowsize, n.oack), (512, 1, None));
-    }
-
-    #[test]
-    fn window_moves_on_acks_and_wraps() {
-        // 1024 bytes at blksize 512: blocks 1, 2 and an empty block 3.
-        let mut w = Window::new(1024, 512, 8);
-        assert_eq!(w.pending(), 1..4);
-        assert!(!w.ack(0), "an ACK before the window is ignored");
-        assert!(w.ack(2));
-        assert_eq!(w.pending(), 3..4);
-        assert!(!w.ack(2), "a duplicate ACK is ignored");
-        assert!(w.ack(3));
-        assert!(w.done());
-        // Block numbers wrap at 65536 on the wire.
-        let mut w = Window::new(512 * 70_000, 512, 4);
-        w.base = 65_535;
-        assert_eq!(w.pending(), 65_535..65_539);
-        assert!(w.ack(1), "wire block 1 is block 65537");
-        assert_eq!(w.base, 65_538);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct Vm {
     pub name: String,
     pub serial_log: PathBuf,
     serial_sock: PathBuf,
+    /// One connection to the serial console for the VM's lifetime: input written on a
+    /// connection that is then closed can be lost, and output QEMU sends to it must be
+    /// read (the log file keeps a copy).
+    serial_in: Mutex<Option<UnixStream>>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -183,6 +187,7 @@ impl Vm {
             name: spec.name.clone(),
             serial_log,
             serial_sock,
+            serial_in: Mutex::new(None),
             child,
             _dir: dir,
         };
@@ -223,10 +228,27 @@ impl Vm {
 
     /// Types a line on the serial console.
     pub fn type_line(&self, line: &str) -> Result<()> {
-        let mut s = UnixStream::connect(&self.serial_sock)
-            .context("cannot connect to the serial console")?;
-        s.write_all(line.as_bytes())?;
-        s.write_all(b"\n")?;
+        let mut guard = self.serial_in.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let s = UnixStream::connect(&self.serial_sock)
+                .context("cannot connect to the serial console")?;
+            let mut reader = s.try_clone()?;
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+            });
+            *guard = Some(s);
+        }
+        let Some(s) = guard.as_mut() else {
+            bail!("serial console of {} is not connected", self.name)
+        };
+        // The guest UART has a 16-byte FIFO and an emulated guest drains it slowly.
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        for chunk in bytes.chunks(8) {
+            s.write_all(chunk)?;
+            std::thread::sleep(Duration::from_millis(15));
+        }
         Ok(())
     }
 

@@ -288,9 +288,9 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
                 if !selecting
                     && ours.is_none()
                     && reserved.is_none()
-                    && !table
+                    && table
                         .lease_at(wanted)
-                        .is_some_and(|l| l.expires_at > ctx.now)
+                        .is_none_or(|l| l.expires_at <= ctx.now)
                 {
                     // RFC 2131 4.3.2: no record of this client and the address is not
                     // taken → stay silent in INIT-REBOOT.

@@ -140,10 +140,17 @@ pub async fn post_enroll(
         .as_deref()
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    let node = match state
-        .inventory
-        .complete_enrollment(node.id, &req.token, &facts, &serial, key, &msg, now)
-    {
+    let node = match state.inventory.complete_enrollment(
+        node.id,
+        &crate::inventory::Enrollment {
+            token: &req.token,
+            facts: &facts,
+            cert_serial: &serial,
+            repl_key: key,
+            message: &msg,
+        },
+        now,
+    ) {
         Ok(n) => n,
         Err(e @ crate::inventory::InventoryError::Conflict(_)) => {
             return refused(&state, Some(node.id), &Refusal::BadRequest(e.to_string()));
@@ -293,12 +300,25 @@ pub async fn agent_event(
     Ok((StatusCode::OK, "ok\n").into_response())
 }
 
+async fn log_agent_requests(
+    Extension(id): Extension<AgentIdentity>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    debug!(node = id.node_id, %method, %path, status = resp.status().as_u16(), "agent request");
+    resp
+}
+
 /// The HTTPS router (every route needs a node certificate).
 pub fn https_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/agent/v1/view", get(view))
         .route("/agent/v1/events/{kind}", post(agent_event))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(log_agent_requests))
         .with_state(state)
 }
 

@@ -114,7 +114,7 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
         )));
     }
     let catalog = state.catalog();
-    if catalog.get(&body.profile).is_none() {
+    let Some(profile) = catalog.get(&body.profile) else {
         let names: Vec<&str> = catalog.names().collect();
         return Err(ApiError::bad_request(format!(
             "profile: no profile named `{}` is loaded (loaded: {})",
@@ -125,7 +125,7 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
                 names.join(", ")
             }
         )));
-    }
+    };
     if let Some(ip) = body.ip {
         let subnets = &state.config.dhcp.subnets;
         if !subnets.is_empty()
@@ -146,6 +146,19 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
     let vars = body.vars.clone().unwrap_or(serde_json::Value::Null);
     if !(vars.is_null() || vars.is_object()) {
         return Err(ApiError::bad_request("vars: must be a JSON object"));
+    }
+    // The vars must fit the profile, and static addresses must be free.
+    let checked = crate::profiles::vars::check(&body.profile, &profile.profile, &vars)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let others = state.inventory.list_nodes()?;
+    let others = others
+        .iter()
+        .filter(|n| n.mac != mac)
+        .map(|n| (n.hostname.as_deref().unwrap_or("?"), &n.vars));
+    if let Some((itf, ip, other)) = crate::profiles::vars::address_conflict(&checked, others) {
+        return Err(ApiError::bad_request(format!(
+            "vars.addresses.{itf}: {ip} is already an address of node {other}"
+        )));
     }
     Ok(NewNode {
         vars,

@@ -8,7 +8,7 @@ use super::ApiError;
 use crate::config::Config;
 use crate::inventory::{Node, NodeState, TokenKind, Transition, now_ms};
 use crate::mac::MacAddr;
-use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs, UrlsCtx};
+use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -269,13 +269,18 @@ pub fn install_ctx(state: &AppState, node: &Node, token: &str) -> Result<Install
             node.display_name()
         ))
     })?;
-    let nctx = NodeCtx::new(node, &node_domain(cfg, node));
-    Ok(InstallCtx::new(
-        nctx,
-        &profile,
-        state.mirror.clone(),
-        UrlsCtx::new(&cfg.server.base_url, token),
-    ))
+    render::node_ctx(cfg, node, &profile, state.mirror.clone(), token).map_err(|e| {
+        let why = crate::error_chain(&e);
+        state.events.emit(
+            node.id,
+            "error",
+            format!("install files cannot be rendered: {why}"),
+        );
+        ApiError::internal(format!(
+            "install files of {} cannot be rendered",
+            node.display_name()
+        ))
+    })
 }
 
 /// `GET /install/{token}/{file}`: the preseed and scripts, only while installing.
@@ -291,7 +296,23 @@ pub async fn install_file(
     if let std::net::IpAddr::V4(ip) = peer.ip() {
         state.note_peer(ip, node.id);
     }
-    let ctx = install_ctx(&state, &node, &token)?;
+    let mut ctx = install_ctx(&state, &node, &token)?;
+    ctx.agent.sha256 = state.agent.sha256.clone();
+    ctx.agent.ca_pem = state.ca.cert_pem.clone();
+    if file == "late.sh" {
+        // The enrollment token is issued when the late command is fetched (the closest
+        // point to its use) and reused if the installer fetches the script again.
+        let now = now_ms();
+        let enroll_ttl = state.config.enroll.token_ttl;
+        ctx.agent.token = match state.inventory.current_enroll_token(node.id, now)? {
+            Some(t) => t,
+            None => state
+                .inventory
+                .reissue_enroll_token(node.id, enroll_ttl, now)?,
+        };
+    } else if let Some(t) = state.inventory.current_enroll_token(node.id, now_ms())? {
+        ctx.agent.token = t;
+    }
     let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
         let why = crate::error_chain(&e);
         warn!(node = node.id, file = %file, error = %why, "install file failed to render");

@@ -885,6 +885,19 @@ impl Inventory {
         })
     }
 
+    /// The node's unused, unexpired enrollment token, if it has one.
+    pub fn current_enroll_token(&self, node_id: i64, now: UnixMs) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT token FROM tokens WHERE node_id = ?1 AND kind = 'enroll' AND used_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC LIMIT 1",
+                params![node_id, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("reading an enrollment token"))
+        })
+    }
+
     /// Issues a fresh enrollment token for a node, revoking its unused older ones.
     pub fn reissue_enroll_token(&self, node_id: i64, ttl: Duration, now: UnixMs) -> Result<String> {
         self.with(|c| {
@@ -909,13 +922,16 @@ impl Inventory {
     pub fn complete_enrollment(
         &self,
         node_id: i64,
-        token: &str,
-        facts: &serde_json::Value,
-        cert_serial: &str,
-        repl_key: Option<&str>,
-        message: &str,
+        e: &Enrollment<'_>,
         now: UnixMs,
     ) -> Result<Node> {
+        let Enrollment {
+            token,
+            facts,
+            cert_serial,
+            repl_key,
+            message,
+        } = *e;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("enrolling"))?;
             let used = tx
@@ -972,6 +988,21 @@ pub fn store_events(conn: &mut Connection, events: &[(i64, UnixMs, String, Strin
         }
     }
     tx.commit().map_err(q("recording events"))
+}
+
+/// What an accepted enrollment stores about a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Enrollment<'a> {
+    /// The enrollment token being used up.
+    pub token: &'a str,
+    /// The facts the node reported.
+    pub facts: &'a serde_json::Value,
+    /// Serial of the client certificate issued to the node.
+    pub cert_serial: &'a str,
+    /// The node's replication public key, if it sent one.
+    pub repl_key: Option<&'a str>,
+    /// The `enroll` event's message.
+    pub message: &'a str,
 }
 
 /// Stores lease changes in one transaction on `conn` (the DHCP writer's own connection).

@@ -1,10 +1,24 @@
 //! Profiles: a class of machine described once in YAML (`profiles/*.yaml`), with
 //! `extends`, validated into typed values before any node can be assigned one.
 //!
-//! Owns the profile format, inheritance and validation messages. Does not render
-//! anything (see `render`) and does no network I/O.
+//! Owns the profile format (`model`), inheritance (here), validation and its messages
+//! (`validate`), node-level overrides (`vars`), the JSON Schema (`schema`) and the
+//! `rackseed profile` commands (`cli`). Does not render anything (see `render` and
+//! `plan`) and does no network I/O.
+//!
+//! Every message names the file, the key and the fix:
+//! `profiles/storage.yaml: storage.root.raid: raid1 needs 2 disks, found 1`.
 
-use serde::{Deserialize, Serialize};
+pub mod cli;
+pub mod model;
+pub mod schema;
+pub mod validate;
+pub mod vars;
+
+pub use model::Profile;
+pub use vars::NodeVars;
+
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,36 +32,24 @@ pub struct ProfileError {
     pub message: String,
 }
 
+impl ProfileError {
+    /// A problem at `key` of `file`.
+    pub fn new(file: &str, key: &str, message: impl Into<String>) -> ProfileError {
+        ProfileError {
+            file: file.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Every problem found in a set of profiles.
 #[derive(Debug, thiserror::Error)]
 #[error("{} profile error(s):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
 pub struct ProfileErrors(pub Vec<ProfileError>);
 
-/// The profile file format.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    /// Another profile whose values this one starts from.
-    #[serde(default)]
-    pub extends: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Extra packages to install.
-    #[serde(default)]
-    pub packages: Vec<String>,
-    /// A crypt(3) hash (`$6$…` or `$y$…`), never a plain password.
-    #[serde(default)]
-    pub root_password_hash: Option<String>,
-    #[serde(default)]
-    pub ssh_authorized_keys: Vec<String>,
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// The redundancy group nodes of this profile join.
-    #[serde(default)]
-    pub group: Option<String>,
-}
-
-/// A named, validated profile with its source file.
+/// A named profile with `extends` applied, that passed validation. Only the catalog
+/// makes these, so holding one means the profile is valid.
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub name: String,
@@ -66,50 +68,80 @@ impl Catalog {
     /// so a broken profile never reaches a node.
     pub fn load(dir: &Path) -> Result<Catalog, ProfileErrors> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
-            ProfileErrors(vec![ProfileError {
-                file: dir.display().to_string(),
-                key: String::new(),
-                message: format!(
-                    "cannot read profile directory ({e}); set [profiles] dir in the config"
-                ),
-            }])
+            ProfileErrors(vec![ProfileError::new(
+                &display(dir),
+                "",
+                format!("cannot read profile directory ({e}); set [profiles] dir in the config"),
+            )])
         })?;
         let mut files: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .filter(|p| is_profile_file(p))
             .collect();
         files.sort();
         Catalog::load_files(&files)
     }
 
-    /// Loads the given files (their `extends` must be among them).
+    /// Loads the given files. A profile they `extends` that is not among them is looked
+    /// up as `<name>.yaml` beside the file that names it.
     pub fn load_files(files: &[PathBuf]) -> Result<Catalog, ProfileErrors> {
         let mut errors = Vec::new();
-        let mut raw: BTreeMap<String, (PathBuf, Profile)> = BTreeMap::new();
-        for f in files {
-            let name = f
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default();
-            match parse_file(f) {
-                Ok(p) => {
-                    raw.insert(name, (f.clone(), p));
+        let mut raw: BTreeMap<String, RawFile> = BTreeMap::new();
+        let mut queue: Vec<PathBuf> = files.to_vec();
+        let mut seen: Vec<PathBuf> = Vec::new();
+        while let Some(f) = queue.pop() {
+            if seen.contains(&f) {
+                continue;
+            }
+            seen.push(f.clone());
+            let name = profile_name(&f);
+            if let Some(other) = raw.get(&name) {
+                errors.push(ProfileError::new(
+                    &display(&f),
+                    "",
+                    format!(
+                        "profile `{name}` is also defined by {}; profile names must be unique",
+                        display(&other.file)
+                    ),
+                ));
+                continue;
+            }
+            match parse_file(&f) {
+                Ok((profile, value)) => {
+                    if let Some(base) = &profile.extends {
+                        let sibling = f
+                            .parent()
+                            .unwrap_or(Path::new("."))
+                            .join(format!("{base}.yaml"));
+                        if !raw.contains_key(base) && sibling.is_file() && !queue.contains(&sibling)
+                        {
+                            queue.push(sibling);
+                        }
+                    }
+                    raw.insert(
+                        name,
+                        RawFile {
+                            file: f,
+                            profile,
+                            value,
+                        },
+                    );
                 }
                 Err(e) => errors.push(e),
             }
         }
         let mut profiles = BTreeMap::new();
-        for (name, (file, _)) in &raw {
+        for (name, rf) in &raw {
             match resolve(name, &raw) {
                 Ok(p) => {
-                    let mut errs = validate(&display(file), &p);
+                    let mut errs = validate::validate(&display(&rf.file), &p);
                     if errs.is_empty() {
                         profiles.insert(
                             name.clone(),
                             Arc::new(Resolved {
                                 name: name.clone(),
-                                file: file.clone(),
+                                file: rf.file.clone(),
                                 profile: p,
                             }),
                         );
@@ -123,6 +155,7 @@ impl Catalog {
         if errors.is_empty() {
             Ok(Catalog { profiles })
         } else {
+            errors.sort_by(|a, b| a.file.cmp(&b.file));
             Err(ProfileErrors(errors))
         }
     }
@@ -136,6 +169,35 @@ impl Catalog {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.profiles.keys().map(String::as_str)
     }
+
+    /// How many profiles are loaded.
+    pub fn len(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// True when no profile is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+    }
+}
+
+/// True for `*.yaml` and `*.yml`.
+pub fn is_profile_file(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+}
+
+/// The profile name of a file: its name without the extension.
+pub fn profile_name(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+struct RawFile {
+    file: PathBuf,
+    profile: Profile,
+    /// The file as data, for merging with what it extends.
+    value: Value,
 }
 
 fn display(p: &Path) -> String {
@@ -143,136 +205,136 @@ fn display(p: &Path) -> String {
 }
 
 /// Reads one file into the raw format; unknown keys and wrong types name their key.
-pub fn parse_file(path: &Path) -> Result<Profile, ProfileError> {
+pub fn parse_file(path: &Path) -> Result<(Profile, Value), ProfileError> {
     let file = display(path);
-    let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
-        file: file.clone(),
-        key: String::new(),
-        message: format!("cannot read ({e})"),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ProfileError::new(&file, "", format!("cannot read ({e})")))?;
     parse_str(&text, &file)
 }
 
-/// Parses profile text; `file` names it in errors.
-pub fn parse_str(text: &str, file: &str) -> Result<Profile, ProfileError> {
+/// Parses profile text; `file` names it in errors. Returns the typed profile and the
+/// same document as data (what `extends` merges).
+pub fn parse_str(text: &str, file: &str) -> Result<(Profile, Value), ProfileError> {
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let profile: Profile = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
         let inner = e.into_inner().to_string();
-        ProfileError {
-            file: file.to_string(),
-            key: if key == "." { String::new() } else { key },
-            message: inner,
-        }
-    })
+        ProfileError::new(file, &key, clean_serde_message(&inner, &key))
+    })?;
+    let value: Value = serde_norway::from_str(text)
+        .map_err(|e| ProfileError::new(file, "", clean_serde_message(&e.to_string(), "")))?;
+    let value = if value.is_null() {
+        Value::Object(Default::default())
+    } else {
+        value
+    };
+    Ok((profile, value))
 }
 
-fn resolve(
-    name: &str,
-    raw: &BTreeMap<String, (PathBuf, Profile)>,
-) -> Result<Profile, ProfileError> {
+/// serde_norway starts some messages with the path it failed at (which the error
+/// already names as its key) and ends them with ` at line L column C` (kept).
+fn clean_serde_message(m: &str, key: &str) -> String {
+    let m = match m.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') && !path.is_empty() && key.starts_with(path) => {
+            rest
+        }
+        _ => m,
+    };
+    m.replace(
+        "data did not match any variant of untagged enum Any",
+        "unexpected value",
+    )
+}
+
+fn resolve(name: &str, raw: &BTreeMap<String, RawFile>) -> Result<Profile, ProfileError> {
     let mut chain = vec![name.to_string()];
-    let (file, mut p) = raw.get(name).cloned().ok_or_else(|| ProfileError {
-        file: name.into(),
-        key: String::new(),
-        message: "not found".into(),
-    })?;
-    let mut parent = p.extends.clone();
-    let mut layers = vec![p.clone()];
+    let rf = raw
+        .get(name)
+        .ok_or_else(|| ProfileError::new(name, "", "not found"))?;
+    let mut layers = vec![rf.value.clone()];
+    let mut parent = rf.profile.extends.clone();
     while let Some(base) = parent {
         if chain.contains(&base) {
-            return Err(ProfileError {
-                file: display(&file),
-                key: "extends".into(),
-                message: format!("inheritance loop: {} → {base}", chain.join(" → ")),
-            });
+            return Err(ProfileError::new(
+                &display(&rf.file),
+                "extends",
+                format!("inheritance loop: {} → {base}", chain.join(" → ")),
+            ));
         }
-        let Some((_, bp)) = raw.get(&base) else {
-            return Err(ProfileError {
-                file: display(&file),
-                key: "extends".into(),
-                message: format!(
+        let Some(brf) = raw.get(&base) else {
+            return Err(ProfileError::new(
+                &display(&rf.file),
+                "extends",
+                format!(
                     "no profile named `{base}` (profiles: {})",
                     raw.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
-            });
+            ));
         };
         chain.push(base.clone());
-        parent = bp.extends.clone();
-        layers.push(bp.clone());
+        parent = brf.profile.extends.clone();
+        layers.push(brf.value.clone());
     }
-    p = Profile::default();
+    let mut merged = Value::Object(Default::default());
     for layer in layers.into_iter().rev() {
-        p = merge(p, layer);
+        merge(&mut merged, layer, "");
     }
+    // Each layer parsed on its own, so the merge is well-formed; a failure here would
+    // be a merge defect, reported against the child file.
+    let mut p: Profile = serde_json::from_value(merged).map_err(|e| {
+        ProfileError::new(
+            &display(&rf.file),
+            "extends",
+            format!("cannot combine with the profiles it extends: {e}"),
+        )
+    })?;
+    p.extends = rf.profile.extends.clone();
     Ok(p)
 }
 
-/// Applies `over` on top of `base`: set values replace, lists of packages and keys add up.
-fn merge(base: Profile, over: Profile) -> Profile {
-    let mut packages = base.packages;
-    for p in over.packages {
-        if !packages.contains(&p) {
-            packages.push(p);
-        }
-    }
-    let mut keys = base.ssh_authorized_keys;
-    keys.extend(
-        over.ssh_authorized_keys
-            .into_iter()
-            .filter(|k| !k.is_empty()),
-    );
-    Profile {
-        extends: over.extends,
-        description: over.description.or(base.description),
-        packages,
-        root_password_hash: over.root_password_hash.or(base.root_password_hash),
-        ssh_authorized_keys: keys,
-        timezone: over.timezone.or(base.timezone),
-        group: over.group.or(base.group),
-    }
-}
+/// Lists that add up across `extends` instead of replacing.
+const ADDITIVE: &[&str] = &["packages", "ssh_authorized_keys", "kernel_args", "ntp"];
 
-fn validate(file: &str, p: &Profile) -> Vec<ProfileError> {
-    let mut out = Vec::new();
-    let mut err = |key: &str, message: String| {
-        out.push(ProfileError {
-            file: file.into(),
-            key: key.into(),
-            message,
-        })
-    };
-    if let Some(h) = &p.root_password_hash
-        && !(h.starts_with("$6$") || h.starts_with("$5$") || h.starts_with("$y$") || h == "!")
-    {
-        err("root_password_hash", "must be a crypt(3) hash ($6$…, $y$…), not a password; make one with `mkpasswd -m sha-512`".into());
-    }
-    for (i, pkg) in p.packages.iter().enumerate() {
-        if pkg.is_empty()
-            || !pkg
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
-        {
-            err(
-                &format!("packages[{i}]"),
-                format!("`{pkg}` is not a Debian package name"),
-            );
+/// Applies `over` on top of `base`: maps merge key by key, lists replace (except the
+/// [`ADDITIVE`] top-level ones, which add up without duplicates), values replace.
+fn merge(base: &mut Value, over: Value, path: &str) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v, &child),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
         }
-    }
-    for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
-        if k.lines().count() != 1 || k.split_whitespace().count() < 2 {
-            err(
-                &format!("ssh_authorized_keys[{i}]"),
-                "must be one line: `TYPE BASE64 [COMMENT]`".into(),
-            );
+        (Value::Array(b), Value::Array(o)) if ADDITIVE.contains(&path) => {
+            for v in o {
+                if !b.contains(&v) {
+                    b.push(v);
+                }
+            }
         }
+        (b, o) => *b = o,
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
 
     #[test]
     fn unknown_key_names_the_key() {
@@ -282,12 +344,46 @@ mod tests {
     }
 
     #[test]
-    fn plain_password_is_refused() {
-        let p = parse_str("root_password_hash: hunter2\n", "f").unwrap();
-        let errs = validate("profiles/a.yaml", &p);
-        assert_eq!(
-            errs[0].to_string(),
-            "profiles/a.yaml: root_password_hash: must be a crypt(3) hash ($6$…, $y$…), not a password; make one with `mkpasswd -m sha-512`"
+    fn extends_merges_maps_and_adds_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.yaml",
+            "packages: [vim]\ntimezone: Etc/UTC\nstorage:\n  root:\n    raid: none\n    swap: 1G\n",
+        );
+        let child = write(
+            dir.path(),
+            "child.yaml",
+            "extends: base\npackages: [curl, vim]\nstorage:\n  root:\n    raid: raid1\n",
+        );
+        // The base is found beside the child.
+        let cat = Catalog::load_files(&[child]).unwrap();
+        let p = &cat.get("child").unwrap().profile;
+        assert_eq!(p.packages, ["vim", "curl"]);
+        assert_eq!(p.timezone.as_deref(), Some("Etc/UTC"));
+        assert_eq!(p.storage.root.raid, model::RaidLevel::Raid1);
+        assert_eq!(p.storage.root.swap, Some(model::Size(1 << 30)));
+        assert_eq!(cat.len(), 2);
+    }
+
+    #[test]
+    fn extends_loops_and_unknown_bases_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "extends: b\n");
+        write(dir.path(), "b.yaml", "extends: a\n");
+        write(dir.path(), "c.yaml", "extends: nope\n");
+        let errs = Catalog::load(dir.path()).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.ends_with("a.yaml: extends: inheritance loop: a → b → a")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(
+                |t| t.ends_with("c.yaml: extends: no profile named `nope` (profiles: a, b, c)")
+            ),
+            "{text:?}"
         );
     }
 }

@@ -1,11 +1,27 @@
-//! Rendering: node + profile → iPXE scripts, preseed and the scripts the installer runs.
+//! Rendering: node + profile → iPXE scripts, preseed and the scripts the installer and
+//! the installed node run.
 //!
 //! Owns the template set (minijinja; the files in `preseed/`, embedded in the binary
-//! and overridable from a directory) and the context each template sees. Does no I/O
-//! besides reading an override directory once.
+//! and overridable from a directory), the context each template sees ([`InstallCtx`],
+//! built around the node's [`NodePlan`]), the partman recipes (`partman`) and a reader
+//! of preseeds that behaves like the installer's (`debconf`). Does no I/O besides
+//! reading an override directory once.
+//!
+//! The install files of a node (its [`INSTALL_FILES`]) are served by `http::boot` with
+//! the node's install token and written by `rackseed profile render`; both go through
+//! [`install_file`], so a preview is byte for byte what a node receives.
 
+pub mod debconf;
+#[cfg(test)]
+mod examples;
+pub mod network;
+pub mod partman;
+
+use crate::config::Config;
 use crate::inventory::{Node, NodeState};
+use crate::plan::{Firmware, NodePlan, PlanError, PlanInputs};
 use crate::profiles::Resolved;
+use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::path::Path;
 
@@ -26,6 +42,10 @@ pub enum RenderError {
     },
     #[error("no install file named `{0}`")]
     UnknownFile(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("rendered preseed cannot be read back")]
+    Preseed(#[source] debconf::PreseedError),
 }
 
 /// The embedded templates: (name, source).
@@ -42,11 +62,56 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../preseed/preseed.cfg.j2"),
     ),
     ("early.sh", include_str!("../../../preseed/early.sh.j2")),
+    ("disks.sh", include_str!("../../../preseed/disks.sh.j2")),
     ("late.sh", include_str!("../../../preseed/late.sh.j2")),
+    (
+        "late-agent.sh",
+        include_str!("../../../preseed/late-agent.sh.j2"),
+    ),
+    ("network.sh", include_str!("../../../preseed/network.sh.j2")),
+    ("zfs.sh", include_str!("../../../preseed/zfs.sh.j2")),
+    (
+        "esp-sync.sh",
+        include_str!("../../../preseed/esp-sync.sh.j2"),
+    ),
+    (
+        "lib-report.sh",
+        include_str!("../../../preseed/lib-report.sh.j2"),
+    ),
+    (
+        "lib-disks.sh",
+        include_str!("../../../preseed/lib-disks.sh.j2"),
+    ),
 ];
 
-/// The files an installing node fetches with its token, by name.
-pub const INSTALL_FILES: &[&str] = &["preseed.cfg", "early.sh", "late.sh"];
+/// The files an installing node fetches with its token, by name:
+/// - `preseed.cfg`: the preseed (kernel argument `url=`);
+/// - `early.sh`: `preseed/early_command` (reports, previews the disk choice);
+/// - `disks.sh`: `partman/early_command` (chooses root disks, sets the partman answers);
+/// - `late.sh`: `preseed/late_command` (installs the files below into the target);
+/// - `network.sh`, `zfs.sh`: run on the installed node (first boot) to apply the plan;
+/// - `esp-sync.sh`: keeps every root disk's EFI system partition current (UEFI);
+/// - `plan.json`: the node's [`NodePlan`].
+pub const INSTALL_FILES: &[&str] = &[
+    "preseed.cfg",
+    "early.sh",
+    "disks.sh",
+    "late.sh",
+    "network.sh",
+    "zfs.sh",
+    "esp-sync.sh",
+    "plan.json",
+];
+
+/// Install files that are shell scripts (checked with shellcheck by the tests).
+pub const SCRIPTS: &[&str] = &[
+    "early.sh",
+    "disks.sh",
+    "late.sh",
+    "network.sh",
+    "zfs.sh",
+    "esp-sync.sh",
+];
 
 /// The compiled template set.
 pub struct Templates {
@@ -116,7 +181,11 @@ impl Templates {
 }
 
 /// Quotes a value for POSIX sh: `'…'` with embedded quotes escaped.
-fn shquote(v: String) -> String {
+fn shquote(v: minijinja::Value) -> String {
+    let v = match v.as_str() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    };
     format!("'{}'", v.replace('\'', r"'\''"))
 }
 
@@ -204,8 +273,10 @@ pub struct UrlsCtx {
     pub base: String,
     pub preseed: String,
     pub early: String,
+    pub disks: String,
     pub late: String,
     pub events: String,
+    /// The directory of every install file (`{files}/network.sh`, …).
     pub files: String,
 }
 
@@ -217,6 +288,7 @@ impl UrlsCtx {
             base: base.into(),
             preseed: format!("{files}/preseed.cfg"),
             early: format!("{files}/early.sh"),
+            disks: format!("{files}/disks.sh"),
             late: format!("{files}/late.sh"),
             events: format!("{files}/events"),
             files,
@@ -228,30 +300,236 @@ impl UrlsCtx {
 #[derive(Clone, Debug, Serialize)]
 pub struct InstallCtx {
     pub node: NodeCtx,
+    /// The resolved profile as plain data.
     pub profile: serde_json::Value,
+    /// The node's plan: the scripts are written from it.
+    pub plan: NodePlan,
+    /// The mirror the node installs from (the profile's override, else rackseed's).
     pub mirror: MirrorCtx,
     pub urls: UrlsCtx,
+    pub partman: partman::Partitioning,
+    /// What network.sh writes; `None` when the profile leaves the network alone.
+    pub network: Option<network::NetworkFiles>,
+    /// `pkgsel/include`: the profile's packages plus what the layout needs.
+    pub packages: Vec<String>,
+    /// Kernel arguments of the installed system.
+    pub kernel_opts: String,
+    /// The first-boot agent (filled in by the server; placeholders in previews).
+    pub agent: AgentCtx,
 }
 
-impl InstallCtx {
-    /// Builds the context; the profile is exposed as plain data.
-    pub fn new(node: NodeCtx, profile: &Resolved, mirror: MirrorCtx, urls: UrlsCtx) -> InstallCtx {
-        let profile = serde_json::to_value(&profile.profile).unwrap_or(serde_json::Value::Null);
-        InstallCtx {
-            node,
-            profile,
-            mirror,
-            urls,
+/// What the late command needs to install the first-boot agent.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AgentCtx {
+    /// Where the agent binary is downloaded (with the install token).
+    pub url: String,
+    /// SHA-256 of the binary; also carried by the preseed's late_command.
+    pub sha256: String,
+    /// rackseed's HTTP base URL, where the agent enrolls.
+    pub server: String,
+    /// The node's single-use enrollment token.
+    pub token: String,
+    /// rackseed's CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+impl AgentCtx {
+    /// Values a preview shows when it has no server to ask.
+    pub fn placeholder(urls: &UrlsCtx) -> AgentCtx {
+        AgentCtx {
+            url: format!("{}/agent/rackseed", urls.files),
+            sha256: "unknown".into(),
+            server: urls.base.clone(),
+            token: "issued-when-the-node-fetches-late.sh".into(),
+            ca_pem: "# rackseed's CA certificate".into(),
         }
     }
 }
 
+/// What [`InstallCtx::new`] needs besides the node and profile.
+#[derive(Clone, Debug)]
+pub struct CtxInputs {
+    /// The node's DNS domain.
+    pub domain: String,
+    /// rackseed's mirror (a profile may override it).
+    pub mirror: MirrorCtx,
+    pub urls: UrlsCtx,
+    /// The served subnet holding the node's inventory address.
+    pub provisioning_subnet: Option<Ipv4Net>,
+}
+
+impl InstallCtx {
+    /// Builds the context of `node` installed with `profile`. Fails when the node's
+    /// vars do not fit the profile.
+    pub fn new(
+        node: &Node,
+        profile: &Resolved,
+        inputs: CtxInputs,
+    ) -> Result<InstallCtx, RenderError> {
+        let firmware = Firmware::from_arch(node.arch.as_deref());
+        let plan = crate::plan::plan_for(
+            profile,
+            node,
+            &PlanInputs {
+                domain: inputs.domain.clone(),
+                firmware,
+                provisioning_subnet: inputs.provisioning_subnet,
+            },
+        )?;
+        let p = &profile.profile;
+        let mut mirror = inputs.mirror;
+        if let Some(m) = &p.mirror {
+            if let Some(url) = &m.url
+                && let Some(over) = MirrorCtx::from_uri(url, &mirror.suite, Some(&mirror.proxy))
+            {
+                mirror = over;
+            }
+            if let Some(px) = &m.proxy {
+                mirror.proxy = px.clone();
+            }
+        }
+        let partman = partman::partitioning(&plan.root, plan.firmware);
+        let network = network::network_files(&plan);
+        Ok(InstallCtx {
+            agent: AgentCtx::placeholder(&inputs.urls),
+            network,
+            node: NodeCtx::new(node, &inputs.domain),
+            profile: serde_json::to_value(p).unwrap_or(serde_json::Value::Null),
+            packages: packages_for(p, &plan),
+            kernel_opts: p.kernel_args.join(" "),
+            plan,
+            mirror,
+            urls: inputs.urls,
+            partman,
+        })
+    }
+}
+
+/// The packages the installer adds: the profile's, then those its layout needs.
+pub fn packages_for(p: &crate::profiles::Profile, plan: &NodePlan) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        if !out.iter().any(|x| x == name) {
+            out.push(name.to_string());
+        }
+    };
+    for pkg in &p.packages {
+        add(pkg);
+    }
+    add("wget");
+    add("xfsprogs");
+    if plan.root.md_device.is_some() {
+        add("mdadm");
+    }
+    if plan.firmware == Firmware::Uefi {
+        add("efibootmgr");
+    }
+    if let Some(n) = &plan.network {
+        add("ifupdown");
+        if !n.bonds.is_empty() {
+            add("ifenslave");
+        }
+        if !n.vlans.is_empty() {
+            add("vlan");
+        }
+        if !n.bridges.is_empty() {
+            add("bridge-utils");
+        }
+        if !n.dhcp.is_empty() {
+            add("isc-dhcp-client");
+        }
+    }
+    if !plan.zfs.is_empty() {
+        add("linux-headers-amd64");
+        add("zfs-dkms");
+        add("zfsutils-linux");
+    }
+    out
+}
+
+/// The context of `node` as rackseed serves it: its domain and provisioning subnet
+/// from `cfg`, URLs for `token`.
+pub fn node_ctx(
+    cfg: &Config,
+    node: &Node,
+    profile: &Resolved,
+    mirror: MirrorCtx,
+    token: &str,
+) -> Result<InstallCtx, RenderError> {
+    let provisioning_subnet = node.ip.and_then(|ip| {
+        cfg.dhcp
+            .subnets
+            .iter()
+            .find(|s| s.network.contains(&ip))
+            .map(|s| s.network)
+    });
+    InstallCtx::new(
+        node,
+        profile,
+        CtxInputs {
+            domain: crate::http::boot::node_domain(cfg, node),
+            mirror,
+            urls: UrlsCtx::new(&cfg.server.base_url, token),
+            provisioning_subnet,
+        },
+    )
+}
+
+/// What early.sh sees in addition: the questions of the rendered preseed, to report
+/// back what the installer parsed.
+#[derive(Serialize)]
+struct EarlyCtx<'a> {
+    #[serde(flatten)]
+    ctx: &'a InstallCtx,
+    preseed_questions: Vec<PreseedQuestion>,
+}
+
+#[derive(Serialize)]
+struct PreseedQuestion {
+    name: String,
+    secret: bool,
+}
+
 /// Renders one of [`INSTALL_FILES`].
 pub fn install_file(t: &Templates, name: &str, ctx: &InstallCtx) -> Result<String, RenderError> {
-    if !INSTALL_FILES.contains(&name) {
-        return Err(RenderError::UnknownFile(name.into()));
+    match name {
+        "plan.json" => {
+            let mut s = serde_json::to_string_pretty(&ctx.plan).unwrap_or_default();
+            s.push('\n');
+            Ok(s)
+        }
+        "early.sh" => {
+            let preseed = t.render("preseed.cfg", ctx)?;
+            let sel = debconf::parse(&preseed).map_err(RenderError::Preseed)?;
+            let preseed_questions = debconf::values(&sel)
+                .into_iter()
+                .map(|(q, _)| PreseedQuestion {
+                    secret: sel.iter().any(|s| s.question == q && s.kind == "password"),
+                    name: q,
+                })
+                .collect();
+            t.render(
+                name,
+                &EarlyCtx {
+                    ctx,
+                    preseed_questions,
+                },
+            )
+        }
+        _ if INSTALL_FILES.contains(&name) => t.render(name, ctx),
+        _ => Err(RenderError::UnknownFile(name.into())),
     }
-    t.render(name, ctx)
+}
+
+/// Every install file of a node, in [`INSTALL_FILES`] order.
+pub fn install_files(
+    t: &Templates,
+    ctx: &InstallCtx,
+) -> Result<Vec<(&'static str, String)>, RenderError> {
+    INSTALL_FILES
+        .iter()
+        .map(|n| install_file(t, n, ctx).map(|body| (*n, body)))
+        .collect()
 }
 
 /// Inputs of the per-node iPXE script.
@@ -348,6 +626,7 @@ mod tests {
 
     #[test]
     fn shquote_escapes() {
-        assert_eq!(shquote("a'b".into()), r"'a'\''b'");
+        assert_eq!(shquote(minijinja::Value::from("a'b")), r"'a'\''b'");
+        assert_eq!(shquote(minijinja::Value::from(12)), "'12'");
     }
 }

@@ -1,5 +1,5 @@
 //! First-boot tier: QEMU nodes booted from a Debian 12 image (real kernel, mdadm RAID1
-//! + XFS root, ZFS, bonding, VLANs, bridges) run the real late_command and agent:
+//! and XFS root, ZFS, bonding, VLANs, bridges) run the real late_command and agent:
 //! plans applied, facts checked against the plan, enrollment into a redundancy group,
 //! replication between members, refusals.
 
@@ -71,6 +71,38 @@ fn enroll_post(srv: &Server, body: &Value) -> Result<(u16, Value)> {
     Ok((code, serde_json::from_slice(&out).unwrap_or(Value::Null)))
 }
 
+/// Prints the VMs' consoles and the server log when the test fails (by error or panic).
+struct OnFailure<'a> {
+    vms: Vec<&'a Vm>,
+    srv: &'a Server,
+    passed: bool,
+}
+
+impl Drop for OnFailure<'_> {
+    fn drop(&mut self) {
+        if self.passed {
+            return;
+        }
+        for vm in &self.vms {
+            eprintln!(
+                "---- console of {} ----\n{}",
+                vm.name,
+                rackseed_tests::tail(&vm.serial(), 60)
+            );
+            let journal = vm.shell("journalctl --no-pager -o cat -u rackseed-agent -u rackseed-agent-sync | tail -n 60", Duration::from_secs(60));
+            eprintln!(
+                "---- agent journal of {} ----\n{}",
+                vm.name,
+                journal.unwrap_or_else(|e| e.to_string())
+            );
+        }
+        eprintln!(
+            "---- rackseed log ----\n{}",
+            rackseed_tests::tail(&self.srv.log_text(), 150)
+        );
+    }
+}
+
 #[test]
 fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     let _q = qemu::exclusive();
@@ -93,6 +125,11 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     let (vm1, _d1) = node_vm(&lab, &image, "node1", &[m1, "52:54:00:21:00:01"], 4, &p1)?;
     let (vm2, _d2) = node_vm(&lab, &image, "node2", &[m2, "52:54:00:21:00:02"], 4, &p2)?;
     let (vm3, _d3) = node_vm(&lab, &image, "node3", &[m3, "52:54:00:21:00:03"], 3, &p3)?;
+    let mut report = OnFailure {
+        vms: vec![&vm1, &vm2, &vm3],
+        srv: &srv,
+        passed: false,
+    };
 
     for host in ["node1", "node2"] {
         srv.wait_state(host, "enrolled", Duration::from_secs(1500))?;
@@ -274,6 +311,6 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         "first-boot test done {:.0?} after power-on; node3: {refusal}",
         started.elapsed()
     );
-    drop((vm1, vm2, vm3));
+    report.passed = true;
     Ok(())
 }

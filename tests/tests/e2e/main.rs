@@ -8,5 +8,6 @@ mod bench;
 mod boot;
 mod firstboot;
 mod images;
+mod profile;
 mod protocol;
 mod vagrant;

@@ -256,13 +256,45 @@ impl Vm {
     /// output, delimited by unique markers; fails on timeout or non-zero exit.
     pub fn shell(&self, cmd: &str, timeout: Duration) -> Result<String> {
         let id = crate::unique("m");
+        let out = format!("/tmp/.rs-{id}");
+        // The command's output goes to a file first; the console then shows the file
+        // and its checksum, so a character mangled on the emulated UART is caught and
+        // the file shown again instead of being parsed wrong.
+        self.type_line(&format!("( {cmd} ) >{out} 2>&1; echo $? >{out}.rc"))?;
+        let mut last = None;
+        for _ in 0..4 {
+            let (text, status, sum) = self.show_file(cmd, &out, timeout)?;
+            if format!("{:08x}", crc32(text.as_bytes())) == sum {
+                if status != "0" {
+                    bail!("`{cmd}` on {} exited {status}: {text}", self.name);
+                }
+                return Ok(text.trim_matches('\n').to_string());
+            }
+            last = Some(text);
+        }
+        bail!(
+            "the output of `{cmd}` on {} arrived garbled four times over the serial console; last:\n{}",
+            self.name,
+            last.unwrap_or_default()
+        )
+    }
+
+    /// Prints `file` (a finished command's output) between unique markers with its exit
+    /// status and CRC-32; returns (text, status, crc as 8 hex digits).
+    fn show_file(
+        &self,
+        cmd: &str,
+        file: &str,
+        timeout: Duration,
+    ) -> Result<(String, String, String)> {
+        let id = crate::unique("m");
         let (begin, end) = (format!("@@B{id}@@"), format!("@@E{id}"));
         let before = self.serial().len();
         // Markers are printed with printf so the echoed command line does not match.
         self.type_line(&format!(
-            "printf '@@B%s@@\\n' '{id}'; ( {cmd} ) 2>&1; printf '@@E%s:%s@@\\n' '{id}' \"$?\""
+            "while [ ! -e {file}.rc ]; do sleep 1; done; printf '@@B%s@@\\n' '{id}'; cat {file}; printf '\\n@@E%s:%s:%08x@@\\n' '{id}' \"$(cat {file}.rc)\" \"$(gzip -c <{file} | tail -c8 | od -An -tu4 -N4 -v | tr -d ' ')\""
         ))?;
-        let text = wait_for(
+        wait_for(
             &format!("`{cmd}` on {}", self.name),
             timeout,
             Duration::from_millis(300),
@@ -271,18 +303,17 @@ impl Vm {
                 let tail = s.get(before..)?.to_string();
                 let b = tail.find(&begin)?;
                 let e = tail[b..].find(&end)? + b;
-                let status = tail[e + end.len()..]
+                let mut fields = tail[e + end.len()..]
                     .strip_prefix(':')?
                     .split("@@")
                     .next()?
-                    .trim()
-                    .to_string();
-                Some((
-                    tail[b + begin.len()..e]
-                        .trim_matches(['\r', '\n'])
-                        .replace('\r', ""),
-                    status,
-                ))
+                    .split(':');
+                let status = fields.next()?.trim().to_string();
+                let sum = fields.next()?.trim().to_string();
+                let body = tail[b + begin.len()..e].replace('\r', "");
+                let body = body.strip_prefix('\n').unwrap_or(&body);
+                let body = body.strip_suffix('\n').unwrap_or(body);
+                Some((body.to_string(), status, sum))
             },
         )
         .with_context(|| {
@@ -291,11 +322,7 @@ impl Vm {
                 self.name,
                 crate::tail(&self.serial(), 40)
             )
-        })?;
-        if text.1 != "0" {
-            bail!("`{cmd}` on {} exited {}: {}", self.name, text.1, text.0);
-        }
-        Ok(text.0)
+        })
     }
 
     /// True while QEMU runs.
@@ -354,10 +381,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn crc32_matches_gzip() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
     fn escapes_are_removed() {
         assert_eq!(
             strip_escapes("\u{1b}[2J\u{1b}[0;1miPXE\u{1b}[0m ok\u{1b}(B"),
             "iPXE ok"
         );
     }
+}
+
+/// CRC-32 (IEEE, as gzip stores it) of `data`.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

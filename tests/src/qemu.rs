@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 static QEMU: Mutex<()> = Mutex::new(());
@@ -72,6 +72,9 @@ pub struct Vm {
     /// connection that is then closed can be lost, and output QEMU sends to it must be
     /// read (the log file keeps a copy).
     serial_in: Mutex<Option<UnixStream>>,
+    /// What arrived on that connection. QEMU's log file has shown duplicated
+    /// characters under load; command output is read from here.
+    serial_out: Arc<Mutex<Vec<u8>>>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -188,6 +191,7 @@ impl Vm {
             serial_log,
             serial_sock,
             serial_in: Mutex::new(None),
+            serial_out: Arc::default(),
             child,
             _dir: dir,
         };
@@ -206,6 +210,16 @@ impl Vm {
     /// sequences removed.
     pub fn serial(&self) -> String {
         let raw = std::fs::read(&self.serial_log).unwrap_or_default();
+        strip_escapes(&String::from_utf8_lossy(&raw))
+    }
+
+    /// What the serial console printed since this process first typed on it.
+    fn typed_session(&self) -> String {
+        let raw = self
+            .serial_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         strip_escapes(&String::from_utf8_lossy(&raw))
     }
 
@@ -233,9 +247,14 @@ impl Vm {
             let s = UnixStream::connect(&self.serial_sock)
                 .context("cannot connect to the serial console")?;
             let mut reader = s.try_clone()?;
+            let out = self.serial_out.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
-                while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+                while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
             });
             *guard = Some(s);
         }
@@ -289,7 +308,7 @@ impl Vm {
     ) -> Result<(String, String, String)> {
         let id = crate::unique("m");
         let (begin, end) = (format!("@@B{id}@@"), format!("@@E{id}"));
-        let before = self.serial().len();
+        let before = self.typed_session().len();
         // Markers are printed with printf so the echoed command line does not match.
         self.type_line(&format!(
             "while [ ! -e {file}.rc ]; do sleep 1; done; printf '@@B%s@@\\n' '{id}'; cat {file}; printf '\\n@@E%s:%s:%08x@@\\n' '{id}' \"$(cat {file}.rc)\" \"$(gzip -c <{file} | tail -c8 | od -An -tu4 -N4 -v | tr -d ' ')\""
@@ -299,7 +318,7 @@ impl Vm {
             timeout,
             Duration::from_millis(300),
             || {
-                let s = self.serial();
+                let s = self.typed_session();
                 let tail = s.get(before..)?.to_string();
                 let b = tail.find(&begin)?;
                 let e = tail[b..].find(&end)? + b;

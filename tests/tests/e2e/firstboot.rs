@@ -29,7 +29,7 @@ fn token_of(srv: &Server, mac: &str) -> Result<String> {
 /// Adds a storage node and moves it to `installing` the way the installer's
 /// early_command does; returns its preseed URL.
 fn add_storage_node(srv: &Server, mac: &str, host: &str, n: u8, rack: &str) -> Result<String> {
-    let vars = json!({"addresses": {"br-mgmt": format!("198.51.100.{n}"), "br-storage": format!("203.0.113.{n}")}}).to_string();
+    let vars = node_vars(n);
     let ip = format!("192.0.2.{n}");
     srv.add_node(
         mac,
@@ -45,6 +45,11 @@ fn add_storage_node(srv: &Server, mac: &str, host: &str, n: u8, rack: &str) -> R
     ])?;
     assert_eq!(code, 200);
     Ok(format!("http://192.0.2.1:8080/install/{token}/preseed.cfg"))
+}
+
+/// The per-node addresses the storage-node profile asks for (`method: node`).
+fn node_vars(n: u8) -> String {
+    json!({"addresses": {"br-mgmt": format!("198.51.100.{n}"), "br-storage": format!("203.0.113.{n}")}}).to_string()
 }
 
 fn wait_login(vm: &Vm) -> Result<()> {
@@ -235,7 +240,7 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         "52:54:00:20:00:09",
         "node9",
         "storage-node",
-        &["--ready", "--failure-domain", "rack-d"],
+        &["--ready", "--failure-domain", "rack-d", "--vars", &node_vars(19)],
     )?;
     srv.cli(&["group", "add", "rg1", "node9"])?;
     wait_for(
@@ -253,7 +258,7 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         "52:54:00:20:00:0a",
         "node10",
         "storage-node",
-        &["--ready", "--failure-domain", "rack-a"],
+        &["--ready", "--failure-domain", "rack-a", "--vars", &node_vars(20)],
     )?;
     let (code, v) = srv.api_post("/api/groups/rg1/members", &json!({"node": "node10"}))?;
     assert_eq!(code, 409);

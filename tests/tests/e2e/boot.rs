@@ -242,7 +242,10 @@ fn proxy_boot(
 }
 
 /// BIOS iPXE ROM beside a site DHCP server: iPXE takes its address from the site
-/// server and asks rackseed for the boot file on port 4011.
+/// server and its boot file from rackseed's proxy offer on port 67. That offer carries
+/// next-server and the boot file, so iPXE uses it without a ProxyDHCPREQUEST to port
+/// 4011 (iPXE's `dhcp_has_pxeopts`); firmware that does ask on 4011 is covered by
+/// `protocol::proxy_answers_pxe_boot_server_requests_on_port_4011`.
 #[test]
 fn proxy_dhcp_boots_a_bios_node_beside_a_site_dhcp_server() -> Result<()> {
     let t = proxy_boot(Firmware::Bios, "52:54:00:10:00:03", "proxy1", "")?;
@@ -263,7 +266,7 @@ fn proxy_dhcp_boots_a_bios_node_beside_a_site_dhcp_server() -> Result<()> {
         has(
             &t,
             "dhcp",
-            "(port 4011) to ipxe bios; boot file http://192.0.2.1:8080/boot/52-54-00-10-00-03.ipxe"
+            "OFFER to ipxe bios; boot file http://192.0.2.1:8080/boot/52-54-00-10-00-03.ipxe"
         ),
         "{t:?}"
     );

@@ -240,7 +240,13 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         "52:54:00:20:00:09",
         "node9",
         "storage-node",
-        &["--ready", "--failure-domain", "rack-d", "--vars", &node_vars(19)],
+        &[
+            "--ready",
+            "--failure-domain",
+            "rack-d",
+            "--vars",
+            &node_vars(19),
+        ],
     )?;
     srv.cli(&["group", "add", "rg1", "node9"])?;
     wait_for(
@@ -258,7 +264,13 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         "52:54:00:20:00:0a",
         "node10",
         "storage-node",
-        &["--ready", "--failure-domain", "rack-a", "--vars", &node_vars(20)],
+        &[
+            "--ready",
+            "--failure-domain",
+            "rack-a",
+            "--vars",
+            &node_vars(20),
+        ],
     )?;
     let (code, v) = srv.api_post("/api/groups/rg1/members", &json!({"node": "node10"}))?;
     assert_eq!(code, 409);

@@ -23,10 +23,19 @@ fn ipxe(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn text(body: String) -> Response {
+/// The media type of an install file: JSON for the plan, plain text for the rest.
+fn install_file_type(file: &str) -> &'static str {
+    if file.ends_with(".json") {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
+fn install_text(file: &str, body: String) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CONTENT_TYPE, install_file_type(file)),
             (header::CACHE_CONTROL, "no-store"),
         ],
         body,
@@ -331,7 +340,7 @@ pub async fn install_file(
         kind,
         format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()),
     );
-    Ok(text(body))
+    Ok(install_text(&file, body))
 }
 
 /// `GET /install/{token}/agent/rackseed`: this program, which the late command installs
@@ -503,6 +512,16 @@ mod tests {
             (nctx.hostname.as_str(), nctx.fqdn.as_str()),
             ("db1", "db1.dc2.example")
         );
+    }
+
+    #[test]
+    fn the_plan_is_served_as_json() {
+        assert_eq!(install_file_type("plan.json"), "application/json");
+        assert_eq!(
+            install_file_type("preseed.cfg"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(install_file_type("late.sh"), "text/plain; charset=utf-8");
     }
 
     #[test]

@@ -222,7 +222,15 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     );
 
     // Replication: a file written on node1 appears in node2's replica after one run.
-    vm1.shell("echo hello-from-node1 > /tank/data/hello.txt && sync && systemctl start rackseed-replicate.service", Duration::from_secs(300))?;
+    // The timer's first run (OnBootSec=2min) may already be under way; its snapshot can
+    // predate the file, and `systemctl start` would only join it. So wait until no run
+    // is active, then start one whose snapshot is taken after the write.
+    vm1.shell(
+        "echo hello-from-node1 > /tank/data/hello.txt && sync \
+         && for i in $(seq 240); do [ \"$(systemctl show -p ActiveState --value rackseed-replicate.service)\" = activating ] || break; sleep 1; done \
+         && systemctl start rackseed-replicate.service",
+        Duration::from_secs(300),
+    )?;
     let replica = vm2.shell("zfs list -H -o name tank/replicas/node1/data && zfs mount -a; cat /tank/replicas/node1/data/hello.txt", Duration::from_secs(60))?;
     assert!(
         replica.contains("tank/replicas/node1/data") && replica.contains("hello-from-node1"),

@@ -23,8 +23,27 @@ pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `rackseed=debug`.
     #[arg(long, global = true, env = "RACKSEED_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` (colours only when standard error is a terminal) or
+    /// `json` (one JSON object per line, for log shippers).
+    #[arg(
+        long,
+        global = true,
+        env = "RACKSEED_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,10 +88,27 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     /// The validated config with command-line overrides applied.
+    ///
+    /// With the embedded defaults (no config file) and no `--profiles`, profiles are
+    /// read from `/etc/rackseed/profiles` when it exists, else from `./profiles` when
+    /// that exists (and image manifests likewise from `/etc/rackseed/images` or
+    /// `./images`), so the commands work as written both on an installed appliance
+    /// and in a clone of the repository.
     pub fn load(&self) -> Result<Config> {
         let mut c = match &self.config {
             Some(p) => Config::load(p)?,
-            None => Config::embedded()?,
+            None => {
+                let mut c = Config::embedded()?;
+                let here = PathBuf::from("profiles");
+                if self.profiles.is_none() && !c.profiles.dir.is_dir() && here.is_dir() {
+                    c.profiles.dir = here;
+                }
+                let manifests = PathBuf::from("images");
+                if !c.images.manifests.is_dir() && manifests.is_dir() {
+                    c.images.manifests = manifests;
+                }
+                c
+            }
         };
         if let Some(d) = &self.data_dir {
             c.server.data_dir = d.clone();
@@ -237,7 +273,7 @@ pub enum GroupCmd {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -255,13 +291,21 @@ pub fn chain(e: &anyhow::Error) -> String {
         .join(": ")
 }
 
-fn init_tracing(filter: &str) {
+/// Logs go to standard error: under systemd that is the journal, which stores plain
+/// text, so colour escapes are written only when standard error is a terminal.
+fn init_tracing(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -526,8 +570,138 @@ fn print_node(v: &Value) {
         s("profile"),
         s("state"),
         s("ip"),
-        v["state_reason"].as_str().unwrap_or("")
+        match v["stalled"]["step"].as_str() {
+            Some(step) => format!("STALLED in {step}: see `node show`"),
+            None => v["state_reason"].as_str().unwrap_or("").to_string(),
+        }
     );
+}
+
+/// Formats a Unix-ms time in the given offset as `YYYY-MM-DD HH:MM:SS`.
+pub fn fmt_local(ms: i64, offset: time::UtcOffset) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        return ms.to_string();
+    };
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    t.to_offset(offset)
+        .format(f)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// `4 min`, `2 h 5 min`, `12 s`: a duration for people.
+pub fn fmt_ago(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        _ => format!("{} d {} h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// The number of events `node show` lists.
+const SUMMARY_EVENTS: usize = 12;
+
+/// What `rackseed node show` prints: who the node is, its state and for how long, why it
+/// is stuck or failed, and its last events, in local time.
+pub fn node_summary(v: &Value, events: &[Event], now: i64, offset: time::UtcOffset) -> String {
+    use std::fmt::Write;
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let mut out = String::new();
+    let name = v["hostname"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("node {}", s("mac")));
+    let _ = writeln!(out, "{name} ({}), id {}", s("mac"), v["id"]);
+    let state = s("state");
+    let since = v["updated_at"].as_i64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  state         {state} since {} ({} ago)",
+        fmt_local(since, offset),
+        fmt_ago(now - since)
+    );
+    let last_change = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "state")
+        .map(|e| e.at)
+        .unwrap_or(since);
+    let stalled = events
+        .iter()
+        .rev()
+        .take_while(|e| e.at >= last_change)
+        .find(|e| e.kind == "stalled" || e.kind == "question");
+    if state == "failed" {
+        let _ = writeln!(
+            out,
+            "  why           {}",
+            v["state_reason"].as_str().unwrap_or("no reason recorded")
+        );
+    } else if let Some(msg) = v["stalled"]["message"].as_str() {
+        let _ = writeln!(out, "  STALLED       {msg}");
+    } else if let Some(e) = stalled {
+        let _ = writeln!(
+            out,
+            "  STALLED       {} ({} ago)",
+            e.message,
+            fmt_ago(now - e.at)
+        );
+    }
+    let _ = writeln!(out, "  profile       {}", s("profile"));
+    let _ = writeln!(out, "  address       {}", s("ip"));
+    let arch = match (v["arch"].as_str(), v["vendor_class"].as_str()) {
+        (Some(a), Some(c)) => format!("{a} ({c})"),
+        (Some(a), None) => a.to_string(),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "-".to_string(),
+    };
+    let _ = writeln!(out, "  firmware      {arch}");
+    let group = match (v["group"].as_str(), v["failure_domain"].as_str()) {
+        (Some(g), Some(d)) => format!("{g}, failure domain {d}"),
+        (Some(g), None) => g.to_string(),
+        (None, Some(d)) => format!("none, failure domain {d}"),
+        (None, None) => "none".to_string(),
+    };
+    let _ = writeln!(out, "  group         {group}");
+    if let Some(seen) = v["last_seen_at"].as_i64() {
+        let _ = writeln!(
+            out,
+            "  last seen     {} ({} ago)",
+            fmt_local(seen, offset),
+            fmt_ago(now - seen)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  install token {}",
+        if v["install_token_valid"].as_bool() == Some(true) {
+            "valid"
+        } else {
+            "none"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  added         {}",
+        fmt_local(v["created_at"].as_i64().unwrap_or(0), offset)
+    );
+    if events.is_empty() {
+        let _ = writeln!(out, "no events yet");
+    } else {
+        let shown = events.len().min(SUMMARY_EVENTS);
+        let _ = writeln!(out, "last {shown} of {} events:", events.len());
+        for e in &events[events.len() - shown..] {
+            let _ = writeln!(
+                out,
+                "  {}  {:<14} {}",
+                fmt_local(e.at, offset),
+                e.kind,
+                e.message
+            );
+        }
+    }
+    out
 }
 
 fn print_event(e: &Event) {
@@ -583,8 +757,25 @@ fn node(cmd: NodeCmd) -> Result<ExitCode> {
             }
         }
         NodeCmd::Show { api, node } => {
-            let v = Client::new(&api)?.get(&format!("/api/nodes/{}", enc(&node)))?;
-            println!("{v:#}");
+            // Read the local offset while the process has one thread (the HTTP client
+            // starts more); it is then applied to every time shown.
+            let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
+            let c = Client::new(&api)?;
+            let v = c.get(&format!("/api/nodes/{}", enc(&node)))?;
+            if api.json {
+                println!("{v:#}");
+            } else {
+                let page = c.get(&format!(
+                    "/api/nodes/{}/events?after=0&limit=5000",
+                    enc(&node)
+                ))?;
+                let events: Vec<Event> = serde_json::from_value(page["events"].clone())
+                    .map_err(|e| anyhow!("bad event page: {e}"))?;
+                print!(
+                    "{}",
+                    node_summary(&v, &events, crate::inventory::now_ms(), offset)
+                );
+            }
         }
         NodeCmd::Rm { api, node } => {
             Client::new(&api)?.delete(&format!("/api/nodes/{}", enc(&node)))?;

@@ -87,6 +87,8 @@ pub struct Config {
     pub enroll: EnrollConfig,
     pub groups: Vec<GroupConfig>,
     pub images: ImagesConfig,
+    /// How long each step may take before a node gets a `stalled` event.
+    pub stall: crate::stall::StallLimits,
 }
 
 #[derive(Clone, Debug)]
@@ -153,6 +155,19 @@ pub struct BootConfig {
     pub token_ttl: Duration,
     pub retry_interval: Duration,
     pub kernel_args: Vec<String>,
+    pub installer_interface: InstallerInterface,
+}
+
+/// How the installer's kernel command line settles which NIC it configures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallerInterface {
+    /// `BOOTIF=<mac>` and `interface=auto`: netcfg takes the NIC named by BOOTIF (the
+    /// boot NIC, or the node's `installer_nic`) without asking, whatever its position.
+    Bootif,
+    /// Leave the choice to the installer, which asks on the console when the machine
+    /// has several NICs (for tests of stall detection).
+    Ask,
 }
 
 #[derive(Clone, Debug)]
@@ -222,6 +237,17 @@ struct RawConfig {
     groups: Vec<RawGroup>,
     #[serde(default)]
     images: RawImages,
+    #[serde(default)]
+    stall: RawStall,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStall {
+    boot: Option<String>,
+    installer: Option<String>,
+    install: Option<String>,
+    first_boot: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,6 +314,7 @@ struct RawBoot {
     retry_interval: Option<String>,
     #[serde(default)]
     kernel_args: Vec<String>,
+    installer_interface: Option<InstallerInterface>,
 }
 
 #[derive(Deserialize, Default)]
@@ -504,6 +531,10 @@ impl Validator<'_> {
                 Duration::from_secs(30),
             )?,
             kernel_args: raw.boot.kernel_args,
+            installer_interface: raw
+                .boot
+                .installer_interface
+                .unwrap_or(InstallerInterface::Bootif),
         };
         for (i, arg) in boot.kernel_args.iter().enumerate() {
             if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -612,6 +643,24 @@ impl Validator<'_> {
             proxy: raw.images.proxy,
         };
 
+        let d = crate::stall::StallLimits::default();
+        let stall = crate::stall::StallLimits {
+            boot: self.duration("stall.boot", raw.stall.boot, d.boot)?,
+            installer: self.duration("stall.installer", raw.stall.installer, d.installer)?,
+            install: self.duration("stall.install", raw.stall.install, d.install)?,
+            first_boot: self.duration("stall.first_boot", raw.stall.first_boot, d.first_boot)?,
+        };
+        for (key, v) in [
+            ("stall.boot", stall.boot),
+            ("stall.installer", stall.installer),
+            ("stall.install", stall.install),
+            ("stall.first_boot", stall.first_boot),
+        ] {
+            if v < Duration::from_secs(10) {
+                return Err(self.err(key, "must be at least 10s"));
+            }
+        }
+
         Ok(Config {
             source: self.source.to_string(),
             server,
@@ -623,6 +672,7 @@ impl Validator<'_> {
             enroll,
             groups,
             images,
+            stall,
         })
     }
 

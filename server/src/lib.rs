@@ -16,6 +16,7 @@
 //! | `profiles`  | the profile format, inheritance, validation, node vars, `rackseed profile` |
 //! | `plan`      | the expected state of an installed node (`plan.json`), from profile + node |
 //! | `images`    | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
+//! | `stall`     | where a node is stuck: step limits and likely causes (pure) |
 //! | `state`     | the shared `AppState` and start-up checks |
 //! | `serve`     | binding listeners and running every part |
 //! | `cli`       | the command line, including the REST client |
@@ -40,6 +41,7 @@ pub mod plan;
 pub mod profiles;
 pub mod render;
 pub mod serve;
+pub mod stall;
 pub mod state;
 pub mod syslog;
 pub mod tftp;

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub http_requests: Counter,
     pub syslog_lines: Counter,
     pub syslog_unattributed: Counter,
+    pub stalls: Counter,
 }
 
 impl Metrics {
@@ -87,6 +88,11 @@ impl Metrics {
             "syslog_unattributed_total",
             "syslog lines from addresses of no known node",
             self.syslog_unattributed.get(),
+        );
+        c(
+            "node_stalls_total",
+            "stalled events: a node stayed in a step past its limit",
+            self.stalls.get(),
         );
         let _ = writeln!(
             out,

@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::dhcp::server::{self as dhcp_server, DhcpSocket};
+use crate::inventory::NodeState;
 use crate::profiles::Catalog;
 use crate::state::{AppState, StartError};
 use std::net::SocketAddr;
@@ -109,6 +110,7 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
             }
         }),
     ];
+    tasks.push(tokio::spawn(watch_stalls(state.clone(), cancel.clone())));
     if let Some((listener, tls)) = l.https {
         tasks.push(tokio::spawn(crate::http::agent::run_https(
             state.clone(),
@@ -121,6 +123,75 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
         let _ = t.await;
     }
     info!("rackseed stopped");
+}
+
+/// Events read per node when looking for a stall: enough to span the current step.
+const STALL_WINDOW: u32 = 200;
+
+/// Every few seconds, gives each node that stayed in a step past its limit one
+/// `stalled` event naming the step and the likely cause (see [`crate::stall`]).
+async fn watch_stalls(state: Arc<AppState>, cancel: CancellationToken) {
+    let limits = state.config.stall;
+    let shortest = [
+        limits.boot,
+        limits.installer,
+        limits.install,
+        limits.first_boot,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(std::time::Duration::from_secs(60));
+    let every = (shortest / 6).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(15),
+    );
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let inv = state.inventory.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let now = crate::inventory::now_ms();
+            let mut found = Vec::new();
+            for n in inv.list_nodes()? {
+                if !matches!(
+                    n.state,
+                    NodeState::Provisioning | NodeState::Installing | NodeState::Installed
+                ) {
+                    continue;
+                }
+                let events = inv.recent_events(n.id, STALL_WINDOW)?;
+                if let Some(s) = crate::stall::stall_of(n.state, &events, now, &limits) {
+                    found.push((n, s));
+                }
+            }
+            Ok::<_, crate::inventory::InventoryError>(found)
+        })
+        .await;
+        match found {
+            Ok(Ok(found)) => {
+                let mut now_stalled = std::collections::HashMap::new();
+                for (n, s) in found {
+                    if !s.reported {
+                        tracing::warn!(node = n.id, mac = %n.mac, step = s.step, "node stalled");
+                        state.metrics.stalls.inc();
+                        state
+                            .events
+                            .emit(n.id, crate::stall::STALLED, s.message.clone());
+                    }
+                    now_stalled.insert(n.id, s);
+                }
+                *state.stalled.write().unwrap_or_else(|p| p.into_inner()) = now_stalled;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error_chain(&e), "stall check could not read the inventory")
+            }
+            Err(e) => tracing::warn!(error = %e, "stall check failed"),
+        }
+    }
 }
 
 /// Loads profiles for serving: a missing directory is an empty catalog (with a

@@ -120,6 +120,8 @@ pub struct AppState {
     /// `https://<advertise>:<port>` when the agent HTTPS listener is on.
     pub https_url: Option<String>,
     pub agent: AgentBinary,
+    /// Nodes stalled at the last stall check, by node id (see `serve::watch_stalls`).
+    pub stalled: RwLock<HashMap<i64, crate::stall::Stall>>,
     peers: Mutex<HashMap<Ipv4Addr, (i64, UnixMs)>>,
     held_syslog: Mutex<HashMap<Ipv4Addr, VecDeque<(UnixMs, String)>>>,
 }
@@ -247,9 +249,19 @@ impl AppState {
             tftp_sessions: Arc::default(),
             file_chunks: Arc::default(),
             mirror,
+            stalled: RwLock::default(),
             peers: Mutex::default(),
             held_syslog: Mutex::default(),
         })
+    }
+
+    /// Whether node `id` was stalled at the last stall check: (step, message).
+    pub fn stall_of(&self, id: i64) -> Option<(String, String)> {
+        self.stalled
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|s| (s.step.to_string(), s.message.clone()))
     }
 
     /// The current profile catalog.

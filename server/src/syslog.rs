@@ -65,7 +65,12 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, cancel: CancellationTo
             continue;
         };
         match state.node_for_ip(from.ip()) {
-            Some(id) => state.events.emit(id, "syslog", line.text),
+            Some(id) => {
+                if let Some(q) = crate::stall::question_in(&line.text) {
+                    state.events.emit(id, crate::stall::QUESTION, q);
+                }
+                state.events.emit(id, "syslog", line.text)
+            }
             None => {
                 state.metrics.syslog_unattributed.inc();
                 state.hold_syslog(ip, line.text);

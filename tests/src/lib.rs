@@ -227,6 +227,8 @@ pub struct Server {
     pub token: String,
     /// The `--log` filter the server is started with.
     pub log_filter: String,
+    /// `--log-format` when set.
+    pub log_format: Option<String>,
     child: Option<Child>,
 }
 
@@ -269,6 +271,7 @@ impl Server {
             ns: lab.srv.name.clone(),
             token: String::new(),
             log_filter: "rackseed=debug,info".into(),
+            log_format: None,
             dir,
             child: None,
         })
@@ -287,10 +290,15 @@ impl Server {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
             .arg(rackseed_bin())
-            .args(["--log", &self.log_filter, "serve", "--config"])
+            .args(["--log", &self.log_filter]);
+        if let Some(f) = &self.log_format {
+            cmd.args(["--log-format", f]);
+        }
+        let child = cmd
+            .args(["serve", "--config"])
             .arg(&self.config)
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -590,16 +598,29 @@ pub fn node_vm(
     for (i, root) in ["root-a.qcow2", "root-b.qcow2"].iter().enumerate() {
         let p = dir.path().join(format!("root{i}.qcow2"));
         qemu::qcow2(&p, "", Some(&image.join(root)))?;
-        disks.push(p);
+        disks.push(qemu::Disk::new(
+            p,
+            qemu::DiskBus::Virtio,
+            &format!("rsdisk{i}"),
+        ));
     }
     for i in 0..data_disks {
         let p = dir.path().join(format!("data{i}.qcow2"));
         qemu::qcow2(&p, "1G", None)?;
-        disks.push(p);
+        disks.push(qemu::Disk::new(
+            p,
+            qemu::DiskBus::Virtio,
+            &format!("rsdisk{}", i + 2),
+        ));
     }
     let mut nics = Vec::new();
-    for mac in macs {
-        nics.push((lab.tap()?, mac.to_string()));
+    for (i, mac) in macs.iter().enumerate() {
+        nics.push(qemu::Nic {
+            tap: lab.tap()?,
+            mac: mac.to_string(),
+            model: qemu::NicModel::Virtio,
+            boot: i == 0,
+        });
     }
     let cmdline = fs::read_to_string(image.join("kernel-cmdline"))?;
     let spec = qemu::VmSpec {

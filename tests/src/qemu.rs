@@ -28,19 +28,78 @@ pub enum Firmware {
     Bios,
     /// OVMF (Debian's `ovmf`), firmware PXE over the NIC's SNP driver.
     Uefi,
+    /// OVMF with Secure Boot enforcing and Microsoft's keys enrolled
+    /// (`OVMF_CODE_4M.secboot.fd` + `OVMF_VARS_4M.ms.fd`, SMM on).
+    UefiSecureBoot,
 }
 
-/// A VM to start.
+impl Firmware {
+    /// Whether this is UEFI firmware.
+    pub fn is_uefi(self) -> bool {
+        self != Firmware::Bios
+    }
+}
+
+/// The NIC models servers have, as QEMU emulates them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicModel {
+    /// virtio-net (cloud and lab machines).
+    Virtio,
+    /// Intel 82574L (`e1000e`), the driver of many onboard server NICs.
+    E1000e,
+}
+
+/// One NIC: its tap on the lab bridge, MAC, model, and whether it is the one the
+/// firmware network-boots from.
+#[derive(Clone, Debug)]
+pub struct Nic {
+    pub tap: String,
+    pub mac: String,
+    pub model: NicModel,
+    pub boot: bool,
+}
+
+/// The bus a disk hangs off, and so its `/dev/disk/by-id` name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk: `virtio-<serial>`.
+    Virtio,
+    /// SATA on an AHCI controller: `ata-QEMU_HARDDISK_<serial>`.
+    Sata,
+    /// NVMe: `nvme-QEMU_NVMe_Ctrl_<serial>`.
+    Nvme,
+    /// USB mass storage on xHCI (drivers in the installer's own initrd).
+    Usb,
+}
+
+/// One disk: an image file (qcow2 or raw, by extension), its bus and serial.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub bus: DiskBus,
+    pub serial: String,
+}
+
+impl Disk {
+    /// A disk with this bus and serial.
+    pub fn new(path: impl Into<PathBuf>, bus: DiskBus, serial: &str) -> Disk {
+        Disk {
+            path: path.into(),
+            bus,
+            serial: serial.into(),
+        }
+    }
+}
+
+/// A VM to start, shaped like the server it stands for.
 #[derive(Clone, Debug)]
 pub struct VmSpec {
     pub name: String,
     pub memory_mb: u32,
     pub cpus: u32,
     pub firmware: Firmware,
-    /// (tap device, MAC) per NIC.
-    pub nics: Vec<(String, String)>,
-    /// Disk image files (qcow2 or raw, by extension).
-    pub disks: Vec<PathBuf>,
+    pub nics: Vec<Nic>,
+    pub disks: Vec<Disk>,
     /// Direct kernel boot: (kernel, initrd, command line).
     pub kernel: Option<(PathBuf, PathBuf, String)>,
     /// SMBIOS system UUID.
@@ -48,18 +107,131 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
-    /// A network-booting VM with one NIC.
+    /// A network-booting VM with one virtio NIC.
     pub fn pxe(name: &str, firmware: Firmware, tap: &str, mac: &str) -> VmSpec {
         VmSpec {
             name: name.into(),
             memory_mb: 1024,
             cpus: 1,
             firmware,
-            nics: vec![(tap.into(), mac.into())],
+            nics: vec![Nic {
+                tap: tap.into(),
+                mac: mac.into(),
+                model: NicModel::Virtio,
+                boot: true,
+            }],
             disks: Vec::new(),
             kernel: None,
             uuid: None,
         }
+    }
+
+    /// The QEMU arguments for this machine's firmware, NICs and disks (the VM's
+    /// private files, such as its UEFI variable store, go to `dir`).
+    pub fn hardware_args(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut a: Vec<String> = Vec::new();
+        let mut arg = |x: &str, y: String| {
+            a.push(x.to_string());
+            a.push(y);
+        };
+        let machine = if self.firmware == Firmware::UefiSecureBoot {
+            "q35,smm=on"
+        } else {
+            "q35"
+        };
+        arg("-machine", machine.into());
+        if self.firmware.is_uefi() {
+            let (code, vars_src) = match self.firmware {
+                Firmware::UefiSecureBoot => (
+                    "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                    "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+                ),
+                _ => (
+                    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                    "/usr/share/OVMF/OVMF_VARS_4M.fd",
+                ),
+            };
+            let vars = dir.join("OVMF_VARS.fd");
+            std::fs::copy(vars_src, &vars).with_context(|| {
+                format!("{vars_src} is missing: install Debian's `ovmf` package")
+            })?;
+            if self.firmware == Firmware::UefiSecureBoot {
+                arg(
+                    "-global",
+                    "driver=cfi.pflash01,property=secure,value=on".into(),
+                );
+            }
+            arg(
+                "-drive",
+                format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+            );
+            arg(
+                "-drive",
+                format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            );
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            arg(
+                "-netdev",
+                format!("tap,id=n{i},ifname={},script=no,downscript=no", n.tap),
+            );
+            let boot = if n.boot && self.kernel.is_none() {
+                ",bootindex=1"
+            } else {
+                ""
+            };
+            // UEFI machines PXE-boot from firmware (OVMF's own NIC drivers and PXE), as
+            // physical servers do; the NIC's iPXE option ROM is left out.
+            let rom = if self.firmware.is_uefi() {
+                ",romfile="
+            } else {
+                ""
+            };
+            let model = match n.model {
+                NicModel::Virtio => "virtio-net-pci",
+                NicModel::E1000e => "e1000e",
+            };
+            arg(
+                "-device",
+                format!("{model},netdev=n{i},mac={}{boot}{rom}", n.mac),
+            );
+        }
+        if self.disks.iter().any(|d| d.bus == DiskBus::Sata) {
+            arg("-device", "ahci,id=sata".into());
+        }
+        if self.disks.iter().any(|d| d.bus == DiskBus::Usb) {
+            arg("-device", "qemu-xhci,id=xhci".into());
+        }
+        let mut sata_port = 0;
+        for (i, d) in self.disks.iter().enumerate() {
+            let fmt = if d.path.extension().is_some_and(|e| e == "qcow2") {
+                "qcow2"
+            } else {
+                "raw"
+            };
+            arg(
+                "-drive",
+                format!(
+                    "file={},if=none,id=d{i},format={fmt},cache=unsafe",
+                    d.path.display()
+                ),
+            );
+            let serial = &d.serial;
+            let dev = match d.bus {
+                DiskBus::Virtio => format!("virtio-blk-pci,drive=d{i},serial={serial}"),
+                DiskBus::Sata => {
+                    sata_port += 1;
+                    format!(
+                        "ide-hd,drive=d{i},bus=sata.{},serial={serial}",
+                        sata_port - 1
+                    )
+                }
+                DiskBus::Nvme => format!("nvme,drive=d{i},serial={serial}"),
+                DiskBus::Usb => format!("usb-storage,bus=xhci.0,drive=d{i},serial={serial}"),
+            };
+            arg("-device", dev);
+        }
+        Ok(a)
     }
 }
 
@@ -105,8 +277,6 @@ impl Vm {
         c.args([
             "-accel",
             "tcg",
-            "-machine",
-            "q35",
             "-nographic",
             "-nodefaults",
             "-no-user-config",
@@ -127,49 +297,7 @@ impl Vm {
         if let Some(u) = &spec.uuid {
             c.args(["-uuid", u]);
         }
-        if spec.firmware == Firmware::Uefi {
-            let vars = dir.path().join("OVMF_VARS.fd");
-            std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-                .context("OVMF is missing: install Debian's `ovmf` package")?;
-            c.arg("-drive").arg(
-                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-            );
-            c.arg("-drive").arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ));
-        }
-        for (i, (tap, mac)) in spec.nics.iter().enumerate() {
-            c.arg("-netdev")
-                .arg(format!("tap,id=n{i},ifname={tap},script=no,downscript=no"));
-            let boot = if i == 0 && spec.kernel.is_none() {
-                ",bootindex=1"
-            } else {
-                ""
-            };
-            // UEFI machines PXE-boot from firmware (OVMF's own virtio-net driver and PXE),
-            // as physical servers do; the NIC's iPXE option ROM is left out.
-            let rom = if spec.firmware == Firmware::Uefi {
-                ",romfile="
-            } else {
-                ""
-            };
-            c.arg("-device")
-                .arg(format!("virtio-net-pci,netdev=n{i},mac={mac}{boot}{rom}"));
-        }
-        for (i, d) in spec.disks.iter().enumerate() {
-            let fmt = if d.extension().is_some_and(|e| e == "qcow2") {
-                "qcow2"
-            } else {
-                "raw"
-            };
-            c.arg("-drive").arg(format!(
-                "file={},if=none,id=d{i},format={fmt},cache=unsafe",
-                d.display()
-            ));
-            c.arg("-device")
-                .arg(format!("virtio-blk-pci,drive=d{i},serial=rsdisk{i}"));
-        }
+        c.args(spec.hardware_args(dir.path())?);
         if let Some((k, i, append)) = &spec.kernel {
             c.arg("-kernel")
                 .arg(k)

@@ -69,15 +69,44 @@ fn json<T>(r: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
 }
 
+/// A stalled node's step and the likely cause (see `stall`).
+#[derive(Serialize, Clone, Debug)]
+pub struct StallView {
+    pub step: String,
+    pub message: String,
+}
+
+fn stall_view(state: &AppState, id: i64) -> Option<StallView> {
+    state
+        .stall_of(id)
+        .map(|(step, message)| StallView { step, message })
+}
+
+/// One node of `GET /api/nodes`.
+#[derive(Serialize)]
+struct NodeItem {
+    #[serde(flatten)]
+    node: Node,
+    /// Set while the node stays in a step past its limit.
+    stalled: Option<StallView>,
+}
+
 #[derive(Serialize)]
 struct NodeList {
-    nodes: Vec<Node>,
+    nodes: Vec<NodeItem>,
 }
 
 async fn list_nodes(State(state): State<Arc<AppState>>) -> Result<Json<NodeList>, ApiError> {
-    Ok(Json(NodeList {
-        nodes: state.inventory.list_nodes()?,
-    }))
+    let nodes = state
+        .inventory
+        .list_nodes()?
+        .into_iter()
+        .map(|node| NodeItem {
+            stalled: stall_view(&state, node.id),
+            node,
+        })
+        .collect();
+    Ok(Json(NodeList { nodes }))
 }
 
 /// The body of `POST /api/nodes`.
@@ -195,6 +224,8 @@ pub struct NodeDetail {
     pub install_token_valid: bool,
     /// What the node reported at enrollment.
     pub facts: Option<serde_json::Value>,
+    /// Set while the node stays in a step past its limit.
+    pub stalled: Option<StallView>,
 }
 
 async fn show_node(
@@ -208,6 +239,7 @@ async fn show_node(
         .is_some();
     let facts = state.inventory.facts(node.id)?;
     Ok(Json(NodeDetail {
+        stalled: stall_view(&state, node.id),
         node,
         install_token_valid,
         facts,

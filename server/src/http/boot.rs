@@ -64,7 +64,12 @@ pub fn node_domain(cfg: &Config, node: &Node) -> String {
 }
 
 /// The installer's kernel command line for a node and its install token.
-pub fn kernel_args(cfg: &Config, node: &NodeCtx, token: &str) -> String {
+///
+/// netcfg runs before the preseed is fetched, so the NIC it configures is settled
+/// here: `BOOTIF` names `installer_nic` (the boot NIC unless the node says
+/// otherwise) and `interface=auto` makes netcfg take the BOOTIF NIC without asking,
+/// whatever its position and whichever other NICs have link.
+pub fn kernel_args(cfg: &Config, node: &NodeCtx, installer_nic: MacAddr, token: &str) -> String {
     let base = &cfg.server.base_url;
     let mut a: Vec<String> = vec![
         "auto=true".into(),
@@ -72,12 +77,17 @@ pub fn kernel_args(cfg: &Config, node: &NodeCtx, token: &str) -> String {
         format!("url={base}/install/{token}/preseed.cfg"),
         format!("log_host={}", cfg.server.advertise),
         format!("log_port={}", cfg.server.syslog.port()),
-        format!("BOOTIF=01-{}", node.mac_hyphen),
+    ];
+    if cfg.boot.installer_interface == crate::config::InstallerInterface::Bootif {
+        a.push(format!("BOOTIF=01-{}", installer_nic.hyphenated()));
+        a.push("interface=auto".into());
+    }
+    a.extend([
         format!("hostname={}", node.hostname),
         format!("domain={}", node.domain),
         "locale=en_US.UTF-8".into(),
         "keymap=us".into(),
-    ];
+    ]);
     a.extend(cfg.boot.kernel_args.iter().cloned());
     if let Some(c) = &cfg.boot.console {
         a.push(format!("console={c}"));
@@ -135,7 +145,7 @@ pub async fn node_script(
         match state.inventory.current_install_token(n.id, now_ms())? {
             Some(t) => {
                 let nctx = NodeCtx::new(n, &node_domain(cfg, n));
-                inputs.kernel_args = kernel_args(cfg, &nctx, &t);
+                inputs.kernel_args = kernel_args(cfg, &nctx, installer_nic_of(n), &t);
                 let _ = token.insert(t);
             }
             None => {
@@ -178,6 +188,16 @@ pub async fn node_script(
         info!(mac = %mac, node = n.id, action = %what, "ipxe script served");
     }
     Ok(ipxe(body))
+}
+
+/// The NIC the installer configures: the node's `installer_nic` var when set, else
+/// the MAC it boots from.
+pub fn installer_nic_of(node: &Node) -> MacAddr {
+    node.vars
+        .get("installer_nic")
+        .and_then(|v| v.as_str())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(node.mac)
 }
 
 #[derive(Deserialize)]
@@ -492,11 +512,34 @@ mod tests {
     fn installer_arguments() {
         let c = cfg();
         let n = node();
-        let a = kernel_args(&c, &NodeCtx::new(&n, &node_domain(&c, &n)), "TOKEN");
+        let a = kernel_args(
+            &c,
+            &NodeCtx::new(&n, &node_domain(&c, &n)),
+            installer_nic_of(&n),
+            "TOKEN",
+        );
         assert_eq!(
             a,
-            "auto=true priority=critical url=http://192.0.2.1:8080/install/TOKEN/preseed.cfg log_host=192.0.2.1 log_port=5514 BOOTIF=01-52-54-00-12-34-56 hostname=web1 domain=prov.example locale=en_US.UTF-8 keymap=us net.ifnames=0 console=ttyS0,115200n8 --- console=ttyS0,115200n8"
+            "auto=true priority=critical url=http://192.0.2.1:8080/install/TOKEN/preseed.cfg log_host=192.0.2.1 log_port=5514 BOOTIF=01-52-54-00-12-34-56 interface=auto hostname=web1 domain=prov.example locale=en_US.UTF-8 keymap=us net.ifnames=0 console=ttyS0,115200n8 --- console=ttyS0,115200n8"
         );
+    }
+
+    #[test]
+    fn the_installer_nic_can_differ_from_the_boot_nic() {
+        let c = cfg();
+        let n = Node {
+            vars: serde_json::json!({"installer_nic": "52:54:00:aa:bb:cc"}),
+            ..node()
+        };
+        let a = kernel_args(&c, &NodeCtx::new(&n, "x"), installer_nic_of(&n), "T");
+        assert!(
+            a.contains(" BOOTIF=01-52-54-00-aa-bb-cc interface=auto "),
+            "{a}"
+        );
+        let mut ask = cfg();
+        ask.boot.installer_interface = crate::config::InstallerInterface::Ask;
+        let a = kernel_args(&ask, &NodeCtx::new(&n, "x"), installer_nic_of(&n), "T");
+        assert!(!a.contains("BOOTIF") && !a.contains("interface="), "{a}");
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub enum ImageCmd {
     /// Store the installer files of a local directory (by default from Debian's netboot
     /// package), verified against the mirror's signed SHA256SUMS when it answers.
     Import {
-        /// Directory holding `linux` and `initrd.gz`.
+        /// Directory holding `linux` and `initrd.gz` (default: `installer.dir`, the
+        /// `debian-installer-12-netboot-amd64` package's files).
         #[arg(long)]
-        from: PathBuf,
+        from: Option<PathBuf>,
         /// Name to store the image under; defaults to the manifest's name.
         #[arg(long)]
         name: Option<String>,
@@ -96,6 +97,7 @@ pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
             manifest,
             offline,
         } => {
+            let from = from.unwrap_or_else(|| config.installer.dir.clone());
             let catalog = Catalog::load(&config.images.manifests)?;
             let def = match (&manifest, catalog.for_package_dir(&from), &name) {
                 (Some(m), _, _) => catalog.get(m)?,

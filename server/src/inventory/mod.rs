@@ -740,6 +740,23 @@ impl Inventory {
         })
     }
 
+    /// The last `limit` events of a node's timeline, oldest first.
+    pub fn recent_events(&self, node_id: i64, limit: u32) -> Result<Vec<Event>> {
+        self.with(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, node_id, at, kind, message FROM events WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2")
+                .map_err(q("reading events"))?;
+            let rows = st
+                .query_map(params![node_id, limit], |r| {
+                    Ok(Event { id: r.get(0)?, node_id: r.get(1)?, at: r.get(2)?, kind: r.get(3)?, message: r.get(4)? })
+                })
+                .map_err(q("reading events"))?;
+            let mut v = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q("reading events"))?;
+            v.reverse();
+            Ok(v)
+        })
+    }
+
     /// Issues a token of `kind` for a node.
     pub fn issue_token(
         &self,

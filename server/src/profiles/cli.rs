@@ -305,6 +305,9 @@ fn check(cfg: &ConfigArgs, files: &[PathBuf]) -> Result<ExitCode> {
         let found = check_rendering(&t, &config, &mirror, &p);
         if found.is_empty() {
             println!("profile {name}: ok ({})", summary(&p));
+            for note in p.profile.switch_notes() {
+                println!("  switch: {note}");
+            }
         }
         problems.extend(found);
     }

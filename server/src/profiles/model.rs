@@ -526,6 +526,24 @@ pub enum BondMode {
     BalanceAlb,
 }
 
+impl Profile {
+    /// What the switches must allow for this profile's machines to PXE-boot: bond
+    /// members boot and install one NIC at a time, before the OS brings LACP up.
+    pub fn switch_notes(&self) -> Vec<String> {
+        self.network
+            .iter()
+            .flat_map(|n| n.bonds.iter())
+            .filter(|b| b.mode == BondMode::Lacp)
+            .map(|b| {
+                format!(
+                    "{} (802.3ad): its members PXE-boot and run the installer before LACP is up, so the switch ports must forward without LACPDUs: enable LACP fallback on the port-channel (`lacp fallback individual` on Arista EOS, `no lacp suspend-individual` on Cisco NX-OS, `force-up` on Juniper); with LACP suspend-individual on, the node never gets a DHCP answer",
+                    b.name
+                )
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for BondMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

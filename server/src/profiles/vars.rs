@@ -35,6 +35,10 @@ pub struct NodeVars {
     /// Permanent MACs of each bond's members on this node.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bond_members: BTreeMap<String, Vec<String>>,
+    /// The MAC of the NIC the installer configures, when it is not the NIC the node
+    /// PXE-boots from (the installer's kernel command line names it as BOOTIF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer_nic: Option<String>,
 }
 
 /// A problem with a node's vars: `vars.<key>: <message>`.
@@ -169,6 +173,14 @@ pub fn check(
                 ));
             }
         }
+    }
+    if let Some(m) = &vars.installer_nic
+        && !super::validate::valid_mac(m)
+    {
+        return Err(verr(
+            "installer_nic",
+            format!("`{m}` is not a MAC address like `52:54:00:12:34:56`"),
+        ));
     }
     Ok(CheckedVars { vars, addresses })
 }

@@ -316,3 +316,84 @@ fn proxy_dhcp_boots_a_uefi_node_through_snponly_efi() -> Result<()> {
     );
     Ok(())
 }
+
+/// A machine with two NICs (both with link) that boots from its second one, with the
+/// interface selection taken off the installer's command line (`installer_interface =
+/// "ask"`, a test-only setting): the installer stops at "choose the primary network
+/// interface", and rackseed records a `stalled` event naming the step within the
+/// configured limit; `node list` and `node show` show it.
+#[test]
+fn a_node_stopped_at_an_installer_question_is_reported_stalled() -> Result<()> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    let cfg = lab_config(
+        Path::new("@DIR@"),
+        "authoritative",
+        "[stall]\ninstaller = \"45s\"\n",
+    )
+    .replace("[boot]\n", "[boot]\ninstaller_interface = \"ask\"\n");
+    let srv = Server::start(&lab, &cfg)?;
+    let (first, mac, host) = ("52:54:00:10:00:30", "52:54:00:10:00:31", "stall1");
+    srv.add_node(mac, host, "lab-single-disk", &[])?;
+    let mut spec = VmSpec::pxe(host, Firmware::Bios, &lab.tap()?, first);
+    spec.nics[0].boot = false;
+    spec.nics.push(qemu::Nic {
+        tap: lab.tap()?,
+        mac: mac.into(),
+        model: qemu::NicModel::Virtio,
+        boot: true,
+    });
+    let started = Instant::now();
+    let vm = Vm::start(&lab.srv, &spec)?;
+    let stalled = rackseed_tests::wait_for(
+        "a stalled event",
+        Duration::from_secs(480),
+        Duration::from_secs(2),
+        || {
+            srv.timeline(host)
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "stalled")
+                .map(|(_, m)| m)
+        },
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nconsole:\n{}\ntimeline:\n{:?}",
+            rackseed_tests::tail(&vm.serial(), 30),
+            srv.timeline(host).unwrap_or_default()
+        )
+    })?;
+    eprintln!(
+        "{host}: power-on to stalled in {:.0?}: {stalled}",
+        started.elapsed()
+    );
+    assert!(
+        stalled.starts_with("stalled in step installer-network: the kernel and initrd were sent"),
+        "{stalled}"
+    );
+    assert!(stalled.contains("choice of network interface"), "{stalled}");
+    let t = srv.timeline(host)?;
+    assert_in_order(&t, &["ipxe", "kernel", "initrd", "stalled"]);
+    assert!(!t.iter().any(|(k, _)| k == "preseed"), "{t:?}");
+    // The installer really is at the interface question.
+    vm.wait_serial("primary network interface", Duration::from_secs(60))?;
+    assert_eq!(srv.node_state(host)?, "provisioning");
+    let list = srv.cli(&["node", "list"])?;
+    assert!(
+        list.lines()
+            .any(|l| l.contains(host) && l.contains("STALLED in installer-network")),
+        "{list}"
+    );
+    let show = srv.cli(&["node", "show", host])?;
+    assert!(
+        show.contains("  STALLED       stalled in step installer-network"),
+        "{show}"
+    );
+    let metrics = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    assert!(
+        metrics.contains("rackseed_node_stalls_total 1"),
+        "{metrics}"
+    );
+    Ok(())
+}

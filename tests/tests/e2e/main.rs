@@ -6,8 +6,10 @@
 
 mod bench;
 mod boot;
+mod cli;
 mod firstboot;
 mod images;
+mod package;
 mod profile;
 mod protocol;
 mod vagrant;

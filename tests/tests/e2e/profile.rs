@@ -7,14 +7,12 @@
 use anyhow::{Context, Result, bail};
 use rackseed::render::{INSTALL_FILES, debconf, partman};
 use rackseed_tests::qemu::{self, qcow2};
-use rackseed_tests::{
-    Lab, Netns, Server, assert_in_order, lab_config, rackseed_bin, run, workspace,
-};
+use rackseed_tests::{Lab, Server, assert_in_order, lab_config, rackseed_bin, run, workspace};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const STORE_VARS: &str =
@@ -404,8 +402,8 @@ fn disks_sh_chooses_and_clears_root_disks_under_busybox() -> Result<()> {
     let events = fs::read_to_string(w.join("events"))?;
     assert!(
         events.contains(&format!(
-            "disks\nroot disks (apply): {root_a} {root_b}\nbooted: bios"
-        )),
+            "disks\nroot disks (apply): {root_a} {root_b}\nroot serials: "
+        )) && events.contains("\nbooted: bios (rendered for bios)\n"),
         "{events}"
     );
     assert!(
@@ -452,77 +450,6 @@ fn disks_sh_chooses_and_clears_root_disks_under_busybox() -> Result<()> {
     Ok(())
 }
 
-/// A BIOS VM for the installer test: the NIC's iPXE ROM boots from the network; the
-/// disks are USB storage, whose drivers the installer's initrd carries, so the
-/// installer sees them at early_command (virtio-blk's come later, as .udebs).
-struct InstallerVm {
-    child: Child,
-    serial: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl InstallerVm {
-    fn start(ns: &Netns, tap: &str, mac: &str, disks: &[(PathBuf, String)]) -> Result<InstallerVm> {
-        let dir = tempfile::Builder::new().prefix("vm-installer-").tempdir()?;
-        let serial = dir.path().join("serial.log");
-        let mut c = ns.cmd("qemu-system-x86_64");
-        c.args([
-            "-accel", "tcg", "-machine", "q35", "-m", "1024", "-smp", "1",
-        ])
-        .args([
-            "-nographic",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-        ])
-        .args(["-monitor", "none", "-serial"])
-        .arg(format!("file:{}", serial.display()))
-        .arg("-netdev")
-        .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
-        .arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=1"))
-        .args(["-device", "qemu-xhci,id=xhci", "-boot", "n"]);
-        for (i, (path, serial_no)) in disks.iter().enumerate() {
-            c.arg("-drive").arg(format!(
-                "file={},if=none,id=u{i},format=qcow2,cache=unsafe",
-                path.display()
-            ));
-            c.arg("-device").arg(format!(
-                "usb-storage,bus=xhci.0,drive=u{i},serial={serial_no}"
-            ));
-        }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = c.spawn().context("cannot start qemu-system-x86_64")?;
-        Ok(InstallerVm {
-            child,
-            serial,
-            _dir: dir,
-        })
-    }
-
-    fn console(&self) -> String {
-        qemu::strip_escapes(&String::from_utf8_lossy(
-            &fs::read(&self.serial).unwrap_or_default(),
-        ))
-    }
-}
-
-impl Drop for InstallerVm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- installer console ----\n{}",
-                rackseed_tests::tail(&self.console(), 60)
-            );
-        }
-    }
-}
-
 /// `question=value` lines of an event into a map.
 fn answers(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -545,21 +472,13 @@ fn sha256_hex(s: &str) -> Result<String> {
         .to_string())
 }
 
-/// The real installer boots with a `storage-node` preseed; early_command reports what
-/// the installer parsed (every question of the preseed, and the partman answers
-/// disks.sh derived from the disks the installer lists); each must be what rackseed
-/// rendered.
-#[test]
-fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
-    let _q = qemu::exclusive();
-    let lab = Lab::new()?;
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "");
-    let srv = Server::start(&lab, &cfg)?;
-    let (mac, host) = ("52:54:00:20:00:01", "store1");
-    srv.add_node(mac, host, "storage-node", &["--vars", STORE_VARS])?;
-    let disks_dir = tempfile::tempdir()?;
+/// A `storage-node` machine: two NICs (the bond's members), both with link, booting
+/// from the second; two 8G root disks and four 1G data disks. The disks are USB
+/// storage, whose drivers the installer's initrd carries, so the installer sees them
+/// at early_command (the drivers of the other buses come later, as .udebs).
+fn storage_node_vm(lab: &Lab, name: &str, macs: [&str; 2], dir: &Path) -> Result<qemu::Vm> {
     let mut disks = Vec::new();
-    for (name, size) in [
+    for (serial, size) in [
         ("rsroot0", "8G"),
         ("rsroot1", "8G"),
         ("rsdata2", "1G"),
@@ -567,15 +486,54 @@ fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
         ("rsdata4", "1G"),
         ("rsdata5", "1G"),
     ] {
-        let p = disks_dir.path().join(format!("{name}.qcow2"));
+        let p = dir.join(format!("{serial}.qcow2"));
         qcow2(&p, size, None)?;
-        disks.push((p, name.to_string()));
+        disks.push(qemu::Disk::new(p, qemu::DiskBus::Usb, serial));
     }
-    let tap = lab.tap()?;
+    let mut nics = Vec::new();
+    for (i, mac) in macs.iter().enumerate() {
+        nics.push(qemu::Nic {
+            tap: lab.tap()?,
+            mac: mac.to_string(),
+            model: qemu::NicModel::Virtio,
+            boot: i == 1,
+        });
+    }
+    qemu::Vm::start(
+        &lab.srv,
+        &qemu::VmSpec {
+            name: name.into(),
+            memory_mb: 1024,
+            cpus: 1,
+            firmware: qemu::Firmware::Bios,
+            nics,
+            disks,
+            kernel: None,
+            uuid: None,
+        },
+    )
+}
+
+/// The real installer boots a `storage-node` machine from its second NIC: netcfg takes
+/// that NIC without a question (BOOTIF + interface=auto), early_command reports what
+/// the installer parsed (every question of the preseed, and the partman answers
+/// disks.sh derived from the disks the installer lists), each of which must be what
+/// rackseed rendered, and disks.sh names the root and pool disks it chose by serial.
+#[test]
+fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "");
+    let srv = Server::start(&lab, &cfg)?;
+    // The first NIC is not the boot NIC and is unknown to rackseed; the node is
+    // registered by the MAC it PXE-boots from.
+    let (other_mac, mac, host) = ("52:54:00:20:00:00", "52:54:00:20:00:01", "store1");
+    srv.add_node(mac, host, "storage-node", &["--vars", STORE_VARS])?;
+    let disks_dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let vm = InstallerVm::start(&lab.srv, &tap, mac, &disks)?;
+    let vm = storage_node_vm(&lab, host, [other_mac, mac], disks_dir.path())?;
     srv.wait_state(host, "installing", Duration::from_secs(420))
-        .with_context(|| format!("console:\n{}", rackseed_tests::tail(&vm.console(), 40)))?;
+        .with_context(|| format!("console:\n{}", rackseed_tests::tail(&vm.serial(), 40)))?;
     let reported = rackseed_tests::wait_for(
         "the debconf report of early_command",
         Duration::from_secs(180),
@@ -600,11 +558,29 @@ fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
             "ipxe",
             "kernel",
             "initrd",
+            "dhcp",
             "preseed",
             "early_command",
             "disks",
             "debconf",
         ],
+    );
+    // The installer's own DHCP came from the boot NIC (the node's MAC), not the first.
+    let after_initrd = t
+        .iter()
+        .skip_while(|(k, _)| k != "initrd")
+        .find(|(k, m)| k == "dhcp" && m.contains("no network boot"));
+    assert!(
+        after_initrd.is_some(),
+        "no installer DHCP from {mac} after the initrd: {t:?}"
+    );
+    assert!(
+        !srv.api("/api/nodes")?["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["mac"] == other_mac),
+        "the installer used the first NIC {other_mac}"
     );
     let parsed = answers(&reported);
 
@@ -659,6 +635,16 @@ fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
     partman::check_raid_against_recipe(&recipe, &partman::check_raid_recipe(&raid)?, &roots)?;
     assert!(
         disk_event.contains("booted: bios (rendered for bios)"),
+        "{disk_event}"
+    );
+    // By serial: the two 8G disks for root, the four 1G disks for pool tank.
+    assert!(
+        disk_event.contains("\nroot serials: rsroot0 rsroot1\n"),
+        "{disk_event}"
+    );
+    assert!(
+        disk_event.contains("\npool tank (4 disk(s)): 4 found: ")
+            && disk_event.contains(" serials: rsdata2 rsdata3 rsdata4 rsdata5\n"),
         "{disk_event}"
     );
     drop(vm);

@@ -358,11 +358,18 @@ fn check(args: &ConfigArgs) -> Result<ExitCode> {
         "config {}: ok (dhcp {:?}, advertise {})",
         config.source, config.dhcp.mode, config.server.advertise
     );
-    for (what, p) in [
+    let shim = config.installer.dir.join("bootnetx64.efi");
+    let grub = config.installer.dir.join("grubx64.efi");
+    let mut needed = vec![
         ("boot.ipxe_bios", &config.boot.ipxe_bios),
         ("boot.ipxe_efi", &config.boot.ipxe_efi),
         ("boot.ipxe_snponly", &config.boot.ipxe_snponly),
-    ] {
+    ];
+    if config.boot.efi_binary == crate::config::EfiBinary::Shim {
+        needed.push(("boot.efi_binary = \"shim\": installer.dir", &shim));
+        needed.push(("boot.efi_binary = \"shim\": installer.dir", &grub));
+    }
+    for (what, p) in needed {
         if !p.is_file() {
             problems.push(format!(
                 "{}: {what}: `{}` does not exist; install Debian's `ipxe` package or fix the path",

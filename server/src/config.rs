@@ -63,14 +63,19 @@ pub enum ChainloadPolicy {
     AlwaysOnce,
 }
 
-/// Which iPXE build x86-64 UEFI clients get.
+/// Which boot chain x86-64 UEFI clients get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EfiBinary {
-    /// `ipxe.efi`: iPXE with its own NIC drivers.
+    /// `ipxe.efi`: iPXE with its own NIC drivers (unsigned: refused by Secure Boot).
     Ipxe,
-    /// `snponly.efi`: iPXE on the firmware's SNP driver.
+    /// `snponly.efi`: iPXE on the firmware's SNP driver (unsigned).
     Snponly,
+    /// Debian's signed chain from the netboot package: the Microsoft-signed shim
+    /// (`bootnetx64.efi`), Debian's signed network GRUB, the signed installer kernel.
+    /// Boots with Secure Boot on or off. Needs authoritative DHCP: GRUB takes its
+    /// configuration only from the DHCP server's ACK, not from a ProxyDHCP offer.
+    Shim,
 }
 
 /// The validated configuration every part receives.
@@ -518,7 +523,17 @@ impl Validator<'_> {
                 .boot
                 .ipxe_snponly
                 .unwrap_or_else(|| "/usr/lib/ipxe/snponly.efi".into()),
-            efi_binary: raw.boot.efi_binary.unwrap_or(EfiBinary::Ipxe),
+            // The signed chain boots whether Secure Boot is on or off, and a PXE request
+            // does not say which; GRUB cannot boot beside another DHCP server, so
+            // ProxyDHCP keeps iPXE.
+            efi_binary: raw
+                .boot
+                .efi_binary
+                .unwrap_or(if dhcp.mode == DhcpMode::Authoritative {
+                    EfiBinary::Shim
+                } else {
+                    EfiBinary::Ipxe
+                }),
             console: raw.boot.console.filter(|c| !c.is_empty()),
             token_ttl: self.duration(
                 "boot.token_ttl",
@@ -536,6 +551,12 @@ impl Validator<'_> {
                 .installer_interface
                 .unwrap_or(InstallerInterface::Bootif),
         };
+        if boot.efi_binary == EfiBinary::Shim && dhcp.mode == DhcpMode::Proxy {
+            return Err(self.err(
+                "boot.efi_binary",
+                "\"shim\" (the signed shim → GRUB chain) needs dhcp.mode = \"authoritative\": GRUB takes its boot configuration only from the DHCP server's ACK and ignores a ProxyDHCP offer, so it would never boot; use \"ipxe\" or \"snponly\" (with Secure Boot off), or make rackseed the DHCP server of the provisioning network",
+            ));
+        }
         for (i, arg) in boot.kernel_args.iter().enumerate() {
             if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(self.err(

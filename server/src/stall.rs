@@ -142,6 +142,12 @@ pub fn stall_of(
                         "stalled in step kernel: the iPXE script was served {ago} ago and the installer kernel was not fetched; look at the console for an iPXE error (HTTP port 8080 blocked, server.base_url wrong)"
                     ),
                 )),
+                "grub" => Some(stall(
+                    "kernel",
+                    format!(
+                        "stalled in step kernel: GRUB got its configuration {ago} ago and did not load the installer kernel over TFTP; look at the console for a GRUB error (with Secure Boot on, a kernel that is not signed is refused)"
+                    ),
+                )),
                 "dhcp" | "tftp" | "discovered" => Some(stall(
                     "boot-loader",
                     format!(

@@ -120,6 +120,9 @@ pub struct AppState {
     /// `https://<advertise>:<port>` when the agent HTTPS listener is on.
     pub https_url: Option<String>,
     pub agent: AgentBinary,
+    /// The installer's disk-controller drivers, when stored for its kernel: (directory,
+    /// set).
+    pub drivers: Option<(PathBuf, crate::images::drivers::DriverSet)>,
     /// Nodes stalled at the last stall check, by node id (see `serve::watch_stalls`).
     pub stalled: RwLock<HashMap<i64, crate::stall::Stall>>,
     peers: Mutex<HashMap<Ipv4Addr, (i64, UnixMs)>>,
@@ -211,6 +214,21 @@ impl AppState {
         leases.set_reservations(inventory.reservations()?);
         info!(leases = leases.len(), "leases loaded");
         let installer = resolve_installer(&config)?;
+        let drivers = crate::images::kernel::initrd_kernel_version(&installer.initrd)
+            .ok()
+            .and_then(|k| {
+                let set = crate::images::drivers::stored(&config.images.store, &k)?;
+                Some((
+                    crate::images::drivers::dir_for(&config.images.store, &k),
+                    set,
+                ))
+            });
+        match &drivers {
+            Some((_, set)) => info!(kernel = %set.kernel, "installer disk drivers stored"),
+            None => info!(
+                "no installer disk drivers stored (rackseed image drivers); SATA and NVMe disks appear to the installer only after it loads its components"
+            ),
+        }
         let mirror = resolve_mirror(&config)?;
         let templates = Templates::embedded();
         let tftp_tree = Tree::from_config(
@@ -250,6 +268,7 @@ impl AppState {
             file_chunks: Arc::default(),
             mirror,
             stalled: RwLock::default(),
+            drivers,
             peers: Mutex::default(),
             held_syslog: Mutex::default(),
         })

@@ -6,7 +6,9 @@
 //! symlinks out of the extra directory are refused. Write requests are refused.
 
 use crate::config::Config;
-use crate::dhcp::decide::{IPXE_BIOS, IPXE_EFI, IPXE_SNPONLY};
+use crate::dhcp::decide::{
+    GRUB_CFG, GRUB_EFI, GRUB_NODE_DIR, IPXE_BIOS, IPXE_EFI, IPXE_SNPONLY, SHIM_EFI,
+};
 use crate::state::AppState;
 use async_tftp::packet;
 use std::collections::BTreeMap;
@@ -101,6 +103,12 @@ impl Tree {
             "installer/linux".to_string(),
             installer_kernel.to_path_buf(),
         );
+        // The signed chain from Debian's netboot package (shim, network GRUB).
+        files.insert(
+            SHIM_EFI.to_string(),
+            cfg.installer.dir.join("bootnetx64.efi"),
+        );
+        files.insert(GRUB_EFI.to_string(), cfg.installer.dir.join("grubx64.efi"));
         files.insert(
             "installer/initrd.gz".to_string(),
             installer_initrd.to_path_buf(),
@@ -184,9 +192,16 @@ impl Drop for SessionSlot {
     }
 }
 
+/// What a transfer sends: a file of the tree, or text rackseed rendered for the
+/// requesting machine (GRUB configurations).
+enum Source {
+    File(std::fs::File),
+    Memory(Vec<u8>),
+}
+
 /// Reads a file by position for one transfer; reports completion when dropped.
 pub struct FileReader {
-    file: std::fs::File,
+    file: Source,
     pos: u64,
     size: u64,
     name: String,
@@ -203,7 +218,15 @@ impl futures_lite::AsyncRead for FileReader {
     ) -> Poll<io::Result<usize>> {
         // Served files are small and hot in the page cache; a positional read does not
         // wait on the network and keeps no per-session buffer.
-        let n = self.file.read_at(buf, self.pos)?;
+        let n = match &self.file {
+            Source::File(f) => f.read_at(buf, self.pos)?,
+            Source::Memory(m) => {
+                let start = usize::try_from(self.pos).unwrap_or(usize::MAX).min(m.len());
+                let n = buf.len().min(m.len() - start);
+                buf[..n].copy_from_slice(&m[start..start + n]);
+                n
+            }
+        };
         self.pos += n as u64;
         Poll::Ready(Ok(n))
     }
@@ -220,6 +243,13 @@ impl Drop for FileReader {
             info!(file = %self.name, peer = %self.peer, bytes = self.pos, size = self.size, "tftp transfer ended early");
         }
         if let Some(id) = node {
+            // The installer kernel and initrd are steps of their own on the timeline
+            // (GRUB on the signed chain loads them over TFTP).
+            let kind = match self.name.as_str() {
+                "installer/linux" => "kernel",
+                "installer/initrd.gz" => "initrd",
+                _ => "tftp",
+            };
             let msg = if complete {
                 format!(
                     "TFTP sent {} ({} bytes) to {}",
@@ -236,7 +266,7 @@ impl Drop for FileReader {
                     self.size
                 )
             };
-            self.state.events.emit(id, "tftp", msg);
+            self.state.events.emit(id, kind, msg);
         }
     }
 }
@@ -244,6 +274,41 @@ impl Drop for FileReader {
 /// The async-tftp handler over the virtual tree.
 pub struct Handler {
     state: Arc<AppState>,
+}
+
+/// The directory of the signed UEFI chain in the tree.
+const SIGNED_DIR: &str = "debian-installer/amd64/";
+
+impl Handler {
+    /// The text rackseed renders for `name`, when it is one of the generated GRUB
+    /// files: the entry point, or a machine's own configuration by MAC.
+    fn generated(&self, name: &str, client: &SocketAddr) -> Option<Result<Vec<u8>, String>> {
+        let state = &self.state;
+        if name == GRUB_CFG {
+            return Some(
+                crate::render::grub_entry(
+                    &state.templates,
+                    state.config.boot.retry_interval.as_secs().max(1),
+                )
+                .map(String::into_bytes)
+                .map_err(|e| crate::error_chain(&e)),
+            );
+        }
+        let mac = name.strip_prefix(GRUB_NODE_DIR)?.strip_suffix(".cfg")?;
+        let Ok(mac) = mac.parse::<crate::mac::MacAddr>() else {
+            return Some(Err(format!("`{}` is not a MAC", mac.escape_debug())));
+        };
+        Some(
+            crate::http::boot::node_boot_script(
+                state,
+                mac,
+                crate::render::Loader::Grub,
+                client.ip(),
+            )
+            .map(String::into_bytes)
+            .map_err(|e| format!("{e:?}")),
+        )
+    }
 }
 
 impl async_tftp::server::Handler for Handler {
@@ -255,13 +320,46 @@ impl async_tftp::server::Handler for Handler {
         client: &SocketAddr,
         path: &Path,
     ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let name = path.to_string_lossy().to_string();
+        let mut name = path.to_string_lossy().to_string();
+        // GRUB asks with a leading slash (`/debian-installer/…`, `/installer/linux`).
+        if let Some(rest) = name.strip_prefix('/')
+            && (rest.starts_with(SIGNED_DIR) || rest.starts_with("installer/"))
+        {
+            name = rest.to_string();
+        }
         let tree = &self.state.tftp_tree;
         let refuse = |e: packet::Error, why: String| {
             self.state.metrics.tftp_refused.inc();
             debug!(%client, file = %name.escape_debug(), reason = %why, "tftp request refused");
             e
         };
+        if let Some(body) = self.generated(&name, client) {
+            let body = body.map_err(|why| refuse(packet::Error::FileNotFound, why))?;
+            let Some(slot) = self
+                .state
+                .tftp_sessions
+                .acquire(self.state.config.tftp.max_sessions)
+            else {
+                return Err(refuse(
+                    packet::Error::Msg("server busy: too many transfers, retry later".into()),
+                    "session cap".into(),
+                ));
+            };
+            self.state.metrics.tftp_transfers.inc();
+            let size = body.len() as u64;
+            return Ok((
+                FileReader {
+                    file: Source::Memory(body),
+                    pos: 0,
+                    size,
+                    name,
+                    peer: *client,
+                    state: self.state.clone(),
+                    _slot: slot,
+                },
+                Some(size),
+            ));
+        }
         let file_path = match tree.lookup(&name) {
             Ok(p) => p,
             Err(LookupError::NotFound) => {
@@ -301,7 +399,7 @@ impl async_tftp::server::Handler for Handler {
         debug!(%client, file = %name, size = meta.len(), "tftp transfer starting");
         Ok((
             FileReader {
-                file,
+                file: Source::File(file),
                 pos: 0,
                 size: meta.len(),
                 name,

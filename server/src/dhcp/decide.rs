@@ -35,6 +35,14 @@ pub const IPXE_BIOS: &str = "undionly.kpxe";
 pub const IPXE_EFI: &str = "ipxe.efi";
 pub const IPXE_SNPONLY: &str = "snponly.efi";
 
+/// The signed UEFI chain, where Debian's netboot package and GRUB's built-in prefix
+/// put it: shim loads `grubx64.efi` from its own directory, GRUB reads
+/// `grub/grub.cfg` there, which loads the machine's own file under `grub/rackseed/`.
+pub const SHIM_EFI: &str = "debian-installer/amd64/bootnetx64.efi";
+pub const GRUB_EFI: &str = "debian-installer/amd64/grubx64.efi";
+pub const GRUB_CFG: &str = "debian-installer/amd64/grub/grub.cfg";
+pub const GRUB_NODE_DIR: &str = "debian-installer/amd64/grub/rackseed/";
+
 /// The URL of a node's iPXE script, as iPXE is told to fetch it.
 pub fn script_url(base_url: &str, mac: MacAddr) -> String {
     format!("{base_url}/boot/{}.ipxe", mac.hyphenated())
@@ -57,6 +65,7 @@ pub fn boot_file_for(
             Arch::EfiX64 => Some(BootFile::Tftp(match efi {
                 EfiBinary::Ipxe => IPXE_EFI.into(),
                 EfiBinary::Snponly => IPXE_SNPONLY.into(),
+                EfiBinary::Shim => SHIM_EFI.into(),
             })),
             Arch::EfiX64Http => Some(BootFile::Http(format!("{base_url}/ipxe/{IPXE_EFI}"))),
             _ => None,
@@ -593,6 +602,15 @@ mod tests {
                 EfiBinary::Ipxe
             ),
             Some(BootFile::Http("http://192.0.2.1:8080/ipxe/ipxe.efi".into()))
+        );
+        assert_eq!(
+            f(
+                BootClient::Pxe(Arch::EfiX64),
+                Firmware,
+                false,
+                EfiBinary::Shim
+            ),
+            Some(BootFile::Tftp(SHIM_EFI.into()))
         );
         let script = Some(BootFile::Http(
             "http://192.0.2.1:8080/boot/52-54-00-00-00-01.ipxe".into(),

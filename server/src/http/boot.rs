@@ -120,24 +120,43 @@ pub async fn node_script(
         .unwrap_or(&file)
         .parse()
         .map_err(|e: crate::mac::MacParseError| ApiError::bad_request(e.to_string()))?;
+    let body = node_boot_script(&state, mac, render::Loader::Ipxe, peer.ip())?;
+    Ok(ipxe(body))
+}
+
+/// The per-node boot script for `loader` (iPXE over HTTP, or GRUB's configuration over
+/// TFTP), asked for from `peer`: the install script with the kernel command line and
+/// install token for a provisioning node (a node whose install window has passed is
+/// failed instead of looping), local boot or a wait message otherwise. Records the
+/// step on the node's timeline.
+pub fn node_boot_script(
+    state: &AppState,
+    mac: MacAddr,
+    loader: render::Loader,
+    peer: std::net::IpAddr,
+) -> Result<String, ApiError> {
     let node = state.inventory.node_by_mac(mac)?;
     let cfg = &state.config;
-    let (mut inputs, mut token) = (
-        ScriptInputs {
-            base_url: &cfg.server.base_url,
-            kernel_url: format!(
+    let (kernel_url, initrd_url) = match loader {
+        render::Loader::Ipxe => (
+            format!(
                 "{}/installer/{}/linux?mac={mac}",
                 cfg.server.base_url, state.installer.name
             ),
-            initrd_url: format!(
+            format!(
                 "{}/installer/{}/initrd.gz?mac={mac}",
                 cfg.server.base_url, state.installer.name
             ),
-            kernel_args: String::new(),
-            retry_secs: cfg.boot.retry_interval.as_secs().max(1),
-        },
-        None::<String>,
-    );
+        ),
+        render::Loader::Grub => ("/installer/linux".into(), "/installer/initrd.gz".into()),
+    };
+    let mut inputs = ScriptInputs {
+        base_url: &cfg.server.base_url,
+        kernel_url,
+        initrd_url,
+        kernel_args: String::new(),
+        retry_secs: cfg.boot.retry_interval.as_secs().max(1),
+    };
     let mut node_for_script = node.clone();
     if let Some(n) = &node
         && n.state == NodeState::Provisioning
@@ -146,7 +165,6 @@ pub async fn node_script(
             Some(t) => {
                 let nctx = NodeCtx::new(n, &node_domain(cfg, n));
                 inputs.kernel_args = kernel_args(cfg, &nctx, installer_nic_of(n), &t);
-                let _ = token.insert(t);
             }
             None => {
                 // The install window passed: fail visibly instead of looping silently.
@@ -164,15 +182,16 @@ pub async fn node_script(
             }
         }
     }
-    let body = render::ipxe_script(
+    let body = render::boot_script(
         &state.templates,
+        loader,
         &mac.to_string(),
         node_for_script.as_ref(),
         &inputs,
     )
     .map_err(ApiError::internal)?;
     if let Some(n) = &node_for_script {
-        if let std::net::IpAddr::V4(ip) = peer.ip() {
+        if let std::net::IpAddr::V4(ip) = peer {
             state.note_peer(ip, n.id);
         }
         let what = match n.state {
@@ -180,14 +199,16 @@ pub async fn node_script(
             NodeState::Installed | NodeState::Enrolled => "boot from local disk".to_string(),
             s => format!("wait ({s})"),
         };
-        state.events.emit(
-            n.id,
-            "ipxe",
-            format!("iPXE script served to {}: {what}", peer.ip()),
-        );
-        info!(mac = %mac, node = n.id, action = %what, "ipxe script served");
+        let (kind, text) = match loader {
+            render::Loader::Ipxe => ("ipxe", "iPXE script"),
+            render::Loader::Grub => ("grub", "GRUB configuration (signed chain)"),
+        };
+        state
+            .events
+            .emit(n.id, kind, format!("{text} served to {peer}: {what}"));
+        info!(mac = %mac, node = n.id, action = %what, loader = kind, "boot script served");
     }
-    Ok(ipxe(body))
+    Ok(body)
 }
 
 /// The NIC the installer configures: the node's `installer_nic` var when set, else
@@ -264,6 +285,26 @@ pub async fn installer_file(
     serve_file(&state, &path, req).await
 }
 
+/// `GET|HEAD /installer/drivers/{file}`: the installer's disk-controller driver
+/// packages (`rackseed image drivers`), for early_command. Public files.
+pub async fn driver_file(
+    State(state): State<Arc<AppState>>,
+    Path(file): Path<String>,
+    req: Request,
+) -> Response {
+    let Some((dir, set)) = &state.drivers else {
+        return ApiError::not_found(
+            "no installer drivers are stored; run `rackseed image drivers`",
+        )
+        .into_response();
+    };
+    match set.packages.values().find(|d| d.file == file) {
+        Some(d) => serve_file(&state, &dir.join(&d.file), req).await,
+        None => ApiError::not_found(format!("no driver package `{}`", file.escape_debug()))
+            .into_response(),
+    }
+}
+
 /// `GET|HEAD /ipxe/{file}`: the iPXE binaries, for UEFI HTTP boot.
 pub async fn ipxe_binary(
     State(state): State<Arc<AppState>>,
@@ -298,18 +339,30 @@ pub fn install_ctx(state: &AppState, node: &Node, token: &str) -> Result<Install
             node.display_name()
         ))
     })?;
-    render::node_ctx(cfg, node, &profile, state.mirror.clone(), token).map_err(|e| {
-        let why = crate::error_chain(&e);
-        state.events.emit(
-            node.id,
-            "error",
-            format!("install files cannot be rendered: {why}"),
-        );
-        ApiError::internal(format!(
-            "install files of {} cannot be rendered",
-            node.display_name()
-        ))
-    })
+    let mut ctx =
+        render::node_ctx(cfg, node, &profile, state.mirror.clone(), token).map_err(|e| {
+            let why = crate::error_chain(&e);
+            state.events.emit(
+                node.id,
+                "error",
+                format!("install files cannot be rendered: {why}"),
+            );
+            ApiError::internal(format!(
+                "install files of {} cannot be rendered",
+                node.display_name()
+            ))
+        })?;
+    if let Some((_, set)) = &state.drivers {
+        ctx.drivers = set.packages.keys().cloned().collect();
+        // In dependency order.
+        ctx.drivers.sort_by_key(|p| {
+            crate::images::drivers::DRIVER_PACKAGES
+                .iter()
+                .position(|d| d == p)
+                .unwrap_or(usize::MAX)
+        });
+    }
+    Ok(ctx)
 }
 
 /// `GET /install/{token}/{file}`: the preseed and scripts, only while installing.
@@ -521,6 +574,66 @@ mod tests {
         assert_eq!(
             a,
             "auto=true priority=critical url=http://192.0.2.1:8080/install/TOKEN/preseed.cfg log_host=192.0.2.1 log_port=5514 BOOTIF=01-52-54-00-12-34-56 interface=auto hostname=web1 domain=prov.example locale=en_US.UTF-8 keymap=us net.ifnames=0 console=ttyS0,115200n8 --- console=ttyS0,115200n8"
+        );
+    }
+
+    #[test]
+    fn grub_scripts_quote_every_argument_on_their_own_lines() {
+        let c = cfg();
+        let n = node();
+        let args = kernel_args(&c, &NodeCtx::new(&n, "prov.example"), n.mac, "TOKEN");
+        let inputs = ScriptInputs {
+            base_url: &c.server.base_url,
+            kernel_url: "/installer/linux".into(),
+            initrd_url: "/installer/initrd.gz".into(),
+            kernel_args: args,
+            retry_secs: 5,
+        };
+        let t = render::Templates::embedded();
+        let body = render::boot_script(
+            &t,
+            render::Loader::Grub,
+            &n.mac.to_string(),
+            Some(&n),
+            &inputs,
+        )
+        .unwrap();
+        let lines: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines[1],
+            "echo 'rackseed: installing web1 (52:54:00:12:34:56), profile lab'"
+        );
+        assert!(
+            lines[2].starts_with("linux '/installer/linux' 'auto=true' 'priority=critical' 'url=http://192.0.2.1:8080/install/TOKEN/preseed.cfg' "),
+            "{body}"
+        );
+        assert!(
+            lines[2].ends_with(" '---' 'console=ttyS0,115200n8'"),
+            "{body}"
+        );
+        assert_eq!(lines[3], "initrd '/installer/initrd.gz'");
+        assert_eq!(lines[4], "boot");
+        let done = Node {
+            state: NodeState::Installed,
+            ..node()
+        };
+        let local = render::boot_script(
+            &t,
+            render::Loader::Grub,
+            "52:54:00:12:34:56",
+            Some(&done),
+            &inputs,
+        )
+        .unwrap();
+        assert!(local.trim_end().ends_with("\nexit"), "{local}");
+        let unknown =
+            render::boot_script(&t, render::Loader::Grub, "52:54:00:12:34:57", None, &inputs)
+                .unwrap();
+        assert!(
+            unknown.contains(
+                "configfile '/debian-installer/amd64/grub/rackseed/52:54:00:12:34:57.cfg'"
+            ),
+            "{unknown}"
         );
     }
 

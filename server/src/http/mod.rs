@@ -102,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/boot.ipxe", get(boot::chain_script))
         .route("/boot/{file}", get(boot::node_script))
+        .route("/installer/drivers/{file}", get(boot::driver_file))
         .route("/installer/{image}/{file}", get(boot::installer_file))
         .route("/ipxe/{file}", get(boot::ipxe_binary))
         .route("/install/{token}/{file}", get(boot::install_file))

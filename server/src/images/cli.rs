@@ -55,12 +55,44 @@ pub enum ImageCmd {
     Verify { name: Option<String> },
     /// Remove older generations no node or config uses, unused files and leftovers.
     Gc,
+    /// Fetch the disk-controller drivers (SATA/AHCI, NVMe module .udebs) of the
+    /// installer's kernel through the mirror's signed chain, so that early_command
+    /// sees SATA and NVMe disks.
+    Drivers,
 }
 
 /// Runs an image command.
 pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
     let store = Store::open(&config.images.store)?;
     match cmd {
+        ImageCmd::Drivers => {
+            let installer = crate::state::resolve_installer(config)?;
+            let kernel = super::kernel::initrd_kernel_version(&installer.initrd)?;
+            if let Some(set) = super::drivers::stored(store.root(), &kernel) {
+                println!(
+                    "drivers for kernel {kernel}: stored ({}; {})",
+                    set.packages.keys().cloned().collect::<Vec<_>>().join(", "),
+                    set.verification
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let up = upstream(config)?;
+            let keyring = Keyring::load(&config.images.keyring)?;
+            let set = runtime()?.block_on(super::drivers::fetch_drivers(
+                &up,
+                &keyring,
+                &config.installer.suite,
+                "amd64",
+                &kernel,
+                store.root(),
+            ))?;
+            println!(
+                "drivers for kernel {kernel}: fetched and verified ({}; {})",
+                set.packages.keys().cloned().collect::<Vec<_>>().join(", "),
+                set.verification
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         ImageCmd::Fetch { name } => {
             let catalog = Catalog::load(&config.images.manifests)?;
             let def = catalog.get(&name)?.clone();

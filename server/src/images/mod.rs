@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod cpio;
+pub mod drivers;
 pub mod fetch;
 pub mod import;
 pub mod kernel;

@@ -56,8 +56,16 @@ fn rendered() -> Vec<(String, Firmware, &'static str, String)> {
     for name in cat.names() {
         let p = cat.get(name).expect("listed");
         for fw in [Firmware::Bios, Firmware::Uefi] {
-            let ctx = node_ctx(&cfg, &node(&p, fw), &p, mirror(), TOKEN)
+            let mut ctx = node_ctx(&cfg, &node(&p, fw), &p, mirror(), TOKEN)
                 .unwrap_or_else(|e| panic!("{name} {fw:?}: {}", crate::error_chain(&e)));
+            // The UEFI renderings carry the disk-driver step (stored drivers), the
+            // BIOS ones do not: both forms are pinned and shellchecked.
+            if fw == Firmware::Uefi {
+                ctx.drivers = crate::images::drivers::DRIVER_PACKAGES
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect();
+            }
             for (file, body) in install_files(&t, &ctx)
                 .unwrap_or_else(|e| panic!("{name} {fw:?}: {}", crate::error_chain(&e)))
             {

@@ -57,6 +57,13 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("local.ipxe", include_str!("../../../preseed/local.ipxe.j2")),
     ("wait.ipxe", include_str!("../../../preseed/wait.ipxe.j2")),
     ("chain.ipxe", include_str!("../../../preseed/chain.ipxe.j2")),
+    ("grub.cfg", include_str!("../../../preseed/grub.cfg.j2")),
+    (
+        "install.grub",
+        include_str!("../../../preseed/install.grub.j2"),
+    ),
+    ("local.grub", include_str!("../../../preseed/local.grub.j2")),
+    ("wait.grub", include_str!("../../../preseed/wait.grub.j2")),
     (
         "preseed.cfg",
         include_str!("../../../preseed/preseed.cfg.j2"),
@@ -126,6 +133,7 @@ impl Templates {
         env.set_trim_blocks(true);
         env.set_keep_trailing_newline(true);
         env.add_filter("shquote", shquote);
+        env.add_filter("grubquote", grubquote);
         for (name, src) in EMBEDDED {
             // Embedded templates are checked by tests; a syntax error is a build defect.
             env.add_template(name, src)
@@ -187,6 +195,24 @@ fn shquote(v: minijinja::Value) -> String {
         None => v.to_string(),
     };
     format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+/// Quotes a value for GRUB's script language: `'…'` (no expansion inside), embedded
+/// quotes closed and escaped as in sh; control characters (newlines) become `?`, so a
+/// value never starts another command.
+pub fn grub_quote(v: &str) -> String {
+    let clean: String = v
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    format!("'{}'", clean.replace('\'', r"'\''"))
+}
+
+fn grubquote(v: minijinja::Value) -> String {
+    match v.as_str() {
+        Some(s) => grub_quote(s),
+        None => grub_quote(&v.to_string()),
+    }
 }
 
 /// What templates know of the node.
@@ -316,6 +342,9 @@ pub struct InstallCtx {
     pub kernel_opts: String,
     /// The first-boot agent (filled in by the server; placeholders in previews).
     pub agent: AgentCtx,
+    /// Disk-controller driver packages early_command loads from
+    /// `{base}/installer/drivers/<name>.udeb` (filled in by the server when stored).
+    pub drivers: Vec<String>,
 }
 
 /// What the late command needs to install the first-boot agent.
@@ -392,6 +421,7 @@ impl InstallCtx {
         let network = network::network_files(&plan);
         Ok(InstallCtx {
             agent: AgentCtx::placeholder(&inputs.urls),
+            drivers: Vec::new(),
             network,
             node: NodeCtx::new(node, &inputs.domain),
             profile: serde_json::to_value(p).unwrap_or(serde_json::Value::Null),
@@ -532,6 +562,24 @@ pub fn install_files(
         .collect()
 }
 
+/// The boot loader a per-node script is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loader {
+    /// iPXE script (`#!ipxe`), fetched over HTTP.
+    Ipxe,
+    /// GRUB configuration of the signed chain, fetched over TFTP.
+    Grub,
+}
+
+impl Loader {
+    fn ext(self) -> &'static str {
+        match self {
+            Loader::Ipxe => "ipxe",
+            Loader::Grub => "grub",
+        }
+    }
+}
+
 /// Inputs of the per-node iPXE script.
 pub struct ScriptInputs<'a> {
     pub base_url: &'a str,
@@ -549,10 +597,39 @@ pub fn ipxe_script(
     node: Option<&Node>,
     inputs: &ScriptInputs<'_>,
 ) -> Result<String, RenderError> {
-    let script_url = format!("{}/boot/{}.ipxe", inputs.base_url, mac.replace(':', "-"));
+    boot_script(t, Loader::Ipxe, mac, node, inputs)
+}
+
+/// The TFTP name of a node's GRUB configuration (`mac` with colons, as GRUB's
+/// `$net_default_mac` spells it).
+pub fn grub_node_file(mac: &str) -> String {
+    format!("{}{mac}.cfg", crate::dhcp::decide::GRUB_NODE_DIR)
+}
+
+/// The generic GRUB entry point (`grub/grub.cfg` of the signed chain).
+pub fn grub_entry(t: &Templates, retry_secs: u64) -> Result<String, RenderError> {
+    t.render("grub.cfg", &minijinja::context! { retry_secs })
+}
+
+/// The per-node boot script for `loader`: install for `provisioning` nodes, local disk
+/// for `installed`/`enrolled`, a wait-and-retry message for everything else. For GRUB,
+/// `kernel_url` and `initrd_url` are TFTP paths and `kernel_args` is split into
+/// arguments, each quoted for GRUB.
+pub fn boot_script(
+    t: &Templates,
+    loader: Loader,
+    mac: &str,
+    node: Option<&Node>,
+    inputs: &ScriptInputs<'_>,
+) -> Result<String, RenderError> {
+    let ext = loader.ext();
+    let script_url = match loader {
+        Loader::Ipxe => format!("{}/boot/{}.ipxe", inputs.base_url, mac.replace(':', "-")),
+        Loader::Grub => format!("/{}", grub_node_file(mac)),
+    };
     let wait = |reason: &str, hint: &str| {
         t.render(
-            "wait.ipxe",
+            &format!("wait.{ext}"),
             &minijinja::context! { mac, reason, hint, retry_secs => inputs.retry_secs, script_url => &script_url },
         )
     };
@@ -563,21 +640,34 @@ pub fn ipxe_script(
         );
     };
     let nctx = NodeCtx::new(node, "");
+    // GRUB: each argument quoted for GRUB's script language.
+    let kernel_args = match loader {
+        Loader::Ipxe => inputs.kernel_args.clone(),
+        Loader::Grub => inputs
+            .kernel_args
+            .split_whitespace()
+            .map(grub_quote)
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     match node.state {
         NodeState::Provisioning => t.render(
-            "install.ipxe",
+            &format!("install.{ext}"),
             &minijinja::context! {
                 node => nctx,
                 kernel_url => &inputs.kernel_url,
                 initrd_url => &inputs.initrd_url,
-                kernel_args => &inputs.kernel_args,
+                kernel_path => &inputs.kernel_url,
+                initrd_path => &inputs.initrd_url,
+                kernel_args => &kernel_args,
                 retry_secs => inputs.retry_secs,
                 script_url => &script_url,
             },
         ),
-        NodeState::Installed | NodeState::Enrolled => {
-            t.render("local.ipxe", &minijinja::context! { node => nctx })
-        }
+        NodeState::Installed | NodeState::Enrolled => t.render(
+            &format!("local.{ext}"),
+            &minijinja::context! { node => nctx },
+        ),
         NodeState::Discovered => wait(
             "was discovered and waits for a profile",
             "assign it with `rackseed node add --mac <MAC> --hostname <NAME> --profile <PROFILE>`",
@@ -622,6 +712,14 @@ mod tests {
         for (name, _) in EMBEDDED {
             assert!(t.env.get_template(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn grub_quote_never_lets_a_value_start_a_command() {
+        assert_eq!(grub_quote("a b"), "'a b'");
+        assert_eq!(grub_quote("it's"), r"'it'\''s'");
+        assert_eq!(grub_quote("x\nreboot; $(y)"), "'x?reboot; $(y)'");
+        assert_eq!(grub_quote("${prefix}"), "'${prefix}'");
     }
 
     #[test]

@@ -104,10 +104,12 @@ fn uefi_node_pxe_boots_through_ipxe_efi_from_a_verified_image() -> Result<()> {
     let lab = Lab::new()?;
     // The real mirror (this host's APT sources) verifies the import; the lab network
     // itself never reaches it.
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "").replace(
-        "[installer]\nmirror = \"http://mirror.example/debian\"\n",
-        "[installer]\nimage = \"bookworm-amd64\"\n",
-    );
+    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "")
+        .replace(
+            "[installer]\nmirror = \"http://mirror.example/debian\"\n",
+            "[installer]\nimage = \"bookworm-amd64\"\n",
+        )
+        .replace("[boot]\n", "[boot]\nefi_binary = \"ipxe\"\n");
     let mut srv = Server::prepare(&lab, &cfg)?;
     let out = rackseed_tests::run(
         std::process::Command::new(rackseed_tests::rackseed_bin())
@@ -395,5 +397,108 @@ fn a_node_stopped_at_an_installer_question_is_reported_stalled() -> Result<()> {
         metrics.contains("rackseed_node_stalls_total 1"),
         "{metrics}"
     );
+    Ok(())
+}
+
+/// UEFI Secure Boot enforcing with Microsoft's keys (OVMF secboot firmware): the
+/// unsigned iPXE binary is refused ("Access Denied"), which proves enforcement is on;
+/// with the signed chain (the default with authoritative DHCP) the same firmware boots
+/// Debian's shim → signed network GRUB → signed installer kernel, and the node
+/// reaches `installing`.
+#[test]
+fn secure_boot_node_boots_the_signed_chain_and_refuses_ipxe() -> Result<()> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    let base = lab_config(Path::new("@DIR@"), "authoritative", "");
+    let (mac, host) = ("52:54:00:10:00:40", "sb1");
+
+    // Enforcement: iPXE (unsigned) is loaded by the firmware and refused.
+    {
+        let srv = Server::start(
+            &lab,
+            &base.replace("[boot]\n", "[boot]\nefi_binary = \"ipxe\"\n"),
+        )?;
+        srv.add_node(mac, host, "lab-single-disk", &[])?;
+        let vm = Vm::start(
+            &lab.srv,
+            &VmSpec::pxe(host, Firmware::UefiSecureBoot, &lab.tap()?, mac),
+        )?;
+        vm.wait_serial("Access Denied", Duration::from_secs(300))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\ntimeline: {:?}",
+                    srv.timeline(host).unwrap_or_default()
+                )
+            })?;
+        let t = srv.timeline(host)?;
+        assert!(has(&t, "tftp", "TFTP sent ipxe.efi"), "{t:?}");
+        assert!(
+            !t.iter().any(|(k, _)| k == "ipxe"),
+            "iPXE ran under Secure Boot: {t:?}"
+        );
+    }
+
+    // The signed chain.
+    let srv = Server::start(&lab, &base)?;
+    srv.add_node(mac, host, "lab-single-disk", &[])?;
+    let started = Instant::now();
+    let vm = Vm::start(
+        &lab.srv,
+        &VmSpec::pxe(host, Firmware::UefiSecureBoot, &lab.tap()?, mac),
+    )?;
+    srv.wait_state(host, "installing", Duration::from_secs(900))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nconsole:\n{}\ntimeline:\n{:?}",
+                rackseed_tests::tail(&vm.serial(), 40),
+                srv.timeline(host).unwrap_or_default()
+            )
+        })?;
+    eprintln!(
+        "{host} (Secure Boot): power-on to installing in {:.0?}",
+        started.elapsed()
+    );
+    let t = srv.timeline(host)?;
+    assert_in_order(
+        &t,
+        &[
+            "dhcp",
+            "tftp",
+            "tftp",
+            "grub",
+            "kernel",
+            "initrd",
+            "dhcp",
+            "preseed",
+            "early_command",
+        ],
+    );
+    assert!(
+        has(
+            &t,
+            "dhcp",
+            "boot file debian-installer/amd64/bootnetx64.efi via TFTP"
+        ),
+        "{t:?}"
+    );
+    assert!(
+        has(
+            &t,
+            "tftp",
+            "TFTP sent debian-installer/amd64/bootnetx64.efi"
+        ),
+        "{t:?}"
+    );
+    assert!(
+        has(&t, "tftp", "TFTP sent debian-installer/amd64/grubx64.efi"),
+        "{t:?}"
+    );
+    assert!(
+        has(&t, "grub", "GRUB configuration (signed chain) served"),
+        "{t:?}"
+    );
+    assert!(has(&t, "kernel", "TFTP sent installer/linux"), "{t:?}");
+    // The installer's kernel says it runs with Secure Boot on.
+    vm.wait_serial("Secure boot enabled", Duration::from_secs(30))?;
     Ok(())
 }

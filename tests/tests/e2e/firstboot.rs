@@ -128,7 +128,9 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     let p3 = add_storage_node(&srv, m3, "node3", 13, "rack-c")?;
     let started = Instant::now();
     let (vm1, _d1) = node_vm(&lab, &image, "node1", &[m1, "52:54:00:21:00:01"], 4, &p1)?;
-    let (vm2, _d2) = node_vm(&lab, &image, "node2", &[m2, "52:54:00:21:00:02"], 4, &p2)?;
+    // node2's NICs enumerate the other way round from the installer's view: its
+    // provisioning NIC (the one it PXE-booted and installed from) is eth1 here.
+    let (vm2, _d2) = node_vm(&lab, &image, "node2", &["52:54:00:21:00:02", m2], 4, &p2)?;
     let (vm3, _d3) = node_vm(&lab, &image, "node3", &[m3, "52:54:00:21:00:03"], 3, &p3)?;
     let mut report = OnFailure {
         vms: vec![&vm1, &vm2, &vm3],
@@ -145,8 +147,22 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     );
 
     // Inside the VMs: the plans were applied for real.
-    for (vm, other) in [(&vm1, "203.0.113.12"), (&vm2, "203.0.113.11")] {
+    for (vm, other, mac, prov) in [
+        (&vm1, "203.0.113.12", m1, "192.0.2.11"),
+        (&vm2, "203.0.113.11", m2, "192.0.2.12"),
+    ] {
         wait_login(vm)?;
+        // The bond takes the provisioning MAC whatever the NIC order, so the node keeps
+        // its DHCP reservation.
+        let addr = vm.shell(
+            "cat /sys/class/net/bond0/address; ip -4 -o addr show dev bond0",
+            Duration::from_secs(30),
+        )?;
+        assert!(
+            addr.contains(mac) && addr.contains(&format!("inet {prov}/")),
+            "{} bond0: {addr}",
+            vm.name
+        );
         let pools =
             facts::parse_zpool_status(&vm.shell("zpool status -P tank", Duration::from_secs(60))?);
         assert_eq!(pools.len(), 1);

@@ -636,6 +636,8 @@ pub fn node_vm(
             format!("{} rackseed.preseed={preseed_url}", cmdline.trim()),
         )),
         uuid: None,
+        vars: None,
+        ipv4_pxe_only: false,
     };
     Ok((qemu::Vm::start(&lab.srv, &spec)?, dir))
 }

@@ -104,6 +104,12 @@ pub struct VmSpec {
     pub kernel: Option<(PathBuf, PathBuf, String)>,
     /// SMBIOS system UUID.
     pub uuid: Option<String>,
+    /// UEFI variable store kept across VM starts (BootOrder, boot entries), made from
+    /// the firmware's template when missing; a fresh one per start when `None`.
+    pub vars: Option<PathBuf>,
+    /// UEFI network boot over IPv4 PXE only (IPv6 PXE and HTTP boot off, as set in a
+    /// server's firmware setup): OVMF's `opt/org.tianocore` knobs.
+    pub ipv4_pxe_only: bool,
 }
 
 impl VmSpec {
@@ -123,6 +129,8 @@ impl VmSpec {
             disks: Vec::new(),
             kernel: None,
             uuid: None,
+            vars: None,
+            ipv4_pxe_only: false,
         }
     }
 
@@ -151,10 +159,23 @@ impl VmSpec {
                     "/usr/share/OVMF/OVMF_VARS_4M.fd",
                 ),
             };
-            let vars = dir.join("OVMF_VARS.fd");
-            std::fs::copy(vars_src, &vars).with_context(|| {
-                format!("{vars_src} is missing: install Debian's `ovmf` package")
-            })?;
+            let vars = match &self.vars {
+                Some(v) => v.clone(),
+                None => dir.join("OVMF_VARS.fd"),
+            };
+            if self.vars.is_none() || !vars.is_file() {
+                std::fs::copy(vars_src, &vars).with_context(|| {
+                    format!("{vars_src} is missing: install Debian's `ovmf` package")
+                })?;
+            }
+            if self.ipv4_pxe_only {
+                for knob in ["IPv6PXESupport", "HTTPSupport"] {
+                    arg(
+                        "-fw_cfg",
+                        format!("name=opt/org.tianocore/{knob},string=no"),
+                    );
+                }
+            }
             if self.firmware == Firmware::UefiSecureBoot {
                 arg(
                     "-global",

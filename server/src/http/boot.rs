@@ -164,7 +164,12 @@ pub fn node_boot_script(
         match state.inventory.current_install_token(n.id, now_ms())? {
             Some(t) => {
                 let nctx = NodeCtx::new(n, &node_domain(cfg, n));
-                inputs.kernel_args = kernel_args(cfg, &nctx, installer_nic_of(n), &t);
+                let profile = n
+                    .profile
+                    .as_deref()
+                    .and_then(|name| state.catalog().get(name));
+                let nic = installer_nic_of(n, profile.as_ref().map(|p| &p.profile));
+                inputs.kernel_args = kernel_args(cfg, &nctx, nic, &t);
             }
             None => {
                 // The install window passed: fail visibly instead of looping silently.
@@ -212,11 +217,12 @@ pub fn node_boot_script(
 }
 
 /// The NIC the installer configures: the node's `installer_nic` var when set, else
-/// the MAC it boots from.
-pub fn installer_nic_of(node: &Node) -> MacAddr {
+/// its profile's `installer_nic`, else the MAC it boots from.
+pub fn installer_nic_of(node: &Node, profile: Option<&crate::profiles::Profile>) -> MacAddr {
     node.vars
         .get("installer_nic")
         .and_then(|v| v.as_str())
+        .or_else(|| profile.and_then(|p| p.installer_nic.as_deref()))
         .and_then(|m| m.parse().ok())
         .unwrap_or(node.mac)
 }
@@ -568,7 +574,7 @@ mod tests {
         let a = kernel_args(
             &c,
             &NodeCtx::new(&n, &node_domain(&c, &n)),
-            installer_nic_of(&n),
+            installer_nic_of(&n, None),
             "TOKEN",
         );
         assert_eq!(
@@ -644,14 +650,32 @@ mod tests {
             vars: serde_json::json!({"installer_nic": "52:54:00:aa:bb:cc"}),
             ..node()
         };
-        let a = kernel_args(&c, &NodeCtx::new(&n, "x"), installer_nic_of(&n), "T");
+        let a = kernel_args(&c, &NodeCtx::new(&n, "x"), installer_nic_of(&n, None), "T");
         assert!(
             a.contains(" BOOTIF=01-52-54-00-aa-bb-cc interface=auto "),
             "{a}"
         );
+        // A profile's installer NIC applies when the node names none; the node's wins.
+        let p = crate::profiles::Profile {
+            installer_nic: Some("52:54:00:dd:ee:ff".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            installer_nic_of(&node(), Some(&p)).to_string(),
+            "52:54:00:dd:ee:ff"
+        );
+        assert_eq!(
+            installer_nic_of(&n, Some(&p)).to_string(),
+            "52:54:00:aa:bb:cc"
+        );
         let mut ask = cfg();
         ask.boot.installer_interface = crate::config::InstallerInterface::Ask;
-        let a = kernel_args(&ask, &NodeCtx::new(&n, "x"), installer_nic_of(&n), "T");
+        let a = kernel_args(
+            &ask,
+            &NodeCtx::new(&n, "x"),
+            installer_nic_of(&n, None),
+            "T",
+        );
         assert!(!a.contains("BOOTIF") && !a.contains("interface="), "{a}");
     }
 

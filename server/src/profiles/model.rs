@@ -49,6 +49,11 @@ pub struct Profile {
     /// Kernel command-line arguments for the installed system (e.g. `net.ifnames=0`).
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// The MAC of the NIC the installer configures when it is not the NIC the machine
+    /// PXE-boots from (for a profile of one machine); a node's `installer_nic` var
+    /// wins. Without it the installer takes the boot NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer_nic: Option<String>,
     /// Root file system and ZFS pools.
     #[serde(default)]
     pub storage: Storage,

@@ -133,6 +133,14 @@ fn accounts(c: &mut Check<'_>, p: &Profile) {
             );
         }
     }
+    if let Some(m) = &p.installer_nic
+        && !valid_mac(m)
+    {
+        c.err(
+            "installer_nic",
+            format!("`{m}` is not a MAC address like `52:54:00:12:34:56`"),
+        );
+    }
     for (i, a) in p.kernel_args.iter().enumerate() {
         if a.is_empty() || !safe_word(a) {
             c.err(

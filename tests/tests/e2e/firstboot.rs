@@ -355,3 +355,240 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     report.passed = true;
     Ok(())
 }
+
+/// A disk holding an EFI system partition with the node image's kernel and initrd
+/// (booted by the kernel's own EFI stub, as an installed system's boot loader would
+/// boot it), made without mounting anything: a FAT image (mkfs.vfat, mcopy) written
+/// into partition 1 of a GPT disk (sgdisk).
+fn esp_disk(dir: &std::path::Path, image: &std::path::Path) -> Result<std::path::PathBuf> {
+    use rackseed_tests::run;
+    use std::process::Command;
+    let fat = dir.join("esp.fat");
+    let _ = std::fs::remove_file(&fat);
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "ESP", "-C"])
+        .arg(&fat)
+        .arg("196608"))?;
+    for f in ["vmlinuz", "initrd.img"] {
+        run(Command::new("mcopy")
+            .arg("-i")
+            .arg(&fat)
+            .arg(image.join(f))
+            .arg(format!("::/{f}")))?;
+    }
+    let disk = dir.join("esp.raw");
+    let f = std::fs::File::create(&disk)?;
+    f.set_len((192 + 2) << 20)?;
+    drop(f);
+    run(Command::new("sgdisk")
+        .args(["-n", "1:2048:+192M", "-t", "1:ef00", "-c", "1:EFI System"])
+        .arg(&disk))?;
+    run(Command::new("dd")
+        .arg(format!("if={}", fat.display()))
+        .arg(format!("of={}", disk.display()))
+        .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"]))?;
+    std::fs::remove_file(&fat)?;
+    Ok(disk)
+}
+
+/// An installed UEFI node stays under rackseed's control. Its disks hold the system
+/// and an EFI system partition; its boot entry is created the way an install leaves
+/// it (`efibootmgr -c`, which puts it first in BootOrder); the node's real
+/// `rackseed-esp-sync` (as late_command runs it) puts network boot back in front, in
+/// the firmware's own NVRAM. On the next power-on the firmware asks rackseed first, is
+/// told to boot locally (GRUB of the signed chain hands back to the firmware, which
+/// goes on to its next entry); after `reprovision`, the next power-on reaches the
+/// installer with no change at the console.
+#[test]
+fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Result<()> {
+    let _q = qemu::exclusive();
+    let image = node_image()?;
+    let lab = Lab::new()?;
+    // The default UEFI chain with authoritative DHCP: shim → GRUB.
+    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "");
+    let srv = Server::start(&lab, &cfg)?;
+    let (mac, host) = ("52:54:00:23:00:01", "uefi9");
+    srv.add_node(mac, host, "lab-single-disk", &["--ip", "192.0.2.31"])?;
+    let token = token_of(&srv, mac)?;
+    let dir = tempfile::Builder::new()
+        .prefix("node-uefi9-")
+        .tempdir_in("/var/tmp")?;
+    let mut disks = Vec::new();
+    for (i, root) in ["root-a.qcow2", "root-b.qcow2"].iter().enumerate() {
+        let p = dir.path().join(format!("root{i}.qcow2"));
+        qemu::qcow2(&p, "", Some(&image.join(root)))?;
+        disks.push(qemu::Disk::new(
+            p,
+            qemu::DiskBus::Virtio,
+            &format!("rsdisk{i}"),
+        ));
+    }
+    disks.push(qemu::Disk::new(
+        esp_disk(dir.path(), &image)?,
+        qemu::DiskBus::Virtio,
+        "rsesp",
+    ));
+    let tap = lab.tap()?;
+    let spec = |kernel| qemu::VmSpec {
+        name: host.into(),
+        memory_mb: 1536,
+        cpus: 1,
+        firmware: qemu::Firmware::Uefi,
+        nics: vec![qemu::Nic {
+            tap: tap.clone(),
+            mac: mac.into(),
+            model: qemu::NicModel::Virtio,
+            // The firmware's own boot order decides (no bootindex from QEMU).
+            boot: false,
+        }],
+        disks: disks.clone(),
+        kernel,
+        uuid: None,
+        vars: Some(dir.path().join("OVMF_VARS.fd")),
+        ipv4_pxe_only: true,
+    };
+    let cmdline = std::fs::read_to_string(image.join("kernel-cmdline"))?;
+
+    // The machine's first power-on: the firmware creates its network boot entries and
+    // PXE-boots (the installer's start is not needed here: stop at its DHCP).
+    {
+        let vm = Vm::start(&lab.srv, &spec(None))?;
+        wait_for(
+            "the firmware's PXE request",
+            Duration::from_secs(300),
+            Duration::from_secs(1),
+            || {
+                srv.timeline(host)
+                    .ok()
+                    .and_then(|t| t.iter().any(|(k, _)| k == "dhcp").then_some(()))
+            },
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("{e}\nconsole:\n{}", rackseed_tests::tail(&vm.serial(), 30))
+        })?;
+    }
+    // The installer has started (the install files are served to installing nodes).
+    let (code, _) = srv.curl(&[
+        "--data",
+        "installer started (first-boot harness)",
+        &format!("http://192.0.2.1:8080/install/{token}/events/early_command"),
+    ])?;
+    assert_eq!(code, 200);
+
+    // The end of the install: the system on disk, its boot entry first, then
+    // rackseed-esp-sync as late_command runs it.
+    {
+        let vm = Vm::start(
+            &lab.srv,
+            &spec(Some((
+                image.join("vmlinuz"),
+                image.join("initrd.img"),
+                cmdline.trim().to_string(),
+            ))),
+        )?;
+        wait_login(&vm)?;
+        let created = vm.shell(
+            &format!(
+                "efibootmgr -c -d /dev/vdc -p 1 -L debian -l '\\vmlinuz' -u 'initrd=\\initrd.img {}' >/dev/null && efibootmgr",
+                cmdline.trim()
+            ),
+            Duration::from_secs(60),
+        )?;
+        let order = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("BootOrder: "))
+                .map(|o| o.trim().to_string())
+                .unwrap_or_default()
+        };
+        let entry = |text: &str, label: &str| {
+            text.lines()
+                .find(|l| l.contains(label))
+                .and_then(|l| l.get(4..8))
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        let debian = entry(&created, " debian");
+        assert!(
+            order(&created).starts_with(&debian) && !debian.is_empty(),
+            "efibootmgr -c did not put the disk first: {created}"
+        );
+        let synced = vm.shell(
+            &format!(
+                "mkdir -p /boot/efi && mount /dev/vdc1 /boot/efi && wget -q -O /tmp/esp-sync.sh http://192.0.2.1:8080/install/{token}/esp-sync.sh && sh /tmp/esp-sync.sh && efibootmgr -v"
+            ),
+            Duration::from_secs(120),
+        )?;
+        assert!(synced.contains("boot order: network first ("), "{synced}");
+        let new_order = order(&synced);
+        eprintln!("{host}: after rackseed-esp-sync:\n{synced}");
+        let first = new_order.split(',').next().unwrap_or_default().to_string();
+        let first_line = synced
+            .lines()
+            .find(|l| l.starts_with(&format!("Boot{first}")))
+            .unwrap_or_default();
+        assert!(
+            first_line.contains("MAC(") || first_line.contains("PXE"),
+            "the first entry is not network boot: {first_line}\n{synced}"
+        );
+        let pos = |n: &str| new_order.split(',').position(|x| x == n);
+        assert!(pos(&debian) > pos(&first), "{new_order}");
+        vm.shell("sync; umount /boot/efi", Duration::from_secs(30))?;
+        // The installer reports late_command: the node is installed.
+        let (code, _) = srv.curl(&[
+            "--data",
+            "late_command done (first-boot harness)",
+            &format!("http://192.0.2.1:8080/install/{token}/events/late_command"),
+        ])?;
+        assert_eq!(code, 200);
+        let _ = vm.shell("systemctl poweroff", Duration::from_secs(5));
+    }
+    assert_eq!(srv.node_state(host)?, "installed");
+
+    // Power on from the firmware: network first, rackseed says "local disk", the disk
+    // entry boots the system.
+    let vm = Vm::start(&lab.srv, &spec(None))?;
+    wait_for(
+        "the local-boot answer",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || {
+            srv.timeline(host).ok().and_then(|t| {
+                t.iter()
+                    .any(|(k, m)| k == "grub" && m.contains("boot from local disk"))
+                    .then_some(())
+            })
+        },
+    )?;
+    // GRUB's `exit` hands the machine back to the firmware, which goes on to the
+    // next entry of its boot order.
+    vm.wait_serial("booting from local disk", Duration::from_secs(120))?;
+    wait_for(
+        "the firmware's next boot entry",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let c = vm.serial();
+            let after = c
+                .rsplit("booting from local disk")
+                .next()
+                .unwrap_or_default();
+            after.contains("BdsDxe: loading Boot").then_some(())
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}\nconsole:\n{}", rackseed_tests::tail(&vm.serial(), 30)))?;
+    drop(vm);
+
+    // Reprovision, then power the machine on again (as its BMC would): it asks
+    // rackseed first and installs, with no change at its console.
+    srv.cli(&["node", "reprovision", host])?;
+    let vm = Vm::start(&lab.srv, &spec(None))?;
+    srv.wait_state(host, "installing", Duration::from_secs(600))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nconsole:\n{}\ntimeline:\n{:?}",
+                rackseed_tests::tail(&vm.serial(), 40),
+                srv.timeline(host).unwrap_or_default()
+            )
+        })?;
+    Ok(())
+}

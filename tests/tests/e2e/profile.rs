@@ -121,7 +121,7 @@ fn node_add_refuses_unknown_profiles_and_vars_that_do_not_fit() -> Result<()> {
         ),
         (
             base(json!({"adresses": {}})),
-            "vars.adresses: unknown field `adresses`, expected one of `addresses`, `root_disks`, `zfs_disks`, `bond_members`",
+            "vars.adresses: unknown field `adresses`, expected one of `addresses`, `root_disks`, `zfs_disks`, `bond_members`, `installer_nic`",
         ),
         (
             base(
@@ -510,6 +510,8 @@ fn storage_node_vm(lab: &Lab, name: &str, macs: [&str; 2], dir: &Path) -> Result
             disks,
             kernel: None,
             uuid: None,
+            vars: None,
+            ipv4_pxe_only: false,
         },
     )
 }
@@ -742,6 +744,8 @@ fn hypervisor_pair_installer_picks_sata_root_and_nvme_pool_disks() -> Result<()>
             disks,
             kernel: None,
             uuid: None,
+            vars: None,
+            ipv4_pxe_only: false,
         },
     )?;
     srv.wait_state(host, "installing", Duration::from_secs(600))

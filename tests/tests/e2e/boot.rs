@@ -58,14 +58,48 @@ fn bios_node_pxe_boots_into_the_installer() -> Result<()> {
     let lab = Lab::new()?;
     // always-once: the NIC's iPXE ROM is first given Debian's undionly.kpxe over TFTP,
     // which then asks again as iPXE and gets its script (so the real BIOS binary runs).
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "").replace(
-        "interfaces = [\"br0\"]",
-        "interfaces = [\"br0\"]\nchainload = \"always-once\"",
-    );
+    // DEBCONF_DEBUG=developer makes the installer log each question it shows, which
+    // rackseed names on the timeline.
+    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "")
+        .replace(
+            "interfaces = [\"br0\"]",
+            "interfaces = [\"br0\"]\nchainload = \"always-once\"",
+        )
+        .replace(
+            "[boot]\n",
+            "[boot]\nkernel_args = [\"DEBCONF_DEBUG=developer\"]\n",
+        );
     let srv = Server::start(&lab, &cfg)?;
     let mac = "52:54:00:10:00:01";
     srv.add_node(mac, "bios1", "lab-single-disk", &[])?;
     let t = boot_to_installing(&lab, &srv, Firmware::Bios, mac, "bios1")?;
+    // The installer goes on after early_command and stops at a question (here: its
+    // components cannot all be downloaded); the question is on the timeline.
+    let question = rackseed_tests::wait_for(
+        "a question event",
+        Duration::from_secs(240),
+        Duration::from_secs(2),
+        || {
+            srv.timeline("bios1")
+                .ok()?
+                .into_iter()
+                .find(|(k, _)| k == "question")
+                .map(|(_, m)| m)
+        },
+    )
+    .map_err(|e| {
+        let lines: Vec<String> = srv
+            .timeline("bios1")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, m)| k == "syslog" && (m.contains("INPUT") || m.contains("debconf")))
+            .map(|(_, m)| m)
+            .take(20)
+            .collect();
+        anyhow::anyhow!("{e}; debconf lines: {lines:#?}")
+    })?;
+    eprintln!("bios1: the installer asked `{question}`");
+    assert!(question.contains('/'), "{question}");
     assert_in_order(
         &t,
         &[

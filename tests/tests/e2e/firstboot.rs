@@ -394,10 +394,10 @@ fn esp_disk(dir: &std::path::Path, image: &std::path::Path) -> Result<std::path:
 /// An installed UEFI node stays under rackseed's control. Its disks hold the system
 /// and an EFI system partition; its boot entry is created the way an install leaves
 /// it (`efibootmgr -c`, which puts it first in BootOrder); the node's real
-/// `rackseed-esp-sync` (as late_command runs it) puts network boot back in front, in
-/// the firmware's own NVRAM. On the next power-on the firmware asks rackseed first, is
-/// told to boot locally (GRUB of the signed chain hands back to the firmware, which
-/// goes on to its next entry); after `reprovision`, the next power-on reaches the
+/// `rackseed-esp-sync` (as late_command runs it) puts PXE back in front, followed by
+/// the installed system's entry, in the firmware's own NVRAM. On the next power-on the
+/// firmware asks rackseed first and is told to boot locally (GRUB of the signed chain
+/// hands back to the firmware); after `reprovision`, the next power-on reaches the
 /// installer with no change at the console.
 #[test]
 fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Result<()> {
@@ -530,8 +530,32 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
             first_line.contains("MAC(") || first_line.contains("PXE"),
             "the first entry is not network boot: {first_line}\n{synced}"
         );
-        let pos = |n: &str| new_order.split(',').position(|x| x == n);
-        assert!(pos(&debian) > pos(&first), "{new_order}");
+        // PXE entries, then the installed system's entry, then the rest.
+        let kinds: Vec<&str> = new_order
+            .split(',')
+            .map(|n| {
+                let line = synced
+                    .lines()
+                    .find(|l| l.starts_with(&format!("Boot{n}")))
+                    .unwrap_or_default();
+                if line.contains("Uri(") {
+                    "other"
+                } else if line.contains("MAC(") {
+                    "pxe"
+                } else if line.contains("HD(") {
+                    "disk"
+                } else {
+                    "other"
+                }
+            })
+            .collect();
+        let pxe_count = kinds.iter().take_while(|k| **k == "pxe").count();
+        assert!(pxe_count >= 1, "{new_order}: {kinds:?}");
+        assert_eq!(
+            new_order.split(',').nth(pxe_count),
+            Some(debian.as_str()),
+            "the installed system's entry does not follow the PXE entries: {new_order} {kinds:?}"
+        );
         vm.shell("sync; umount /boot/efi", Duration::from_secs(30))?;
         // The installer reports late_command: the node is installed.
         let (code, _) = srv.curl(&[
@@ -559,11 +583,12 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
             })
         },
     )?;
-    // GRUB's `exit` hands the machine back to the firmware, which goes on to the
-    // next entry of its boot order.
+    // GRUB's `exit` hands the machine back to the firmware. (OVMF, like EDK2 firmware
+    // generally, then shows its boot menu instead of trying the next entry, because the
+    // network boot option returned success; see the issue note.)
     vm.wait_serial("booting from local disk", Duration::from_secs(120))?;
     wait_for(
-        "the firmware's next boot entry",
+        "the firmware taking over again",
         Duration::from_secs(120),
         Duration::from_secs(1),
         || {

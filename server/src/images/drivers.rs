@@ -16,7 +16,6 @@ use super::release::Keyring;
 use super::upstream::{Silent, Upstream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The module packages (without the `-<kernel>-di` suffix) early_command loads, in
@@ -131,28 +130,9 @@ pub async fn fetch_drivers(
     store_root: &Path,
 ) -> Result<DriverSet, ImageError> {
     let chain = up.signed_release(keyring, suite).await?;
-    let base = format!("main/debian-installer/binary-{arch}/Packages");
-    let gz = format!("{base}.gz");
-    let (path, compressed) = if chain.release.sha256.contains_key(&gz) {
-        (gz, true)
-    } else {
-        (base, false)
-    };
-    let bytes = up.signed_file(&chain, suite, &path).await?;
-    let url = up.dist_url(suite, &path);
-    let text = if compressed {
-        let mut s = String::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .take(512 << 20)
-            .read_to_string(&mut s)
-            .map_err(|e| ImageError::Release {
-                url: url.clone(),
-                message: format!("cannot decompress: {e}"),
-            })?;
-        s
-    } else {
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let (text, url) = super::kernel::installer_index(up, &chain, suite, arch).await?;
+    let dists = up.dist_url(suite, "");
+    let path = url.strip_prefix(&dists).unwrap_or(&url).to_string();
     let entries =
         wanted(&parse_packages(&text), kernel).map_err(|message| ImageError::Release {
             url: url.clone(),

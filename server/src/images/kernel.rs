@@ -113,6 +113,22 @@ pub async fn mirror_kernels_with(
     suite: &str,
     arch: &str,
 ) -> Result<MirrorKernels, ImageError> {
+    let (text, url) = installer_index(up, chain, suite, arch).await?;
+    Ok(MirrorKernels {
+        versions: index_kernel_versions(&text),
+        url,
+    })
+}
+
+/// The text of `dists/<suite>/main/debian-installer/binary-<arch>/Packages` (the
+/// `.gz` when the signed `Release` lists it), checked against the signed `Release`,
+/// and its URL.
+pub async fn installer_index(
+    up: &Upstream,
+    chain: &super::upstream::Chain,
+    suite: &str,
+    arch: &str,
+) -> Result<(String, String), ImageError> {
     let base = format!("main/debian-installer/binary-{arch}/Packages");
     let gz = format!("{base}.gz");
     let (path, compressed) = if chain.release.sha256.contains_key(&gz) {
@@ -135,10 +151,7 @@ pub async fn mirror_kernels_with(
     } else {
         String::from_utf8_lossy(&bytes).into_owned()
     };
-    Ok(MirrorKernels {
-        versions: index_kernel_versions(&text),
-        url,
-    })
+    Ok((text, url))
 }
 
 /// The outcome of the kernel/mirror check.

@@ -143,10 +143,14 @@ pub struct Subnet {
 #[derive(Clone, Debug)]
 pub struct TftpConfig {
     pub max_sessions: usize,
+    /// Transfers in flight from one address.
+    pub max_sessions_per_client: usize,
     /// A directory whose files are also served (symlinks out of it are refused).
     pub extra_dir: Option<PathBuf>,
-    pub block_size_limit: Option<u16>,
-    pub window_size_limit: Option<u16>,
+    /// Largest `blksize` granted (default 8192).
+    pub block_size_limit: u16,
+    /// Largest `windowsize` granted (default 32); blksize × windowsize is at most 1 MiB.
+    pub window_size_limit: u16,
     pub timeout: Duration,
 }
 
@@ -301,6 +305,7 @@ struct RawSubnet {
 #[serde(deny_unknown_fields)]
 struct RawTftp {
     max_sessions: Option<usize>,
+    max_sessions_per_client: Option<usize>,
     extra_dir: Option<PathBuf>,
     block_size_limit: Option<u16>,
     window_size_limit: Option<u16>,
@@ -490,24 +495,41 @@ impl Validator<'_> {
         let dhcp = self.dhcp(raw.dhcp)?;
         let tftp = TftpConfig {
             max_sessions: raw.tftp.max_sessions.unwrap_or(512),
+            max_sessions_per_client: raw.tftp.max_sessions_per_client.unwrap_or(8),
             extra_dir: raw.tftp.extra_dir,
-            block_size_limit: raw.tftp.block_size_limit,
-            window_size_limit: raw.tftp.window_size_limit,
+            block_size_limit: raw.tftp.block_size_limit.unwrap_or(8192),
+            window_size_limit: raw.tftp.window_size_limit.unwrap_or(32),
             timeout: self.duration("tftp.timeout", raw.tftp.timeout, Duration::from_secs(3))?,
         };
         if tftp.max_sessions == 0 {
             return Err(self.err("tftp.max_sessions", "must be at least 1"));
         }
-        if let Some(b) = tftp.block_size_limit
-            && !(8..=65464).contains(&b)
-        {
+        if tftp.max_sessions_per_client == 0 {
+            return Err(self.err("tftp.max_sessions_per_client", "must be at least 1"));
+        }
+        if !(8..=65464).contains(&tftp.block_size_limit) {
             return Err(self.err(
                 "tftp.block_size_limit",
-                format!("{b} is outside 8..=65464 (RFC 2348)"),
+                format!("{} is outside 8..=65464 (RFC 2348)", tftp.block_size_limit),
             ));
         }
-        if tftp.window_size_limit == Some(0) {
+        if tftp.window_size_limit == 0 {
             return Err(self.err("tftp.window_size_limit", "must be at least 1 (RFC 7440)"));
+        }
+        let in_flight = usize::from(tftp.block_size_limit) * usize::from(tftp.window_size_limit);
+        if in_flight > 1 << 20 {
+            return Err(self.err(
+                "tftp.window_size_limit",
+                format!(
+                    "block_size_limit × window_size_limit is {in_flight} bytes a session holds in flight; keep it at most 1 MiB"
+                ),
+            ));
+        }
+        if tftp.timeout > Duration::from_secs(30) {
+            return Err(self.err(
+                "tftp.timeout",
+                "must be at most 30s (a dead client holds its slot this long per retry)",
+            ));
         }
 
         let boot = BootConfig {

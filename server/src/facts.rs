@@ -149,6 +149,137 @@ pub struct SshKey {
     pub fingerprint: String,
 }
 
+/// Checks facts as they arrive from the network, before anything is stored or rendered
+/// from them: no string carries a control character (a line break would start a new
+/// line in `authorized_keys`, `known_hosts` or a script) or is longer than 4 KiB; the
+/// hostname is a DNS name; addresses are CIDRs; names of interfaces, pools and datasets
+/// use their tools' character sets; every SSH key (and `replication_key`) is a
+/// well-formed public key. Returns every problem, each naming its field.
+pub fn check_untrusted(facts: &Facts, replication_key: Option<&str>) -> Result<(), Vec<String>> {
+    let mut errs = Vec::new();
+    fn walk(path: &str, v: &serde_json::Value, errs: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if s.chars().any(char::is_control) {
+                    errs.push(format!("{path}: contains a control character"));
+                } else if s.len() > 4096 {
+                    errs.push(format!("{path}: longer than 4096 bytes"));
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(&format!("{path}[{i}]"), x, errs);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    if k.chars().any(char::is_control) || k.len() > 256 {
+                        errs.push(format!(
+                            "{path}: a key contains a control character or is too long"
+                        ));
+                    }
+                    walk(&format!("{path}.{}", k.escape_debug()), x, errs);
+                }
+            }
+            _ => {}
+        }
+    }
+    match serde_json::to_value(facts) {
+        Ok(v) => walk("facts", &v, &mut errs),
+        Err(e) => errs.push(format!("facts: {e}")),
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    if !is_dns_name(&facts.hostname) {
+        errs.push(format!(
+            "facts.hostname: `{}` is not a DNS name (letters, digits, `-`, dots between labels)",
+            facts.hostname
+        ));
+    }
+    let iface_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 15
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+    };
+    let dataset_ok = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 255
+            && !n.starts_with('-')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
+    };
+    for (i, a) in facts.addresses.iter().enumerate() {
+        if a.cidr.parse::<ipnet::IpNet>().is_err() {
+            errs.push(format!(
+                "facts.addresses[{i}].cidr: `{}` is not an address/prefix",
+                a.cidr
+            ));
+        }
+        if !iface_ok(&a.iface) {
+            errs.push(format!(
+                "facts.addresses[{i}].iface: `{}` is not an interface name",
+                a.iface
+            ));
+        }
+    }
+    for (i, n) in facts.interfaces.iter().enumerate() {
+        if !iface_ok(&n.name) {
+            errs.push(format!(
+                "facts.interfaces[{i}].name: `{}` is not an interface name",
+                n.name
+            ));
+        }
+    }
+    for (i, p) in facts.pools.iter().enumerate() {
+        if !dataset_ok(&p.name) || p.name.contains('/') {
+            errs.push(format!(
+                "facts.pools[{i}].name: `{}` is not a pool name",
+                p.name
+            ));
+        }
+        for d in p.datasets.keys() {
+            if !dataset_ok(d) {
+                errs.push(format!(
+                    "facts.pools[{i}].datasets: `{d}` is not a dataset name"
+                ));
+            }
+        }
+    }
+    for (i, k) in facts.ssh_host_keys.iter().enumerate() {
+        match crate::sshkey::SshPublicKey::parse(&k.public_key) {
+            Ok(key) if key.key_type() == k.key_type => {}
+            Ok(key) => errs.push(format!(
+                "facts.ssh_host_keys[{i}]: key_type `{}` but the key is {}",
+                k.key_type,
+                key.key_type()
+            )),
+            Err(e) => errs.push(format!("facts.ssh_host_keys[{i}].public_key {e}")),
+        }
+    }
+    if let Some(k) = replication_key
+        && let Err(e) = crate::sshkey::SshPublicKey::parse(k)
+    {
+        errs.push(format!("replication_key {e}"));
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
+/// A DNS name: labels of letters, digits and `-` (not at either end), 1–63 bytes each,
+/// 253 in all.
+pub fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// Parses `/proc/mdstat`.
 pub fn parse_mdstat(text: &str) -> Vec<MdArray> {
     let mut out = Vec::new();
@@ -424,6 +555,115 @@ fn base64_encode_nopad(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sound_facts() -> Facts {
+        Facts {
+            hostname: "node1.prov.example".into(),
+            machine_id: "0123456789abcdef0123456789abcdef".into(),
+            addresses: vec![Address {
+                iface: "br-storage".into(),
+                cidr: "203.0.113.11/24".into(),
+            }],
+            ssh_host_keys: vec![SshKey {
+                key_type: "ssh-ed25519".into(),
+                public_key: crate::sshkey::tests::ed25519(7),
+                fingerprint: "SHA256:x".into(),
+            }],
+            pools: vec![Pool {
+                name: "tank".into(),
+                datasets: [("tank/data".to_string(), BTreeMap::new())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Hostile values in every field that reaches a peer's files are refused, each
+    /// naming its field.
+    #[test]
+    fn untrusted_facts_with_shell_newlines_or_bad_keys_are_refused() {
+        let key = crate::sshkey::tests::ed25519(8);
+        assert_eq!(check_untrusted(&sound_facts(), Some(&key)), Ok(()));
+        type Mutation = fn(&mut Facts);
+        let cases: &[(&str, Mutation, &str)] = &[
+            (
+                "newline in hostname",
+                |f| f.hostname = "n1\nevil".into(),
+                "facts.hostname: contains a control character",
+            ),
+            (
+                "shell in hostname",
+                |f| f.hostname = "n1$(reboot)".into(),
+                "is not a DNS name",
+            ),
+            (
+                "quote in address",
+                |f| f.addresses[0].cidr = "203.0.113.11\" evil".into(),
+                "is not an address/prefix",
+            ),
+            (
+                "command in address",
+                |f| f.addresses[0].cidr = "`id`".into(),
+                "facts.addresses[0].cidr",
+            ),
+            (
+                "NUL in machine id",
+                |f| f.machine_id = "a\0b".into(),
+                "facts.machine_id: contains a control character",
+            ),
+            (
+                "long value",
+                |f| f.machine_id = "a".repeat(5000),
+                "longer than 4096",
+            ),
+            (
+                "key with a second line",
+                |f| {
+                    f.ssh_host_keys[0]
+                        .public_key
+                        .push_str("\nssh-ed25519 AAAA x")
+                },
+                "control character",
+            ),
+            (
+                "key of another type",
+                |f| f.ssh_host_keys[0].key_type = "ssh-rsa".into(),
+                "key_type `ssh-rsa` but the key is ssh-ed25519",
+            ),
+            (
+                "not a key",
+                |f| f.ssh_host_keys[0].public_key = "ssh-ed25519 $(id)".into(),
+                "not base64",
+            ),
+            (
+                "dataset with a space",
+                |f| {
+                    f.pools[0]
+                        .datasets
+                        .insert("tank/a b".into(), BTreeMap::new());
+                },
+                "is not a dataset name",
+            ),
+            (
+                "pool with a quote",
+                |f| f.pools[0].name = "tank'x".into(),
+                "is not a pool name",
+            ),
+            (
+                "interface with a slash",
+                |f| f.addresses[0].iface = "../eth0".into(),
+                "is not an interface name",
+            ),
+        ];
+        for (name, mutate, want) in cases {
+            let mut f = sound_facts();
+            mutate(&mut f);
+            let errs = check_untrusted(&f, Some(&key)).expect_err(name);
+            assert!(errs.iter().any(|e| e.contains(want)), "{name}: {errs:?}");
+        }
+        let errs = check_untrusted(&sound_facts(), Some("ssh-ed25519 AAAA\nx")).unwrap_err();
+        assert!(errs[0].starts_with("replication_key "), "{errs:?}");
+    }
 
     const MDSTAT: &str = "Personalities : [raid1] [linear]\nmd0 : active raid1 vdb1[1] vda1[0]\n      4190208 blocks super 1.2 [2/2] [UU]\n      \nmd1 : active raid1 vdb2[1](F) vda2[0]\n      1046528 blocks super 1.2 [2/1] [U_]\n\nunused devices: <none>\n";
 

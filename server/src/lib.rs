@@ -5,12 +5,13 @@
 //! | module      | owns |
 //! |-------------|------|
 //! | `config`    | the TOML file, validated into typed config |
-//! | `mac`, `netif`, `aptsources` | small shared types and host facts |
+//! | `mac`, `netif`, `aptsources`, `sshkey` | small shared types and host facts |
 //! | `inventory` | SQLite: nodes, timeline events, tokens, leases; the state machine |
 //! | `events`    | the batched timeline writer and change signal |
 //! | `dhcp`      | classification, lease table, decisions (pure) and the socket loops |
 //! | `tftp`      | the read-only virtual tree and the async-tftp handler |
 //! | `http`      | node-facing routes, installer events, the admin API |
+//! | `identity`  | whether a caller is the node its token belongs to (pure) |
 //! | `syslog`    | installer log lines per node |
 //! | `render`    | templates: iPXE scripts, preseed, installer and node scripts, partman recipes |
 //! | `profiles`  | the profile format, inheritance, validation, node vars, `rackseed profile` |
@@ -32,6 +33,7 @@ pub mod events;
 pub mod facts;
 pub mod groups;
 pub mod http;
+pub mod identity;
 pub mod images;
 pub mod inventory;
 pub mod mac;
@@ -41,6 +43,7 @@ pub mod plan;
 pub mod profiles;
 pub mod render;
 pub mod serve;
+pub mod sshkey;
 pub mod stall;
 pub mod state;
 pub mod syslog;

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub dhcp_sent: Counter,
     pub dhcp_dropped: Counter,
     pub dhcp_nak: Counter,
+    pub dhcp_malformed: Counter,
     pub tftp_transfers: Counter,
     pub tftp_refused: Counter,
     pub tftp_bytes: Counter,
@@ -35,6 +36,7 @@ pub struct Metrics {
     pub syslog_lines: Counter,
     pub syslog_unattributed: Counter,
     pub stalls: Counter,
+    pub token_refused: Counter,
 }
 
 impl Metrics {
@@ -57,6 +59,11 @@ impl Metrics {
             "dhcp_dropped_total",
             "DHCP packets dropped as malformed or unusable",
             self.dhcp_dropped.get(),
+        );
+        c(
+            "dhcp_malformed_total",
+            "DHCP packets dropped before decoding: an option past the end or of the wrong length",
+            self.dhcp_malformed.get(),
         );
         c("dhcp_nak_total", "DHCPNAKs sent", self.dhcp_nak.get());
         c(
@@ -93,6 +100,11 @@ impl Metrics {
             "node_stalls_total",
             "stalled events: a node stayed in a step past its limit",
             self.stalls.get(),
+        );
+        c(
+            "token_refused_total",
+            "requests with a node's token refused because they came from another address",
+            self.token_refused.get(),
         );
         let _ = writeln!(
             out,

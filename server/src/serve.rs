@@ -68,7 +68,11 @@ pub async fn bind(state: &AppState) -> Result<Listeners, StartError> {
 }
 
 /// Runs every part until `cancel` fires.
-pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) {
+pub async fn run(
+    state: Arc<AppState>,
+    l: Listeners,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
     let dhcp_ports: Vec<String> = l
         .dhcp
         .iter()
@@ -90,39 +94,135 @@ pub async fn run(state: Arc<AppState>, l: Listeners, cancel: CancellationToken) 
         installer = %state.installer.name,
         "rackseed ready"
     );
-    let mut tasks = vec![
-        tokio::spawn(dhcp_server::run(state.clone(), l.dhcp, cancel.clone())),
-        tokio::spawn({
-            let (st, c) = (state.clone(), cancel.clone());
-            async move {
-                if let Err(e) = crate::tftp::run(st, l.tftp, c).await {
-                    error!(error = %crate::error_chain(&e), "tftp server stopped");
-                }
-            }
-        }),
-        tokio::spawn(crate::syslog::run(state.clone(), l.syslog, cancel.clone())),
-        tokio::spawn({
-            let (st, c) = (state.clone(), cancel.clone());
-            async move {
-                if let Err(e) = crate::http::run(st, l.http, c).await {
-                    error!(error = %crate::error_chain(&e), "http server stopped");
-                }
-            }
-        }),
-    ];
-    tasks.push(tokio::spawn(watch_stalls(state.clone(), cancel.clone())));
+    let mut services: Vec<(&'static str, Service)> = Vec::new();
+    let mut spawn = |name: &'static str, fut: Service| services.push((name, fut));
+    if !l.dhcp.is_empty() {
+        let (st, c) = (state.clone(), cancel.clone());
+        spawn(
+            "dhcp",
+            Box::pin(async move {
+                dhcp_server::run(st, l.dhcp, c).await;
+                Ok(())
+            }),
+        );
+    }
+    {
+        let (st, c) = (state.clone(), cancel.clone());
+        spawn(
+            "tftp",
+            Box::pin(async move {
+                crate::tftp::run(st, l.tftp, c)
+                    .await
+                    .map_err(|e| crate::error_chain(&e))
+            }),
+        );
+    }
+    {
+        let (st, c) = (state.clone(), cancel.clone());
+        spawn(
+            "syslog",
+            Box::pin(async move {
+                crate::syslog::run(st, l.syslog, c).await;
+                Ok(())
+            }),
+        );
+    }
+    {
+        let (st, c) = (state.clone(), cancel.clone());
+        spawn(
+            "http",
+            Box::pin(async move {
+                crate::http::run(st, l.http, c)
+                    .await
+                    .map_err(|e| crate::error_chain(&e))
+            }),
+        );
+    }
+    {
+        let (st, c) = (state.clone(), cancel.clone());
+        spawn(
+            "stall-watch",
+            Box::pin(async move {
+                watch_stalls(st, c).await;
+                Ok(())
+            }),
+        );
+    }
     if let Some((listener, tls)) = l.https {
-        tasks.push(tokio::spawn(crate::http::agent::run_https(
-            state.clone(),
-            listener,
-            tls,
-            cancel.clone(),
-        )));
+        let (st, c) = (state.clone(), cancel.clone());
+        spawn(
+            "https",
+            Box::pin(async move {
+                crate::http::agent::run_https(st, listener, tls, c).await;
+                Ok(())
+            }),
+        );
     }
-    for t in tasks {
-        let _ = t.await;
+    let r = supervise(&state.health, services, cancel).await;
+    if r.is_ok() {
+        info!("rackseed stopped");
     }
-    info!("rackseed stopped");
+    r
+}
+
+/// A service: runs until `cancel` fires, or ends with why.
+pub type Service = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// Runs `services` under supervision: one that ends (error or panic) before `cancel`
+/// fired is marked down in `health`, cancels the others and makes this return
+/// [`StartError::ServiceDied`] with its name and reason, so the process exits non-zero
+/// and systemd restarts it.
+pub async fn supervise(
+    health: &crate::state::Health,
+    services: Vec<(&'static str, Service)>,
+    cancel: CancellationToken,
+) -> Result<(), StartError> {
+    let mut set = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    for (name, fut) in services {
+        health.up(name);
+        let h = set.spawn(fut);
+        names.insert(h.id(), name);
+    }
+    let mut died: Option<(String, String)> = None;
+    while let Some(done) = set.join_next_with_id().await {
+        let (name, outcome) = match done {
+            Ok((id, r)) => (names.get(&id).copied().unwrap_or("?"), r),
+            Err(e) => {
+                let name = names.get(&e.id()).copied().unwrap_or("?");
+                let why = if e.is_panic() {
+                    let p = e.into_panic();
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    format!("panicked: {msg}")
+                } else {
+                    "was cancelled".to_string()
+                };
+                (name, Err(why))
+            }
+        };
+        if cancel.is_cancelled() && died.is_none() {
+            continue;
+        }
+        if died.is_some() {
+            continue;
+        }
+        let why = match outcome {
+            Ok(()) => "stopped without being asked to".to_string(),
+            Err(e) => e,
+        };
+        error!(service = name, reason = %why, "service died; stopping rackseed");
+        health.down(name, &why);
+        died = Some((name.to_string(), why));
+        cancel.cancel();
+    }
+    match died {
+        Some((name, reason)) => Err(StartError::ServiceDied { name, reason }),
+        None => Ok(()),
+    }
 }
 
 /// Events read per node when looking for a stall: enough to span the current step.
@@ -209,6 +309,72 @@ pub async fn serve(config: Config, cancel: CancellationToken) -> Result<(), Star
     let profiles = load_profiles(&config)?;
     let state = Arc::new(AppState::open(config, profiles)?);
     let listeners = bind(&state).await?;
-    run(state, listeners, cancel).await;
-    Ok(())
+    run(state, listeners, cancel).await
+}
+
+#[cfg(test)]
+mod supervise_tests {
+    use super::*;
+
+    fn until_cancelled(c: CancellationToken) -> Service {
+        Box::pin(async move {
+            c.cancelled().await;
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_service_stops_the_others_and_names_itself() {
+        let health = crate::state::Health::default();
+        let cancel = CancellationToken::new();
+        let services: Vec<(&'static str, Service)> = vec![
+            ("http", until_cancelled(cancel.clone())),
+            (
+                "dhcp",
+                Box::pin(async {
+                    tokio::task::yield_now().await;
+                    panic!("option 94 length")
+                }),
+            ),
+        ];
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            supervise(&health, services, cancel.clone()),
+        )
+        .await
+        .expect("supervise returned");
+        let e = r.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "service dhcp died: panicked: option 94 length; rackseed stopped (systemd restarts it)"
+        );
+        assert!(cancel.is_cancelled());
+        let list = health.list();
+        assert_eq!(list[0], ("dhcp", Some("panicked: option 94 length".into())));
+        assert_eq!(list[1], ("http", None));
+    }
+
+    #[tokio::test]
+    async fn a_service_that_returns_is_a_death_too_but_shutdown_is_not() {
+        let health = crate::state::Health::default();
+        let cancel = CancellationToken::new();
+        let services: Vec<(&'static str, Service)> = vec![
+            ("http", until_cancelled(cancel.clone())),
+            ("tftp", Box::pin(async { Err("socket closed".to_string()) })),
+        ];
+        let e = supervise(&health, services, cancel).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("service tftp died: socket closed"),
+            "{e}"
+        );
+
+        let cancel = CancellationToken::new();
+        let services: Vec<(&'static str, Service)> = vec![
+            ("http", until_cancelled(cancel.clone())),
+            ("syslog", until_cancelled(cancel.clone())),
+        ];
+        cancel.cancel();
+        assert!(supervise(&health, services, cancel).await.is_ok());
+    }
 }

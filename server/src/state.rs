@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::dhcp::LeaseTable;
 use crate::events::EventSink;
+use crate::identity::{Claimed, Evidence, Verdict};
 use crate::inventory::{Inventory, InventoryError, UnixMs, now_ms};
 use crate::metrics::Metrics;
 use crate::profiles::{Catalog, ProfileErrors};
@@ -21,6 +22,8 @@ use tracing::{info, warn};
 /// Why rackseed cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("service {name} died: {reason}; rackseed stopped (systemd restarts it)")]
+    ServiceDied { name: String, reason: String },
     #[error("cannot create data directory `{path}`")]
     DataDir {
         path: String,
@@ -100,6 +103,38 @@ pub struct InstallerFiles {
     pub initrd: PathBuf,
 }
 
+/// Each supervised service: `None` while up, the reason once down (`/healthz`).
+#[derive(Default, Debug)]
+pub struct Health(RwLock<std::collections::BTreeMap<&'static str, Option<String>>>);
+
+impl Health {
+    /// Marks service `name` running.
+    pub fn up(&self, name: &'static str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, None);
+    }
+
+    /// Marks service `name` down with `reason`.
+    pub fn down(&self, name: &'static str, reason: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, Some(reason.to_string()));
+    }
+
+    /// Every supervised service and, for one that is down, why.
+    pub fn list(&self) -> Vec<(&'static str, Option<String>)> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+}
+
 /// Shared state.
 pub struct AppState {
     pub config: Config,
@@ -126,6 +161,9 @@ pub struct AppState {
     /// Nodes stalled at the last stall check, by node id (see `serve::watch_stalls`).
     pub stalled: RwLock<HashMap<i64, crate::stall::Stall>>,
     peers: Mutex<HashMap<Ipv4Addr, (i64, UnixMs)>>,
+    refusals: Mutex<HashMap<(i64, IpAddr), UnixMs>>,
+    /// Each supervised service, up or down.
+    pub health: Health,
     held_syslog: Mutex<HashMap<Ipv4Addr, VecDeque<(UnixMs, String)>>>,
 }
 
@@ -133,6 +171,8 @@ pub struct AppState {
 const HOLD_MS: i64 = 5 * 60 * 1000;
 const HOLD_LINES: usize = 200;
 const HOLD_ADDRS: usize = 1024;
+/// At most one timeline event per node and refused address in this time.
+const REFUSAL_EVENT_MS: i64 = 60 * 1000;
 
 /// The admin token in `data_dir/admin.token`, created (mode 0600) at first start.
 pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
@@ -270,6 +310,8 @@ impl AppState {
             stalled: RwLock::default(),
             drivers,
             peers: Mutex::default(),
+            refusals: Mutex::default(),
+            health: Health::default(),
             held_syslog: Mutex::default(),
         })
     }
@@ -328,28 +370,76 @@ impl AppState {
         }
     }
 
-    /// The node an address belongs to: learned peers first, then the lease table.
+    /// The node an address belongs to: the node whose MAC holds rackseed's live lease on
+    /// it, else the node seen using it in its own DHCP/PXE exchange. (Syslog and TFTP
+    /// attribution; token checks use [`AppState::judge_caller`].)
     pub fn node_for_ip(&self, ip: IpAddr) -> Option<i64> {
-        let IpAddr::V4(ip) = ip else { return None };
-        if let Some((id, _)) = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&ip)
-        {
-            return Some(*id);
-        }
-        let mac = self
+        let IpAddr::V4(v4) = ip else { return None };
+        let holder = self
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .holder_of(ip, now_ms())?;
-        let node = self.inventory.node_by_mac(mac).ok().flatten()?;
+            .holder_of(v4, now_ms());
+        if let Some(mac) = holder
+            && let Ok(Some(node)) = self.inventory.node_by_mac(mac)
+        {
+            return Some(node.id);
+        }
+        self.seen_on(ip)
+    }
+
+    fn seen_on(&self, ip: IpAddr) -> Option<i64> {
+        let IpAddr::V4(ip) = ip else { return None };
         self.peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ip, (node.id, now_ms()));
-        Some(node.id)
+            .get(&ip)
+            .map(|(id, _)| *id)
+    }
+
+    /// What is known about a caller at `peer`, and whether it is `node`.
+    pub fn judge_caller(&self, node: &Claimed, peer: IpAddr) -> (Evidence, Verdict) {
+        let lease_mac = match peer {
+            IpAddr::V4(v4) => self
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .holder_of(v4, now_ms()),
+            IpAddr::V6(_) => None,
+        };
+        let evidence = Evidence::Address {
+            addr: peer,
+            lease_mac,
+            seen_node: self.seen_on(peer),
+        };
+        (evidence, crate::identity::judge(node, &evidence))
+    }
+
+    /// Records a refused request for node `node_id`'s token-protected files: counted
+    /// always, logged, and put on the node's timeline at most once a minute per address
+    /// (so a flood of refusals cannot flood the timeline).
+    pub fn note_refusal(&self, node_id: i64, what: &str, evidence: &Evidence, verdict: Verdict) {
+        self.metrics.token_refused.inc();
+        let Evidence::Address { addr, .. } = *evidence;
+        let text = crate::identity::refusal_text(what, evidence, verdict);
+        warn!(node = node_id, peer = %addr, what, "token request from another address refused");
+        let now = now_ms();
+        let fresh = {
+            let mut seen = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() > 4096 {
+                seen.retain(|_, at| now - *at < REFUSAL_EVENT_MS);
+            }
+            match seen.get(&(node_id, addr)) {
+                Some(at) if now - *at < REFUSAL_EVENT_MS => false,
+                _ => {
+                    seen.insert((node_id, addr), now);
+                    true
+                }
+            }
+        };
+        if fresh {
+            self.events.emit(node_id, "refused", text);
+        }
     }
 
     /// Holds a syslog line from an address no node is known by yet.

@@ -154,15 +154,31 @@ impl Tree {
 #[derive(Debug, Default)]
 pub struct Sessions {
     active: AtomicUsize,
+    per_client: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// Why no session slot was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// `max` transfers are in flight.
+    Total,
+    /// This client already has its share of transfers in flight.
+    Client,
 }
 
 impl Sessions {
-    /// Takes a slot, or `None` when `max` are in flight.
-    pub fn acquire(self: &Arc<Self>, max: usize) -> Option<SessionSlot> {
+    /// Takes a slot for `client`, unless `max` are in flight in all or `per_client`
+    /// for this client.
+    pub fn acquire(
+        self: &Arc<Self>,
+        max: usize,
+        client: std::net::IpAddr,
+        per_client: usize,
+    ) -> Result<SessionSlot, Busy> {
         let mut cur = self.active.load(Ordering::Relaxed);
         loop {
             if cur >= max {
-                return None;
+                return Err(Busy::Total);
             }
             match self.active.compare_exchange_weak(
                 cur,
@@ -170,10 +186,19 @@ impl Sessions {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(SessionSlot(self.clone())),
+                Ok(_) => break,
                 Err(now) => cur = now,
             }
         }
+        let mut m = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(client).or_default();
+        if *n >= per_client {
+            drop(m);
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy::Client);
+        }
+        *n += 1;
+        Ok(SessionSlot(self.clone(), client))
     }
 
     /// Sessions in flight.
@@ -184,10 +209,18 @@ impl Sessions {
 
 /// A held session slot; released on drop.
 #[derive(Debug)]
-pub struct SessionSlot(Arc<Sessions>);
+pub struct SessionSlot(Arc<Sessions>, std::net::IpAddr);
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
+        let mut m = self.0.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+        drop(m);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -280,6 +313,24 @@ pub struct Handler {
 const SIGNED_DIR: &str = "debian-installer/amd64/";
 
 impl Handler {
+    /// A session slot for `client`, or the TFTP error and the logged reason.
+    fn slot(&self, client: &SocketAddr) -> Result<SessionSlot, (packet::Error, String)> {
+        let cfg = &self.state.config.tftp;
+        self.state
+            .tftp_sessions
+            .acquire(cfg.max_sessions, client.ip(), cfg.max_sessions_per_client)
+            .map_err(|b| match b {
+                Busy::Total => (
+                    packet::Error::Msg("server busy: too many transfers, retry later".into()),
+                    "session cap".into(),
+                ),
+                Busy::Client => (
+                    packet::Error::Msg("too many transfers from this address, retry later".into()),
+                    "per-client session cap".into(),
+                ),
+            })
+    }
+
     /// The text rackseed renders for `name`, when it is one of the generated GRUB
     /// files: the entry point, or a machine's own configuration by MAC.
     fn generated(&self, name: &str, client: &SocketAddr) -> Option<Result<Vec<u8>, String>> {
@@ -335,16 +386,7 @@ impl async_tftp::server::Handler for Handler {
         };
         if let Some(body) = self.generated(&name, client) {
             let body = body.map_err(|why| refuse(packet::Error::FileNotFound, why))?;
-            let Some(slot) = self
-                .state
-                .tftp_sessions
-                .acquire(self.state.config.tftp.max_sessions)
-            else {
-                return Err(refuse(
-                    packet::Error::Msg("server busy: too many transfers, retry later".into()),
-                    "session cap".into(),
-                ));
-            };
+            let slot = self.slot(client).map_err(|(e, why)| refuse(e, why))?;
             self.state.metrics.tftp_transfers.inc();
             let size = body.len() as u64;
             return Ok((
@@ -372,16 +414,7 @@ impl async_tftp::server::Handler for Handler {
                 ));
             }
         };
-        let Some(slot) = self
-            .state
-            .tftp_sessions
-            .acquire(self.state.config.tftp.max_sessions)
-        else {
-            return Err(refuse(
-                packet::Error::Msg("server busy: too many transfers, retry later".into()),
-                "session cap".into(),
-            ));
-        };
+        let slot = self.slot(client).map_err(|(e, why)| refuse(e, why))?;
         let file = std::fs::File::open(&file_path).map_err(|e| {
             warn!(file = %file_path.display(), error = %crate::error_chain(&e), "tftp file in tree cannot be opened");
             refuse(packet::Error::FileNotFound, e.to_string())
@@ -470,19 +503,19 @@ async fn build(
     socket: std::net::UdpSocket,
 ) -> Result<async_tftp::server::TftpServer<Handler>, TftpError> {
     let cfg = &state.config.tftp;
-    let mut b = async_tftp::server::TftpServerBuilder::with_handler(Handler {
+    let b = async_tftp::server::TftpServerBuilder::with_handler(Handler {
         state: state.clone(),
     })
     .std_socket(socket)
     .map_err(TftpError)?
     .timeout(cfg.timeout)
-    .max_send_retries(8);
-    if let Some(limit) = cfg.block_size_limit {
-        b = b.block_size_limit(limit);
-    }
-    if let Some(limit) = cfg.window_size_limit {
-        b = b.window_size_limit(limit);
-    }
+    // A client's `timeout` option (up to 255 s) would hold its slot for minutes after
+    // it went away: the server's own timeout applies to every transfer.
+    .ignore_client_timeout()
+    .max_send_retries(8)
+    // blksize × windowsize is what a session holds in flight: bounded (see config).
+    .block_size_limit(cfg.block_size_limit)
+    .window_size_limit(cfg.window_size_limit);
     b.build().await.map_err(TftpError)
 }
 
@@ -527,12 +560,18 @@ mod tests {
     }
 
     #[test]
-    fn session_cap_holds() {
+    fn session_caps_hold_in_all_and_per_client() {
         let s = Arc::new(Sessions::default());
-        let a = s.acquire(2).unwrap();
-        let _b = s.acquire(2).unwrap();
-        assert!(s.acquire(2).is_none());
+        let (x, y): (std::net::IpAddr, std::net::IpAddr) =
+            ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap());
+        let a = s.acquire(3, x, 2).unwrap();
+        let _b = s.acquire(3, x, 2).unwrap();
+        assert_eq!(s.acquire(3, x, 2).unwrap_err(), Busy::Client);
+        assert_eq!(s.active(), 2, "a refused client holds no slot");
+        let _c = s.acquire(3, y, 2).unwrap();
+        assert_eq!(s.acquire(3, y, 2).unwrap_err(), Busy::Total);
         drop(a);
-        assert!(s.acquire(2).is_some());
+        assert!(s.acquire(3, x, 2).is_ok());
+        assert_eq!(s.active(), 3);
     }
 }

@@ -208,6 +208,34 @@ impl Lab {
         Ok(self.clients.last().expect("just pushed"))
     }
 
+    /// A machine on the provisioning LAN that is the node with `mac` as rackseed knows
+    /// it: a namespace whose `eth0` has `mac` and the address rackseed's DHCP leases to
+    /// it (a real udhcpc exchange). Only such a machine gets a node's install script,
+    /// preseed and scripts, as a real installer would. Dropping it removes it from the
+    /// LAN (so a VM with the same MAC can boot afterwards).
+    pub fn node_client(&self, mac: &str) -> Result<NodeClient> {
+        let ns = Netns::new("rn")?;
+        let outer = unique("v");
+        self.srv.ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ])?;
+        self.srv
+            .ip(&["link", "set", &outer, "master", "br0", "up"])?;
+        ns.ip(&["link", "set", "eth0", "address", mac])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        // udhcpc's default script would rewrite the host's /etc/resolv.conf: take the
+        // address from its output instead.
+        let out = ns.sh("udhcpc -f -q -n -t 8 -T 2 -i eth0 -s /bin/true 2>&1")?;
+        let ip = out
+            .lines()
+            .find_map(|l| l.split("lease of ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .ok_or_else(|| anyhow::anyhow!("udhcpc as {mac} got no lease: {out}"))?
+            .to_string();
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        Ok(NodeClient { ns, ip })
+    }
+
     /// A tap device on `br0` in the server namespace, for a QEMU NIC.
     pub fn tap(&self) -> Result<String> {
         let name = unique("tap");
@@ -216,6 +244,60 @@ impl Lab {
             .ip(&["link", "set", &name, "master", "br0", "up"])?;
         Ok(name)
     }
+}
+
+/// A node's machine on the lab's LAN (see [`Lab::node_client`]).
+pub struct NodeClient {
+    pub ns: Netns,
+    /// The address rackseed leased to it.
+    pub ip: String,
+}
+
+impl NodeClient {
+    /// `curl` from the node's address; returns (HTTP status, body).
+    pub fn curl(&self, args: &[&str]) -> Result<(u16, Vec<u8>)> {
+        curl_in(&self.ns.name, args)
+    }
+
+    /// The node's install token, from the install script rackseed serves it.
+    pub fn install_token(&self, mac: &str) -> Result<String> {
+        let (code, script) = self.curl(&[&format!(
+            "http://192.0.2.1:8080/boot/{}.ipxe",
+            mac.replace(':', "-")
+        )])?;
+        let script = String::from_utf8_lossy(&script).to_string();
+        script
+            .split("/install/")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no install URL in the script (HTTP {code}): {script}"))
+    }
+}
+
+/// `curl` inside namespace `ns`; returns (HTTP status, body).
+pub fn curl_in(ns: &str, args: &[&str]) -> Result<(u16, Vec<u8>)> {
+    let out = run(Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "-m",
+            "30",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args))?;
+    let mut body = out.stdout;
+    let pos = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let code: u16 = String::from_utf8_lossy(&body[pos + 1..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(pos);
+    Ok((code, body))
 }
 
 /// A running `rackseed serve` inside a lab's server namespace.
@@ -388,27 +470,7 @@ impl Server {
 
     /// `curl` inside the server namespace; returns (HTTP status, body).
     pub fn curl(&self, args: &[&str]) -> Result<(u16, Vec<u8>)> {
-        let out = run(Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "curl",
-                "-s",
-                "-m",
-                "30",
-                "-w",
-                "\n%{http_code}",
-            ])
-            .args(args))?;
-        let mut body = out.stdout;
-        let pos = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-        let code: u16 = String::from_utf8_lossy(&body[pos + 1..])
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        body.truncate(pos);
-        Ok((code, body))
+        curl_in(&self.ns, args)
     }
 
     /// An admin API GET as JSON.

@@ -3,8 +3,12 @@
 //!
 //! The `render_*` functions are pure; `apply` writes the files and runs zfs/systemctl.
 
+use crate::facts::is_dns_name;
 use crate::groups::GroupView;
+use crate::render::sh_quote;
+use crate::sshkey::SshPublicKey;
 use std::fmt::Write;
+use std::net::IpAddr;
 
 /// Marks the block rackseed owns inside a shared file.
 pub const BEGIN: &str =
@@ -44,15 +48,27 @@ pub fn with_block(existing: &str, block: &str) -> String {
 
 /// `authorized_keys` lines: each peer that pushes here, from its replication address
 /// only, without a pty or forwarding.
+/// Every value below is a parsed type before it is written: an address that is not an
+/// IP address, a key that is not a well-formed public key or a hostname that is not a
+/// DNS name drops its line (the server checks facts on arrival; this is the second
+/// line of defence on the member that writes root's files).
+fn peer_address(a: Option<&String>) -> Option<IpAddr> {
+    a.and_then(|a| a.parse().ok())
+}
+
 pub fn render_authorized_keys(v: &GroupView) -> String {
     let mut out = String::new();
     for p in &v.replication.accept_from {
-        if let (Some(addr), Some(key)) = (&p.address, &p.replication_key) {
-            let key: Vec<&str> = key.split_whitespace().take(2).collect();
+        let key = p
+            .replication_key
+            .as_deref()
+            .and_then(|k| SshPublicKey::parse(k).ok());
+        if let (Some(addr), Some(key)) = (peer_address(p.address.as_ref()), key)
+            && is_dns_name(&p.hostname)
+        {
             let _ = writeln!(
                 out,
-                "restrict,from=\"{addr}\" {} rackseed-repl:{}",
-                key.join(" "),
+                "restrict,from=\"{addr}\" {key} rackseed-repl:{}",
                 p.hostname
             );
         }
@@ -64,8 +80,12 @@ pub fn render_authorized_keys(v: &GroupView) -> String {
 pub fn render_known_hosts(v: &GroupView) -> String {
     let mut out = String::new();
     for p in &v.peers {
-        if let Some(addr) = &p.address {
-            for k in &p.ssh_host_keys {
+        if let Some(addr) = peer_address(p.address.as_ref()) {
+            for k in p
+                .ssh_host_keys
+                .iter()
+                .filter_map(|k| SshPublicKey::parse(k).ok())
+            {
                 let _ = writeln!(out, "{addr} {k}");
             }
         }
@@ -119,18 +139,25 @@ pub fn render_replicate(v: &GroupView) -> String {
     let mut out = String::from(
         "#!/bin/sh\n# Written by the rackseed agent: push this member's datasets to its replication peer.\nset -eu\n",
     );
-    match (&v.replication.push_to, &v.replication.push_address) {
+    match (
+        &v.replication.push_to,
+        peer_address(v.replication.push_address.as_ref()),
+    ) {
         (Some(peer), Some(addr)) => {
             let _ = writeln!(
                 out,
-                "# group {} version {}: {} -> {peer} ({addr})",
-                v.group.name, v.group.version, v.me
+                "# group {} version {}: {} -> {} ({addr})",
+                crate::render::ipxe_text(&v.group.name),
+                v.group.version,
+                crate::render::ipxe_text(&v.me),
+                crate::render::ipxe_text(peer),
             );
             for p in &v.replication.pushes {
                 let _ = writeln!(
                     out,
-                    "syncoid --sshkey={REPL_KEY} --sshoption=StrictHostKeyChecking=yes --sshoption=BatchMode=yes --no-privilege-elevation --quiet '{}' 'root@{addr}:{}'",
-                    p.source, p.target
+                    "syncoid --sshkey={REPL_KEY} --sshoption=StrictHostKeyChecking=yes --sshoption=BatchMode=yes --no-privilege-elevation --quiet -- {} {}",
+                    sh_quote(&p.source),
+                    sh_quote(&format!("root@{addr}:{}", p.target))
                 );
             }
         }
@@ -169,13 +196,14 @@ mod tests {
     use super::*;
     use crate::groups::{Group, GroupView, PeerView, Push, ReplicationPlan};
     use crate::inventory::NodeState;
+    use crate::sshkey::tests::ed25519;
 
     fn view() -> GroupView {
         let peer = PeerView {
             hostname: "node2".into(),
             address: Some("203.0.113.12".into()),
-            ssh_host_keys: vec!["ssh-ed25519 HOST2".into()],
-            replication_key: Some("ssh-ed25519 REPL2 root@node2".into()),
+            ssh_host_keys: vec![ed25519(2)],
+            replication_key: Some(format!("{} root@node2", ed25519(12))),
             state: NodeState::Enrolled,
         };
         GroupView {
@@ -210,9 +238,59 @@ mod tests {
         let v = view();
         assert_eq!(
             render_authorized_keys(&v),
-            "restrict,from=\"203.0.113.12\" ssh-ed25519 REPL2 rackseed-repl:node2\n"
+            format!(
+                "restrict,from=\"203.0.113.12\" {} rackseed-repl:node2\n",
+                ed25519(12)
+            )
         );
-        assert_eq!(render_known_hosts(&v), "203.0.113.12 ssh-ed25519 HOST2\n");
+        assert_eq!(
+            render_known_hosts(&v),
+            format!("203.0.113.12 {}\n", ed25519(2))
+        );
+    }
+
+    /// Hostile values from a peer's facts never reach root's files as anything but a
+    /// dropped line or quoted text.
+    #[test]
+    fn hostile_peer_values_drop_their_line_or_stay_quoted() {
+        let hostile = [
+            "203.0.113.12\" ssh-ed25519 AAAA evil\n",
+            "203.0.113.12\nssh-rsa AAAA",
+            "$(reboot)",
+            "`id`",
+            "203.0.113.12 x",
+            "a'b",
+            "\0",
+            &"9".repeat(5000),
+        ];
+        for bad in hostile {
+            let mut v = view();
+            v.replication.accept_from[0].address = Some(bad.to_string());
+            v.peers[0].address = Some(bad.to_string());
+            v.replication.push_address = Some(bad.to_string());
+            assert_eq!(render_authorized_keys(&v), "", "{bad:?}");
+            assert_eq!(render_known_hosts(&v), "", "{bad:?}");
+            let r = render_replicate(&v);
+            assert!(!r.contains("syncoid"), "{bad:?}: {r}");
+            let mut v = view();
+            v.replication.accept_from[0].replication_key =
+                Some(format!("{} x\nssh-ed25519 AAAA y", ed25519(3)));
+            v.peers[0].ssh_host_keys = vec![bad.to_string(), format!("{}\n{bad}", ed25519(4))];
+            v.replication.accept_from[0].hostname = bad.to_string();
+            assert_eq!(render_authorized_keys(&v), "", "{bad:?}");
+            assert_eq!(render_known_hosts(&v), "", "{bad:?}");
+            let mut v = view();
+            v.replication.pushes[0].target = format!("tank/replicas/{bad}");
+            v.me = bad.to_string();
+            let r = render_replicate(&v);
+            let line = r.lines().find(|l| l.starts_with("syncoid ")).unwrap();
+            let quoted = sh_quote(&format!("root@203.0.113.12:tank/replicas/{bad}"));
+            assert!(
+                line.ends_with(&format!(" -- 'tank/data' {quoted}")) || bad.contains('\n'),
+                "{line}"
+            );
+            assert_eq!(r.lines().filter(|l| l.starts_with('#')).count(), 3, "{r}");
+        }
     }
 
     #[test]
@@ -243,7 +321,7 @@ mod tests {
             "{s}"
         );
         let r = render_replicate(&v);
-        assert!(r.contains("syncoid --sshkey=/root/.ssh/rackseed_repl --sshoption=StrictHostKeyChecking=yes --sshoption=BatchMode=yes --no-privilege-elevation --quiet 'tank/data' 'root@203.0.113.12:tank/replicas/node1/data'"), "{r}");
+        assert!(r.contains("syncoid --sshkey=/root/.ssh/rackseed_repl --sshoption=StrictHostKeyChecking=yes --sshoption=BatchMode=yes --no-privilege-elevation --quiet -- 'tank/data' 'root@203.0.113.12:tank/replicas/node1/data'"), "{r}");
         assert_eq!(replica_parents(&v), vec!["tank/replicas/node2"]);
         let (_, timer) = render_units(&v);
         assert!(timer.contains("OnUnitActiveSec=900s"));

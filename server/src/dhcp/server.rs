@@ -8,7 +8,6 @@
 //! MAC is which node is answered from a bounded cache, emptied whenever the inventory
 //! says nodes were added, renamed or deleted.
 
-use super::classify::classify;
 use super::decide::{self, Ctx, Destination, NodeView, Outcome};
 use crate::config::{DhcpMode, UnknownPolicy};
 use crate::inventory::{
@@ -16,7 +15,7 @@ use crate::inventory::{
 };
 use crate::mac::MacAddr;
 use crate::state::AppState;
-use dhcproto::{Decodable, Decoder, Encodable, v4::Message};
+use dhcproto::Encodable;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
@@ -289,19 +288,14 @@ fn handle_packet(
     from: SocketAddrV4,
 ) -> Option<Pending> {
     let state = &shared.state;
-    let msg = match Message::decode(&mut Decoder::new(bytes)) {
-        Ok(m) => m,
+    let (msg, req) = match crate::dhcp::classify::parse_packet(bytes) {
+        Ok(x) => x,
         Err(e) => {
             state.metrics.dhcp_dropped.inc();
-            debug!(error = %crate::error_chain(&e), len = bytes.len(), "malformed DHCP packet dropped");
-            return None;
-        }
-    };
-    let req = match classify(&msg) {
-        Ok(r) => r,
-        Err(e) => {
-            state.metrics.dhcp_dropped.inc();
-            debug!(error = %crate::error_chain(&e), "DHCP packet ignored");
+            if matches!(e, crate::dhcp::classify::Drop::Wire(_)) {
+                state.metrics.dhcp_malformed.inc();
+            }
+            debug!(error = %e, len = bytes.len(), from = %from, "DHCP packet dropped");
             return None;
         }
     };

@@ -83,6 +83,17 @@ pub async fn post_enroll(
             return refused(&state, owner, &r);
         }
     };
+    if let Err(problems) = crate::facts::check_untrusted(&req.facts, req.replication_key.as_deref())
+    {
+        return refused(
+            &state,
+            Some(node.id),
+            &Refusal::BadRequest(format!(
+                "the facts cannot be accepted: {}",
+                problems.join("; ")
+            )),
+        );
+    }
     if let Err(r) = enroll::facts_belong_to(&node, &req.facts) {
         return refused(&state, Some(node.id), &r);
     }

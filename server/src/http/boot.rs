@@ -6,6 +6,7 @@
 
 use super::ApiError;
 use crate::config::Config;
+use crate::identity::{Claimed, Verdict};
 use crate::inventory::{Node, NodeState, TokenKind, Transition, now_ms};
 use crate::mac::MacAddr;
 use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs};
@@ -161,6 +162,16 @@ pub fn node_boot_script(
     if let Some(n) = &node
         && n.state == NodeState::Provisioning
     {
+        // The install script carries the install token: only for the node itself.
+        let (evidence, verdict) = state.judge_caller(&claimed(state, n), peer);
+        if verdict != Verdict::Node {
+            let what = match loader {
+                render::Loader::Ipxe => "the install script (iPXE)",
+                render::Loader::Grub => "the install configuration (GRUB)",
+            };
+            state.note_refusal(n.id, what, &evidence, verdict);
+            return Err(ApiError::not_found("not found"));
+        }
         match state.inventory.current_install_token(n.id, now_ms())? {
             Some(t) => {
                 let nctx = NodeCtx::new(n, &node_domain(cfg, n));
@@ -196,9 +207,6 @@ pub fn node_boot_script(
     )
     .map_err(ApiError::internal)?;
     if let Some(n) = &node_for_script {
-        if let std::net::IpAddr::V4(ip) = peer {
-            state.note_peer(ip, n.id);
-        }
         let what = match n.state {
             NodeState::Provisioning => "install".to_string(),
             NodeState::Installed | NodeState::Enrolled => "boot from local disk".to_string(),
@@ -214,6 +222,20 @@ pub fn node_boot_script(
         info!(mac = %mac, node = n.id, action = %what, loader = kind, "boot script served");
     }
     Ok(body)
+}
+
+/// `node` as the owner of a token: its id, boot NIC and installer NIC.
+fn claimed(state: &AppState, node: &Node) -> Claimed {
+    let profile = node
+        .profile
+        .as_deref()
+        .and_then(|name| state.catalog().get(name));
+    let nic = installer_nic_of(node, profile.as_ref().map(|p| &p.profile));
+    let mut macs = vec![node.mac];
+    if nic != node.mac {
+        macs.push(nic);
+    }
+    Claimed { id: node.id, macs }
 }
 
 /// The NIC the installer configures: the node's `installer_nic` var when set, else
@@ -323,13 +345,26 @@ pub async fn ipxe_binary(
     }
 }
 
-fn installing_node(state: &AppState, token: &str) -> Result<Node, ApiError> {
+/// The node of a live install token, when it is installing and `peer` is that node
+/// (see [`crate::identity`]); 404 otherwise, and a refusal on the node's timeline
+/// when the token is right but the caller is not the node.
+fn installing_node(
+    state: &AppState,
+    token: &str,
+    peer: std::net::IpAddr,
+    what: &str,
+) -> Result<Node, ApiError> {
     let gone = || ApiError::not_found("not found");
     let node = state
         .inventory
         .node_by_token(token, TokenKind::Install, now_ms())?
         .ok_or_else(gone)?;
     if !node.state.serves_installer() {
+        return Err(gone());
+    }
+    let (evidence, verdict) = state.judge_caller(&claimed(state, &node), peer);
+    if verdict != Verdict::Node {
+        state.note_refusal(node.id, what, &evidence, verdict);
         return Err(gone());
     }
     Ok(node)
@@ -380,26 +415,20 @@ pub async fn install_file(
     if !render::INSTALL_FILES.contains(&file.as_str()) {
         return Err(ApiError::not_found("not found"));
     }
-    let node = installing_node(&state, &token)?;
-    if let std::net::IpAddr::V4(ip) = peer.ip() {
-        state.note_peer(ip, node.id);
-    }
+    let node = installing_node(&state, &token, peer.ip(), &file)?;
     let mut ctx = install_ctx(&state, &node, &token)?;
     ctx.agent.sha256 = state.agent.sha256.clone();
     ctx.agent.ca_pem = state.ca.cert_pem.clone();
     if file == "late.sh" {
         // The enrollment token is issued when the late command is fetched (the closest
-        // point to its use) and reused if the installer fetches the script again.
-        let now = now_ms();
-        let enroll_ttl = state.config.enroll.token_ttl;
-        ctx.agent.token = match state.inventory.current_enroll_token(node.id, now)? {
-            Some(t) => t,
-            None => state
-                .inventory
-                .reissue_enroll_token(node.id, enroll_ttl, now)?,
-        };
-    } else if let Some(t) = state.inventory.current_enroll_token(node.id, now_ms())? {
-        ctx.agent.token = t;
+        // point to its use), to the installing node only, and only one is valid: a
+        // second fetch issues a new one and the first stops working. No other file
+        // carries it.
+        ctx.agent.token = state.inventory.reissue_enroll_token(
+            node.id,
+            state.config.enroll.token_ttl,
+            now_ms(),
+        )?;
     }
     let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
         let why = crate::error_chain(&e);
@@ -430,7 +459,7 @@ pub async fn agent_binary(
     Path(token): Path<String>,
     req: Request,
 ) -> Response {
-    let node = match installing_node(&state, &token) {
+    let node = match installing_node(&state, &token, peer.ip(), "the agent binary") {
         Ok(n) => n,
         Err(e) => return e.into_response(),
     };
@@ -476,18 +505,12 @@ pub async fn install_event(
             format!("event body over {MAX_EVENT} bytes"),
         ));
     }
-    let node = state
-        .inventory
-        .node_by_token(&token, TokenKind::Install, now_ms())?
-        .ok_or_else(|| ApiError::not_found("not found"))?;
+    let node = installing_node(&state, &token, peer.ip(), &format!("a `{kind}` event"))?;
     let text: String = String::from_utf8_lossy(&body)
         .chars()
         .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
         .collect();
     let text = text.trim().to_string();
-    if let std::net::IpAddr::V4(ip) = peer.ip() {
-        state.note_peer(ip, node.id);
-    }
     let ttl = state.config.boot.token_ttl;
     let transition = match kind.as_str() {
         "early_command" => Some(Transition::EarlyCommand),

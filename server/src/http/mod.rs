@@ -85,8 +85,31 @@ async fn log_requests(State(state): State<Arc<AppState>>, req: Request, next: Ne
     resp
 }
 
-async fn healthz() -> impl IntoResponse {
-    axum::Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// `GET /healthz`: each supervised service and whether it is up; 503 when one is down.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let services = state.health.list();
+    let down = services.iter().any(|(_, d)| d.is_some());
+    let list: serde_json::Map<String, serde_json::Value> = services
+        .into_iter()
+        .map(|(name, d)| {
+            let v = match d {
+                None => json!({ "status": "up" }),
+                Some(why) => json!({ "status": "down", "reason": why }),
+            };
+            (name.to_string(), v)
+        })
+        .collect();
+    let body = json!({
+        "status": if down { "unhealthy" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "services": list,
+    });
+    let code = if down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {

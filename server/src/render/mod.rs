@@ -134,6 +134,7 @@ impl Templates {
         env.set_keep_trailing_newline(true);
         env.add_filter("shquote", shquote);
         env.add_filter("grubquote", grubquote);
+        env.add_filter("ipxetext", ipxetext);
         for (name, src) in EMBEDDED {
             // Embedded templates are checked by tests; a syntax error is a build defect.
             env.add_template(name, src)
@@ -188,13 +189,17 @@ impl Templates {
     }
 }
 
-/// Quotes a value for POSIX sh: `'…'` with embedded quotes escaped.
-fn shquote(v: minijinja::Value) -> String {
-    let v = match v.as_str() {
-        Some(s) => s.to_string(),
-        None => v.to_string(),
-    };
+/// Quotes a value for POSIX sh: `'…'` with embedded quotes escaped (nothing inside
+/// expands; a newline stays inside the quotes).
+pub fn sh_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+fn shquote(v: minijinja::Value) -> String {
+    match v.as_str() {
+        Some(s) => sh_quote(s),
+        None => sh_quote(&v.to_string()),
+    }
 }
 
 /// Quotes a value for GRUB's script language: `'…'` (no expansion inside), embedded
@@ -206,6 +211,30 @@ pub fn grub_quote(v: &str) -> String {
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
     format!("'{}'", clean.replace('\'', r"'\''"))
+}
+
+/// A value as literal text in an iPXE script line (`echo`, comments): iPXE has no
+/// quoting, so every character outside a plain set (letters, digits, space and
+/// `` .,:/@()+=_-'"`!?<>[]*%~ ``) becomes `?`. `$` (setting expansion), `|` and `&` (command
+/// operators), `\`, `;`, `#` and every control character (a newline would start a new
+/// command) never pass.
+pub fn ipxe_text(v: &str) -> String {
+    v.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " .,:/@()+=_-'\"`!?<>[]*%~".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+fn ipxetext(v: minijinja::Value) -> String {
+    match v.as_str() {
+        Some(s) => ipxe_text(s),
+        None => ipxe_text(&v.to_string()),
+    }
 }
 
 fn grubquote(v: minijinja::Value) -> String {
@@ -720,6 +749,23 @@ mod tests {
         assert_eq!(grub_quote("it's"), r"'it'\''s'");
         assert_eq!(grub_quote("x\nreboot; $(y)"), "'x?reboot; $(y)'");
         assert_eq!(grub_quote("${prefix}"), "'${prefix}'");
+    }
+
+    #[test]
+    fn ipxe_text_never_lets_a_value_start_a_command_or_expand() {
+        assert_eq!(
+            ipxe_text("disk sda failed (3 of 4)"),
+            "disk sda failed (3 of 4)"
+        );
+        assert_eq!(
+            ipxe_text("x\nchain http://192.0.2.66/evil"),
+            "x?chain http://192.0.2.66/evil"
+        );
+        assert_eq!(
+            ipxe_text("${root-password} || shell && x"),
+            "??root-password? ?? shell ?? x"
+        );
+        assert_eq!(ipxe_text("a\\b;c#d\0e\u{1b}f\u{e9}"), "a?b?c?d?e?f?");
     }
 
     #[test]

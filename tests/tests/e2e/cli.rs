@@ -174,16 +174,9 @@ fn node_show_prints_a_summary_and_json_on_request() -> Result<()> {
     assert_eq!(json["state"], "provisioning");
     assert_eq!(json["install_token_valid"], true);
     // A failed node says why.
-    let token = srv
-        .curl(&["http://192.0.2.1:8080/boot/52-54-00-31-00-02.ipxe"])
-        .map(|(_, b)| String::from_utf8_lossy(&b).to_string())?;
-    let token = token
-        .split("/install/")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .context("no install token in the script")?
-        .to_string();
-    let (code, _) = srv.curl(&[
+    let node = lab.node_client("52:54:00:31:00:02")?;
+    let token = node.install_token("52:54:00:31:00:02")?;
+    let (code, _) = node.curl(&[
         "--data",
         "partman: no disk matches the rule",
         &format!("http://192.0.2.1:8080/install/{token}/events/error"),

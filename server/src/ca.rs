@@ -46,20 +46,10 @@ pub struct Ca {
 pub const NODE_CERT_DAYS: i64 = 365;
 
 fn write_private(path: &Path, data: &str) -> Result<(), CaError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| CaError::Io {
+    crate::durable::write_atomically(path, data.as_bytes(), 0o600).map_err(|source| CaError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(data.as_bytes()).map_err(err)
+    })
 }
 
 fn random_serial() -> SerialNumber {
@@ -127,7 +117,7 @@ impl Ca {
         let key_pair = KeyPair::generate().map_err(CaError::Sign)?;
         let cert = ca_params().self_signed(&key_pair).map_err(CaError::Sign)?;
         write_private(&key, &key_pair.serialize_pem())?;
-        std::fs::write(&crt, cert.pem()).map_err(io(&crt))?;
+        crate::durable::write_atomically(&crt, cert.pem().as_bytes(), 0o644).map_err(io(&crt))?;
         tracing::info!(dir = %dir.display(), "certificate authority created");
         Ok(Ca {
             cert_pem: cert.pem(),
@@ -165,9 +155,11 @@ impl Ca {
         let k = KeyPair::generate().map_err(CaError::Sign)?;
         let cert = p.signed_by(&k, &self.issuer()?).map_err(CaError::Sign)?;
         write_private(&key, &k.serialize_pem())?;
-        std::fs::write(&crt, cert.pem()).map_err(|source| CaError::Io {
-            path: crt.display().to_string(),
-            source,
+        crate::durable::write_atomically(&crt, cert.pem().as_bytes(), 0o644).map_err(|source| {
+            CaError::Io {
+                path: crt.display().to_string(),
+                source,
+            }
         })?;
         Ok((cert.pem(), k.serialize_pem()))
     }

@@ -118,6 +118,10 @@ pub struct DhcpConfig {
     pub port: u16,
     pub proxy_port: u16,
     pub unknown: UnknownPolicy,
+    /// At most this many `discovered` nodes exist; further unknown machines are ignored.
+    pub discover_max: usize,
+    /// At most this many new `discovered` nodes a minute.
+    pub discover_per_minute: usize,
     pub lease_time: Duration,
     pub offer_hold: Duration,
     pub decline_hold: Duration,
@@ -279,6 +283,8 @@ struct RawDhcp {
     port: Option<u16>,
     proxy_port: Option<u16>,
     unknown: Option<UnknownPolicy>,
+    discover_max: Option<usize>,
+    discover_per_minute: Option<usize>,
     lease_time: Option<String>,
     offer_hold: Option<String>,
     decline_hold: Option<String>,
@@ -833,6 +839,8 @@ impl Validator<'_> {
             port: raw.port.unwrap_or(67),
             proxy_port: raw.proxy_port.unwrap_or(4011),
             unknown: raw.unknown.unwrap_or(UnknownPolicy::Discover),
+            discover_max: raw.discover_max.unwrap_or(1024),
+            discover_per_minute: raw.discover_per_minute.unwrap_or(60),
             lease_time,
             offer_hold: self.duration(
                 "dhcp.offer_hold",

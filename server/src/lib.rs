@@ -5,7 +5,7 @@
 //! | module      | owns |
 //! |-------------|------|
 //! | `config`    | the TOML file, validated into typed config |
-//! | `mac`, `netif`, `aptsources`, `sshkey` | small shared types and host facts |
+//! | `mac`, `netif`, `aptsources`, `sshkey`, `durable` | small shared types, host facts, atomic file writes |
 //! | `inventory` | SQLite: nodes, timeline events, tokens, leases; the state machine |
 //! | `events`    | the batched timeline writer and change signal |
 //! | `dhcp`      | classification, lease table, decisions (pure) and the socket loops |
@@ -28,6 +28,7 @@ pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
+pub mod durable;
 pub mod enroll;
 pub mod events;
 pub mod facts;

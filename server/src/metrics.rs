@@ -29,6 +29,7 @@ pub struct Metrics {
     pub dhcp_dropped: Counter,
     pub dhcp_nak: Counter,
     pub dhcp_malformed: Counter,
+    pub dhcp_discover_limited: Counter,
     pub tftp_transfers: Counter,
     pub tftp_refused: Counter,
     pub tftp_bytes: Counter,
@@ -59,6 +60,11 @@ impl Metrics {
             "dhcp_dropped_total",
             "DHCP packets dropped as malformed or unusable",
             self.dhcp_dropped.get(),
+        );
+        c(
+            "dhcp_discover_limited_total",
+            "unknown machines not recorded as discovered nodes because dhcp.discover_max or dhcp.discover_per_minute was reached",
+            self.dhcp_discover_limited.get(),
         );
         c(
             "dhcp_malformed_total",

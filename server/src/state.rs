@@ -169,15 +169,16 @@ pub struct AppState {
 
 /// How long unattributed syslog lines are held, and how many per address.
 const HOLD_MS: i64 = 5 * 60 * 1000;
-const HOLD_LINES: usize = 200;
-const HOLD_ADDRS: usize = 1024;
+const HOLD_LINES: usize = 100;
+const HOLD_ADDRS: usize = 256;
+/// Held lines are cut to this many bytes: the hold buffer stays under
+/// HOLD_ADDRS × HOLD_LINES × HOLD_LINE_BYTES (about 13 MiB) whatever is sent.
+const HOLD_LINE_BYTES: usize = 512;
 /// At most one timeline event per node and refused address in this time.
 const REFUSAL_EVENT_MS: i64 = 60 * 1000;
 
 /// The admin token in `data_dir/admin.token`, created (mode 0600) at first start.
 pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("admin.token");
     let err = |source| StartError::Token {
         path: path.display().to_string(),
@@ -190,14 +191,7 @@ pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
         Err(e) => return Err(err(e)),
     }
     let token = crate::inventory::new_token();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(format!("{token}\n").as_bytes()).map_err(err)?;
+    crate::durable::write_atomically(&path, format!("{token}\n").as_bytes(), 0o600).map_err(err)?;
     info!(path = %path.display(), "admin token created");
     Ok(token)
 }
@@ -451,6 +445,14 @@ impl AppState {
             if held.len() >= HOLD_ADDRS {
                 return;
             }
+        }
+        let mut text = text;
+        if text.len() > HOLD_LINE_BYTES {
+            let mut cut = HOLD_LINE_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
         }
         let q = held.entry(ip).or_default();
         if q.len() >= HOLD_LINES {

@@ -10,6 +10,7 @@
 
 use super::decide::{self, Ctx, Destination, NodeView, Outcome};
 use crate::config::{DhcpMode, UnknownPolicy};
+use crate::inventory::UnixMs;
 use crate::inventory::{
     self, DhcpEvent, DhcpWrites, Discovered, Discovery, LeaseWrite, NodeKey, now_ms,
 };
@@ -186,6 +187,59 @@ struct Shared {
     state: Arc<AppState>,
     cache: Mutex<NodeCache>,
     chainloaded: Mutex<Chainloaded>,
+    /// The discovery budget, and when the stored count was last re-read and the last
+    /// warning given.
+    discovery: Mutex<(super::limit::DiscoveryLimit, UnixMs, UnixMs)>,
+}
+
+/// Discovered nodes in the inventory.
+fn discovered_count(state: &AppState) -> usize {
+    state
+        .inventory
+        .count_by_state()
+        .ok()
+        .and_then(|c| c.into_iter().find(|(s, _)| s == "discovered"))
+        .map_or(0, |(_, n)| usize::try_from(n).unwrap_or(0))
+}
+
+impl Shared {
+    /// Whether one more unknown machine may become a discovered node now; counted and
+    /// warned about (once a minute) when a limit stops it.
+    fn admit_discovery(&self, now: UnixMs) -> bool {
+        let cfg = &self.state.config.dhcp;
+        let mut g = self.discovery.lock().unwrap_or_else(|p| p.into_inner());
+        let (limit, recounted, warned) = &mut *g;
+        let mut r = limit.admit(now);
+        if r == Err(super::limit::Limited::Total) && now - *recounted > 10_000 {
+            // Operators may have deleted or assigned discovered nodes since.
+            *recounted = now;
+            *limit = super::limit::DiscoveryLimit::new(
+                cfg.discover_max,
+                cfg.discover_per_minute,
+                discovered_count(&self.state),
+            );
+            r = limit.admit(now);
+        }
+        match r {
+            Ok(()) => true,
+            Err(why) => {
+                self.state.metrics.dhcp_discover_limited.inc();
+                if now - *warned > 60_000 {
+                    *warned = now;
+                    let which = match why {
+                        super::limit::Limited::Total => {
+                            format!("dhcp.discover_max = {}", cfg.discover_max)
+                        }
+                        super::limit::Limited::Rate => {
+                            format!("dhcp.discover_per_minute = {}", cfg.discover_per_minute)
+                        }
+                    };
+                    warn!(limit = %which, "unknown machines are not being recorded as discovered nodes: the limit {which} is reached (a flood of new MACs on the provisioning LAN?); see rackseed_dhcp_discover_limited_total");
+                }
+                false
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -218,10 +272,16 @@ pub async fn run(state: Arc<AppState>, sockets: Vec<DhcpSocket>, cancel: Cancell
         return;
     }
     let (tx, rx) = mpsc::channel::<Pending>(4096);
+    let discovery = super::limit::DiscoveryLimit::new(
+        state.config.dhcp.discover_max,
+        state.config.dhcp.discover_per_minute,
+        discovered_count(&state),
+    );
     let shared = Arc::new(Shared {
         state: state.clone(),
         cache: Mutex::default(),
         chainloaded: Mutex::default(),
+        discovery: Mutex::new((discovery, now_ms(), 0)),
     });
     let writer = tokio::spawn(dhcp_writer(shared.clone(), rx));
     let mut tasks = Vec::new();
@@ -314,6 +374,12 @@ fn handle_packet(
     };
     let discover =
         known.is_none() && req.client.is_boot() && cfg.dhcp.unknown == UnknownPolicy::Discover;
+    if discover && !shared.admit_discovery(now) {
+        // Past the discovery limits an unknown boot client is ignored as with
+        // `dhcp.unknown = "ignore"`: no node, no offer holding a pool address.
+        debug!(mac = %req.mac, "unknown boot client ignored: discovery limit reached");
+        return None;
+    }
     let arrived_on = s
         .iface
         .as_deref()

@@ -796,6 +796,69 @@ fn malformed_dhcp_packets_are_dropped_and_the_server_keeps_answering() -> Result
     Ok(())
 }
 
+/// A flood of PXE DISCOVERs from random MACs (and packets with wrong fixed-width
+/// option lengths, which once panicked the DHCP task) neither stops DHCP nor fills the
+/// inventory: discovery is rate-limited and counted, malformed packets are counted,
+/// and a real client still gets its lease.
+#[test]
+fn a_flood_of_new_macs_is_rate_limited_and_dhcp_keeps_answering() -> Result<()> {
+    let mut lab = Lab::new()?;
+    // The limits sit in [dhcp].
+    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "").replace(
+        "[dhcp]\n",
+        "[dhcp]\ndiscover_per_minute = 5\ndiscover_max = 8\n",
+    );
+    let srv = Server::start(&lab, &cfg)?;
+    let c = lab.client("52:54:00:0c:00:02", Some("192.0.2.55/24"))?;
+    let flood = r#"
+import socket, struct, random
+random.seed(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+def discover(mac, extra=b''):
+    hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, random.getrandbits(32), 0, 0x8000,
+                      bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))
+    vendor = b'PXEClient:Arch:00000:UNDI:002001'
+    opts = bytes([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 60, len(vendor)]) + vendor + extra
+    return hdr + opts + bytes([255])
+for i in range(300):
+    mac = bytes([0x02, 0x66]) + random.getrandbits(32).to_bytes(4, 'big')
+    s.sendto(discover(mac, bytes([93, 2, 0, 0])), ('192.0.2.1', 67))
+for extra in [bytes([94, 2, 1, 2]), bytes([93, 1, 0]), bytes([81, 1, 0]), bytes([151, 0])]:
+    for i in range(20):
+        s.sendto(discover(bytes([0x02, 0x77, 0, 0, 0, i]), extra), ('192.0.2.1', 67))
+"#;
+    c.sh(&format!("python3 -c '{}'", flood.replace('\'', "'\\''")))?;
+    std::thread::sleep(Duration::from_millis(500));
+    // DHCP still answers a real client.
+    c.ip(&["addr", "flush", "dev", "eth0"])?;
+    let ip = udhcpc(c, None)?;
+    assert!(ip.starts_with("192.0.2.1"), "{ip}");
+    let nodes = srv.api("/api/nodes")?;
+    let discovered = nodes["nodes"]
+        .as_array()
+        .map(|a| a.iter().filter(|n| n["state"] == "discovered").count())
+        .unwrap_or(0);
+    assert_eq!(discovered, 5, "discover_per_minute = 5: {nodes}");
+    let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    let metric = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("rackseed_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(metric("dhcp_discover_limited_total") >= 290, "{m}");
+    assert_eq!(metric("dhcp_malformed_total"), 80, "{m}");
+    assert!(
+        srv.log_text().contains("dhcp.discover_per_minute = 5"),
+        "no warning about the limit"
+    );
+    let health = srv.curl(&["http://192.0.2.1:8080/healthz"])?;
+    assert_eq!(health.0, 200);
+    assert!(String::from_utf8_lossy(&health.1).contains("\"dhcp\":{\"status\":\"up\"}"));
+    Ok(())
+}
+
 /// A PXE client's boot-server request on port 4011 (PXE spec, section 2.2.4): in proxy
 /// mode rackseed answers it from port 4011 with the boot file, next-server and
 /// `PXEClient`, unicast to the client's address; it ignores non-PXE requests there.

@@ -123,8 +123,8 @@ impl ConfigArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
-    /// Base URL of the running server's HTTP API.
-    #[arg(long, env = "RACKSEED_URL", default_value = "http://127.0.0.1:8080")]
+    /// Base URL of the running server's admin API (`server.admin`).
+    #[arg(long, env = "RACKSEED_URL", default_value = "http://127.0.0.1:8081")]
     pub url: String,
     /// Admin token; read from --token-file when absent.
     #[arg(long, env = "RACKSEED_TOKEN", hide_env_values = true)]

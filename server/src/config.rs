@@ -101,6 +101,9 @@ pub struct ServerConfig {
     /// The address nodes use to reach rackseed (HTTP, TFTP, syslog, DHCP server id).
     pub advertise: Ipv4Addr,
     pub http: SocketAddr,
+    /// The admin API's own listener (`/api/…`): loopback by default, a management
+    /// address when set; never the listener nodes use.
+    pub admin: SocketAddr,
     pub tftp: SocketAddr,
     pub syslog: SocketAddr,
     pub data_dir: PathBuf,
@@ -108,6 +111,12 @@ pub struct ServerConfig {
     pub base_url: String,
     /// Maximum HTTP request body in bytes (events, enrollment, API).
     pub max_body: usize,
+    /// Open HTTP connections at most; more are closed at once (counted).
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this time.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -268,10 +277,14 @@ struct RawStall {
 struct RawServer {
     advertise: Option<Ipv4Addr>,
     http: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     tftp: Option<SocketAddr>,
     syslog: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     max_body: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -475,9 +488,24 @@ impl Validator<'_> {
             .server
             .http
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let admin = raw
+            .server
+            .admin
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        if admin.port() == http.port()
+            && (admin.ip() == http.ip()
+                || admin.ip().is_unspecified()
+                || http.ip().is_unspecified())
+        {
+            return Err(self.err(
+                "server.admin",
+                format!("{admin} overlaps server.http {http}: the admin API needs its own listener (default 127.0.0.1:8081)"),
+            ));
+        }
         let server = ServerConfig {
             advertise,
             http,
+            admin,
             tftp: raw
                 .server
                 .tftp
@@ -496,7 +524,21 @@ impl Validator<'_> {
                 format!("http://{advertise}:{}", http.port())
             },
             max_body: raw.server.max_body.unwrap_or(1 << 20),
+            max_connections: raw.server.max_connections.unwrap_or(1024),
+            header_timeout: self.duration(
+                "server.header_timeout",
+                raw.server.header_timeout.clone(),
+                Duration::from_secs(10),
+            )?,
+            idle_timeout: self.duration(
+                "server.idle_timeout",
+                raw.server.idle_timeout.clone(),
+                Duration::from_secs(60),
+            )?,
         };
+        if server.max_connections == 0 {
+            return Err(self.err("server.max_connections", "must be at least 1"));
+        }
 
         let dhcp = self.dhcp(raw.dhcp)?;
         let tftp = TftpConfig {

@@ -32,6 +32,8 @@ pub mod durable;
 pub mod enroll;
 pub mod events;
 pub mod facts;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod groups;
 pub mod http;
 pub mod identity;

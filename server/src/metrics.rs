@@ -34,6 +34,7 @@ pub struct Metrics {
     pub tftp_refused: Counter,
     pub tftp_bytes: Counter,
     pub http_requests: Counter,
+    pub http_connections_refused: Counter,
     pub syslog_lines: Counter,
     pub syslog_unattributed: Counter,
     pub stalls: Counter,
@@ -96,6 +97,11 @@ impl Metrics {
             "syslog_lines_total",
             "installer syslog lines received",
             self.syslog_lines.get(),
+        );
+        c(
+            "http_connections_refused_total",
+            "HTTP connections closed at once because server.max_connections were open",
+            self.http_connections_refused.get(),
         );
         c(
             "syslog_unattributed_total",

@@ -16,6 +16,8 @@ use tracing::{error, info};
 /// Every bound listener.
 pub struct Listeners {
     pub http: tokio::net::TcpListener,
+    /// The admin API (`server.admin`).
+    pub admin: tokio::net::TcpListener,
     pub https: Option<(tokio::net::TcpListener, rustls::ServerConfig)>,
     pub tftp: std::net::UdpSocket,
     pub syslog: tokio::net::UdpSocket,
@@ -33,6 +35,9 @@ pub async fn bind(state: &AppState) -> Result<Listeners, StartError> {
     let http = tokio::net::TcpListener::bind(s.http)
         .await
         .map_err(bind_err("HTTP", s.http))?;
+    let admin = tokio::net::TcpListener::bind(s.admin)
+        .await
+        .map_err(bind_err("admin API", s.admin))?;
     let tftp = std::net::UdpSocket::bind(s.tftp).map_err(bind_err("TFTP", s.tftp))?;
     tftp.set_nonblocking(true)
         .map_err(bind_err("TFTP", s.tftp))?;
@@ -60,6 +65,7 @@ pub async fn bind(state: &AppState) -> Result<Listeners, StartError> {
     })?;
     Ok(Listeners {
         http,
+        admin,
         https,
         tftp,
         syslog,
@@ -86,6 +92,7 @@ pub async fn run(
         .collect();
     info!(
         http = ?l.http.local_addr().ok(),
+        admin = ?l.admin.local_addr().ok(),
         tftp = ?l.tftp.local_addr().ok(),
         syslog = ?l.syslog.local_addr().ok(),
         dhcp = ?dhcp_ports,
@@ -129,10 +136,23 @@ pub async fn run(
     }
     {
         let (st, c) = (state.clone(), cancel.clone());
+        let app = crate::http::router(st.clone());
         spawn(
             "http",
             Box::pin(async move {
-                crate::http::run(st, l.http, c)
+                crate::http::run(st, l.http, app, c)
+                    .await
+                    .map_err(|e| crate::error_chain(&e))
+            }),
+        );
+    }
+    {
+        let (st, c) = (state.clone(), cancel.clone());
+        let app = crate::http::admin_router(st.clone());
+        spawn(
+            "admin",
+            Box::pin(async move {
+                crate::http::run(st, l.admin, app, c)
                     .await
                     .map_err(|e| crate::error_chain(&e))
             }),

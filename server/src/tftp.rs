@@ -523,6 +523,47 @@ async fn build(
 mod tests {
     use super::*;
 
+    /// Mutated request names never resolve outside the tree (real files in an extra
+    /// directory, a symlink out of it beside them) and never panic.
+    #[test]
+    fn fuzzed_names_never_leave_the_tree() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "x").unwrap();
+        let extra = tempfile::tempdir().unwrap();
+        std::fs::create_dir(extra.path().join("sub")).unwrap();
+        std::fs::write(extra.path().join("sub/file.bin"), "y").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), extra.path().join("link"))
+            .unwrap();
+        let root = extra.path().canonicalize().unwrap();
+        let t = Tree::new(BTreeMap::new(), Some(extra.path().to_path_buf()));
+        let seeds: &[&[u8]] = &[
+            b"sub/file.bin",
+            b"link",
+            b"undionly.kpxe",
+            b"grub/grub.cfg-01-52-54-00-12-34-56",
+            b"../etc/passwd",
+            b"sub/../../secret",
+        ];
+        crate::fuzz::each_mutation(seeds, 20_000, |input| {
+            let name = String::from_utf8_lossy(input);
+            if let Ok(parts) = check_path(&name) {
+                assert!(
+                    parts
+                        .iter()
+                        .all(|p| !p.is_empty() && *p != ".." && *p != ".")
+                );
+            }
+            if let Ok(p) = t.lookup(&name) {
+                let real = p.canonicalize().unwrap();
+                assert!(
+                    real.starts_with(&root),
+                    "{name:?} resolved to {}",
+                    real.display()
+                );
+            }
+        });
+    }
+
     #[test]
     fn hostile_names_are_refused() {
         assert_eq!(check_path("../../etc/passwd"), Err(PathError::Dots));

@@ -192,6 +192,13 @@ impl Lab {
     /// A client namespace with a veth on `br0`, named `eth0` inside, with `mac`;
     /// optionally a static address (`192.0.2.50/24`).
     pub fn client(&mut self, mac: &str, addr: Option<&str>) -> Result<&Netns> {
+        let ns = self.host(mac, addr)?;
+        self.clients.push(ns);
+        Ok(self.clients.last().expect("just pushed"))
+    }
+
+    /// Like [`Lab::client`], owned by the caller (removed from the LAN on drop).
+    pub fn host(&self, mac: &str, addr: Option<&str>) -> Result<Netns> {
         let ns = Netns::new("rc")?;
         let outer = unique("v");
         self.srv.ip(&[
@@ -204,8 +211,7 @@ impl Lab {
         if let Some(a) = addr {
             ns.ip(&["addr", "add", a, "dev", "eth0"])?;
         }
-        self.clients.push(ns);
-        Ok(self.clients.last().expect("just pushed"))
+        Ok(ns)
     }
 
     /// A machine on the provisioning LAN that is the node with `mac` as rackseed knows
@@ -299,6 +305,9 @@ pub fn curl_in(ns: &str, args: &[&str]) -> Result<(u16, Vec<u8>)> {
     body.truncate(pos);
     Ok((code, body))
 }
+
+/// The admin API as a lab server's namespace reaches it (its default listener).
+pub const ADMIN: &str = "http://127.0.0.1:8081";
 
 /// A running `rackseed serve` inside a lab's server namespace.
 pub struct Server {
@@ -446,6 +455,14 @@ impl Server {
         }
     }
 
+    /// Kills the server at once (SIGKILL), as a power cut or the OOM killer would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops and starts again with the same data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
@@ -463,7 +480,7 @@ impl Server {
             .args(["netns", "exec", &self.ns])
             .arg(rackseed_bin())
             .args(args)
-            .env("RACKSEED_URL", "http://192.0.2.1:8080")
+            .env("RACKSEED_URL", ADMIN)
             .env("RACKSEED_TOKEN", &self.token))?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
@@ -476,7 +493,7 @@ impl Server {
     /// An admin API GET as JSON.
     pub fn api(&self, path: &str) -> Result<Value> {
         let auth = format!("Authorization: Bearer {}", self.token);
-        let (code, body) = self.curl(&["-H", &auth, &format!("http://192.0.2.1:8080{path}")])?;
+        let (code, body) = self.curl(&["-H", &auth, &format!("{ADMIN}{path}")])?;
         if code != 200 {
             bail!(
                 "GET {path}: HTTP {code}: {}",
@@ -497,7 +514,7 @@ impl Server {
             "Content-Type: application/json",
             "--data",
             &data,
-            &format!("http://192.0.2.1:8080{path}"),
+            &format!("{ADMIN}{path}"),
         ])?;
         Ok((code, serde_json::from_slice(&out).unwrap_or(Value::Null)))
     }

@@ -117,7 +117,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<String, ApiError>
     Ok(state.metrics.render(&counts, state.tftp_sessions.active()))
 }
 
-/// The whole router.
+/// The admin API's router (`server.admin`): `/api/…`, with health and metrics.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    let limit = state.config.server.max_body;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .nest("/api", api::router(state.clone()))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
+        .with_state(state)
+}
+
+/// The router of the listener nodes use (`server.http`): boot scripts, installer
+/// files, install files and events, agent routes, health and metrics. The admin API
+/// is not here: its bearer token would cross the provisioning network.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.server.max_body;
     Router::new()
@@ -132,21 +146,87 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/install/{token}/events/{kind}", post(boot::install_event))
         .route("/install/{token}/agent/rackseed", get(boot::agent_binary))
         .merge(agent::plain_routes())
-        .nest("/api", api::router(state.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), log_requests))
         .with_state(state)
 }
 
-/// Serves HTTP on an already-bound listener until `cancel` fires.
+/// Serves HTTP on an already-bound listener until `cancel` fires, with bounds: at
+/// most `server.max_connections` open connections (more are closed at once and
+/// counted), request headers within `server.header_timeout`, and a connection that
+/// moves no byte for `server.idle_timeout` is closed.
 pub async fn run(
     state: Arc<AppState>,
     listener: TcpListener,
+    app: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::Service;
     info!(addr = ?listener.local_addr().ok(), "http listening");
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let cfg = &state.config.server;
+    let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
+    let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            state.metrics.http_connections_refused.inc();
+            debug!(%peer, "too many HTTP connections; closing");
+            continue;
+        };
+        let (app, cancel) = (app.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let started = Instant::now();
+            let io = TokioIo::new(files::Activity::new(tcp, activity.clone(), started));
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    let mut app = app.clone();
+                    async move { app.call(req).await }
+                });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true);
+            let conn = b.serve_connection(io, svc);
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            debug!(%peer, error = %e, "http connection ended");
+                        }
+                        return;
+                    }
+                    _ = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = tick.tick() => {
+                        let last = activity.load(std::sync::atomic::Ordering::Relaxed);
+                        let idle = started.elapsed().saturating_sub(std::time::Duration::from_millis(last));
+                        if idle > idle_timeout {
+                            debug!(%peer, idle_s = idle.as_secs(), "idle HTTP connection closed");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
 }

@@ -990,6 +990,32 @@ impl Inventory {
 /// connection); events of nodes deleted meanwhile are skipped instead of failing the
 /// batch.
 pub fn store_events(conn: &mut Connection, events: &[(i64, UnixMs, String, String)]) -> Result<()> {
+    store_events_kept(conn, events, Retention::DEFAULT)
+}
+
+/// How many timeline events are kept: the newest `per_node` of each node and about the
+/// newest `total` in all; older ones are deleted as new ones arrive.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub per_node: u32,
+    pub total: u32,
+}
+
+impl Retention {
+    /// 5,000 per node (several installs with full installer syslog), 2,000,000 in all
+    /// (a few hundred MB of SQLite at most).
+    pub const DEFAULT: Retention = Retention {
+        per_node: 5_000,
+        total: 2_000_000,
+    };
+}
+
+/// [`store_events`] with `keep` instead of the default retention.
+pub fn store_events_kept(
+    conn: &mut Connection,
+    events: &[(i64, UnixMs, String, String)],
+    keep: Retention,
+) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(q("recording events"))?;
@@ -1003,6 +1029,22 @@ pub fn store_events(conn: &mut Connection, events: &[(i64, UnixMs, String, Strin
             ins.execute(params![node, at, kind, msg])
                 .map_err(q("recording events"))?;
         }
+        let mut nodes: Vec<i64> = events.iter().map(|e| e.0).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let mut per_node = tx
+            .prepare_cached(
+                "DELETE FROM events WHERE node_id = ?1 AND id < (SELECT id FROM events WHERE node_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .map_err(q("pruning events"))?;
+        for n in nodes {
+            per_node
+                .execute(params![n, keep.per_node.saturating_sub(1)])
+                .map_err(q("pruning events"))?;
+        }
+        tx.prepare_cached("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?1")
+            .and_then(|mut st| st.execute(params![keep.total]))
+            .map_err(q("pruning events"))?;
     }
     tx.commit().map_err(q("recording events"))
 }
@@ -1241,6 +1283,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inv = Inventory::open(&dir.path().join("inventory.db")).unwrap();
         (dir, inv)
+    }
+
+    #[test]
+    fn events_are_kept_per_node_and_in_total() {
+        let (dir, inv) = inv();
+        let a = inv.add_node(&new(1, "a"), TTL, 0).unwrap();
+        let b = inv.add_node(&new(2, "b"), TTL, 0).unwrap();
+        let mut c = connect(&dir.path().join("inventory.db")).unwrap();
+        let keep = Retention {
+            per_node: 50,
+            total: 80,
+        };
+        for round in 0..4i64 {
+            let batch: Vec<_> = (0..30)
+                .map(|i| {
+                    (
+                        a.id,
+                        round * 100 + i,
+                        "flood".to_string(),
+                        format!("a{}", round * 30 + i),
+                    )
+                })
+                .collect();
+            store_events_kept(&mut c, &batch, keep).unwrap();
+        }
+        let kept = inv.recent_events(a.id, 1000).unwrap();
+        assert_eq!(kept.len(), 50, "newest 50 of node a");
+        assert!(
+            kept.iter().any(|e| e.message == "a119"),
+            "the newest is kept"
+        );
+        assert!(
+            !kept.iter().any(|e| e.message == "a69"),
+            "older ones are gone"
+        );
+        let batch: Vec<_> = (0..40)
+            .map(|i| (b.id, 1000 + i, "x".to_string(), format!("b{i}")))
+            .collect();
+        store_events_kept(&mut c, &batch, keep).unwrap();
+        let total = inv.recent_events(a.id, 1000).unwrap().len()
+            + inv.recent_events(b.id, 1000).unwrap().len();
+        assert!(total <= 80 + 2, "about the newest 80 in all: {total}");
+        assert_eq!(inv.recent_events(b.id, 1000).unwrap().len(), 40);
     }
 
     fn mac(n: u8) -> MacAddr {

@@ -3,7 +3,7 @@
 //! answers, resident memory, and the latency of the admin API's node list. There is no
 //! reference server for this; the empty inventory is the baseline.
 
-use super::{Better, Net, Opts, RACKSEED_EXTRA, SERVER_IP, Table};
+use super::{Better, Net, Opts, RACKSEED_EXTRA, Table};
 use anyhow::Result;
 use rackseed::inventory::{Inventory, InventoryError, NewNode};
 use std::path::Path;
@@ -88,9 +88,12 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
             let auth = format!("Authorization: Bearer {}", s.token);
             let mut times = Vec::new();
             for _ in 0..lists {
-                let out = super::refs::client_out(
-                    &net,
-                    &[
+                // The admin API listens on the server's loopback (server.admin).
+                let out = String::from_utf8_lossy(
+                    &crate::run(std::process::Command::new("ip").args([
+                        "netns",
+                        "exec",
+                        &s.ns,
                         "curl",
                         "-sf",
                         "-m",
@@ -101,9 +104,11 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
                         "%{time_total}",
                         "-H",
                         &auth,
-                        &format!("http://{SERVER_IP}:8080/api/nodes"),
-                    ],
-                )?;
+                        &format!("{}/api/nodes", crate::ADMIN),
+                    ]))?
+                    .stdout,
+                )
+                .to_string();
                 times.push(out.trim().parse::<f64>().unwrap_or(f64::NAN) * 1000.0);
             }
             if let Some(m) = super::median(&times) {

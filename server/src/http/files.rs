@@ -179,57 +179,6 @@ pub async fn serve(pool: &Arc<ChunkPool>, path: &Path, req: Request) -> Response
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    #[tokio::test]
-    async fn whole_file_is_served_in_chunks_with_its_length() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("initrd.gz");
-        let data: Vec<u8> = (0..(CHUNK * 2 + 123)).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&p, &data).unwrap();
-        let req = Request::builder().uri("/x").body(Body::empty()).unwrap();
-        let pool = Arc::new(ChunkPool::default());
-        let resp = serve(&pool, &p, req).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        let h = resp.headers();
-        assert_eq!(h[header::CONTENT_LENGTH], data.len().to_string().as_str());
-        assert_eq!(h[header::CONTENT_TYPE], "application/gzip");
-        assert_eq!(h[header::ACCEPT_RANGES], "bytes");
-        assert!(h[header::LAST_MODIFIED].to_str().unwrap().ends_with(" GMT"));
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body.as_ref(), data.as_slice());
-        assert_eq!(pool.free.lock().unwrap().len(), 3, "every chunk came back");
-    }
-
-    #[tokio::test]
-    async fn ranges_and_head_go_to_serve_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("linux");
-        std::fs::write(&p, b"0123456789").unwrap();
-        let req = Request::builder()
-            .uri("/x")
-            .header(header::RANGE, "bytes=2-4")
-            .body(Body::empty())
-            .unwrap();
-        let pool = Arc::new(ChunkPool::default());
-        let resp = serve(&pool, &p, req).await;
-        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body.as_ref(), b"234");
-        assert!(!wants_whole_file(&Method::HEAD, &HeaderMap::new()));
-        let missing = Request::builder().uri("/x").body(Body::empty()).unwrap();
-        assert_eq!(
-            serve(&pool, &dir.path().join("nope"), missing)
-                .await
-                .status(),
-            StatusCode::NOT_FOUND
-        );
-    }
-}
-
 /// A connection that records when it last moved a byte (milliseconds since `started`),
 /// for the HTTP idle timeout.
 pub struct Activity<T> {
@@ -315,5 +264,56 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn whole_file_is_served_in_chunks_with_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("initrd.gz");
+        let data: Vec<u8> = (0..(CHUNK * 2 + 123)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let req = Request::builder().uri("/x").body(Body::empty()).unwrap();
+        let pool = Arc::new(ChunkPool::default());
+        let resp = serve(&pool, &p, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers();
+        assert_eq!(h[header::CONTENT_LENGTH], data.len().to_string().as_str());
+        assert_eq!(h[header::CONTENT_TYPE], "application/gzip");
+        assert_eq!(h[header::ACCEPT_RANGES], "bytes");
+        assert!(h[header::LAST_MODIFIED].to_str().unwrap().ends_with(" GMT"));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), data.as_slice());
+        assert_eq!(pool.free.lock().unwrap().len(), 3, "every chunk came back");
+    }
+
+    #[tokio::test]
+    async fn ranges_and_head_go_to_serve_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("linux");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let req = Request::builder()
+            .uri("/x")
+            .header(header::RANGE, "bytes=2-4")
+            .body(Body::empty())
+            .unwrap();
+        let pool = Arc::new(ChunkPool::default());
+        let resp = serve(&pool, &p, req).await;
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.as_ref(), b"234");
+        assert!(!wants_whole_file(&Method::HEAD, &HeaderMap::new()));
+        let missing = Request::builder().uri("/x").body(Body::empty()).unwrap();
+        assert_eq!(
+            serve(&pool, &dir.path().join("nope"), missing)
+                .await
+                .status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -845,8 +845,10 @@ fn admin_api_checks_token_and_input() -> Result<()> {
         "http://192.0.2.1:8080/api/nodes",
     ])?;
     assert_eq!(code, 404);
-    let (code, _) = srv.curl(&["http://192.0.2.1:8081/api/nodes"])?;
-    assert_eq!(code, 0, "the admin listener is on loopback only by default");
+    assert!(
+        srv.curl(&["http://192.0.2.1:8081/api/nodes"]).is_err(),
+        "the admin listener is on loopback only by default"
+    );
     let add = |b: serde_json::Value| srv.api_post("/api/nodes", &b);
     let (code, v) = add(json!({"mac": "nonsense", "hostname": "a", "profile": "lab-single-disk"}))?;
     assert_eq!(

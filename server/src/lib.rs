@@ -34,6 +34,7 @@ pub mod events;
 pub mod facts;
 #[cfg(test)]
 pub(crate) mod fuzz;
+pub mod fuzzing;
 pub mod groups;
 pub mod http;
 pub mod identity;

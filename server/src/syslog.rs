@@ -83,29 +83,6 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, cancel: CancellationTo
 mod tests {
     use super::*;
 
-    /// Mutated datagrams never panic and never give a line with a control character
-    /// (other than tab) or over the length limit.
-    #[test]
-    fn fuzzed_datagrams_give_clean_lines() {
-        let seeds: &[&[u8]] = &[
-            b"<13>Dec  2 00:01:02 netcfg[1234]: DHCP lease obtained",
-            b"<191>debconf: --> INPUT critical netcfg/choose_interface",
-            b"<999>x",
-            b"plain text without a priority",
-        ];
-        crate::fuzz::each_mutation(seeds, 20_000, |input| {
-            if let Some(l) = parse_line(input) {
-                assert!(
-                    !l.text.chars().any(|c| c.is_control() && c != '\t'),
-                    "{:?}",
-                    l.text
-                );
-                assert!(l.text.chars().count() <= MAX_LINE);
-                assert!(l.severity.is_none_or(|s| s <= 7));
-            }
-        });
-    }
-
     #[test]
     fn parses_priority_and_text() {
         assert_eq!(

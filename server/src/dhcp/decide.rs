@@ -562,63 +562,6 @@ mod tests {
         SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)
     }
 
-    /// Mutated packets that parse go through both decisions with a node and without:
-    /// no panic, and an authoritative answer never leases outside the subnet's range.
-    #[test]
-    fn fuzzed_requests_through_decide_never_panic() {
-        use crate::dhcp::classify::parse_packet;
-        use dhcproto::{Encodable, Encoder};
-        let enc = |t, extra: &[dhcproto::v4::DhcpOption]| {
-            let m = crate::dhcp::classify::tests::request(t, 7, extra);
-            let mut b = Vec::new();
-            m.encode(&mut Encoder::new(&mut b)).unwrap();
-            b
-        };
-        let seeds = [
-            enc(MessageType::Discover, &crate::dhcp::classify::tests::pxe(7)),
-            enc(
-                MessageType::Request,
-                &[
-                    dhcproto::v4::DhcpOption::RequestedIpAddress([192, 0, 2, 101].into()),
-                    dhcproto::v4::DhcpOption::ServerIdentifier(SERVER),
-                ],
-            ),
-            enc(MessageType::Decline, &[]),
-            enc(MessageType::Release, &[]),
-            enc(MessageType::Inform, &[]),
-        ];
-        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
-        let auth = cfg("authoritative", "");
-        let proxy = cfg("proxy", "");
-        let node = NodeView {
-            id: 1,
-            hostname: Some("n1".into()),
-            domain: None,
-        };
-        let mut table = LeaseTable::default();
-        crate::fuzz::each_mutation(&seeds, 10_000, |input| {
-            let Ok((_, req)) = parse_packet(input) else {
-                return;
-            };
-            for n in [None, Some(&node)] {
-                let o = decide(&req, &ctx(&auth, n), &mut table, false, src());
-                if let Some(r) = &o.reply
-                    && !r.yiaddr.is_unspecified()
-                {
-                    let ip = u32::from(r.yiaddr);
-                    assert!(
-                        (u32::from(Ipv4Addr::new(192, 0, 2, 100))
-                            ..=u32::from(Ipv4Addr::new(192, 0, 2, 109)))
-                            .contains(&ip),
-                        "leased {} outside the range",
-                        r.yiaddr
-                    );
-                }
-                let _ = decide(&req, &ctx(&proxy, n), &mut table, true, src());
-            }
-        });
-    }
-
     #[test]
     fn boot_file_per_arch_and_user_class() {
         let m = mac(1);

@@ -139,7 +139,7 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
     if !valid_hostname(&body.hostname) {
         return Err(ApiError::bad_request(format!(
             "hostname: `{}` is not a valid hostname",
-            body.hostname
+            body.hostname.escape_debug()
         )));
     }
     let catalog = state.catalog();
@@ -171,6 +171,22 @@ pub fn check_new_node(state: &AppState, body: &AddNode) -> Result<NewNode, ApiEr
                     .join(", ")
             )));
         }
+    }
+    if let Some(fd) = &body.failure_domain
+        && !(crate::config::valid_name(fd) || fd.split('.').all(crate::config::valid_name))
+    {
+        return Err(ApiError::bad_request(format!(
+            "failure_domain: `{}` is not a label (letters, digits, `-`, `_` and `.`, at most 63 per part)",
+            fd.escape_debug()
+        )));
+    }
+    if let Some(g) = &body.group
+        && !crate::config::valid_name(g)
+    {
+        return Err(ApiError::bad_request(format!(
+            "group: `{}` is not a group name (letters, digits, `-` and `_`, 1–63)",
+            g.escape_debug()
+        )));
     }
     let vars = body.vars.clone().unwrap_or(serde_json::Value::Null);
     if !(vars.is_null() || vars.is_object()) {

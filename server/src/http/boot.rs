@@ -258,7 +258,7 @@ async fn serve_file(state: &AppState, path: &std::path::Path, req: Request) -> R
     super::files::serve(&state.file_chunks, path, req).await
 }
 
-fn is_first_range(headers: &HeaderMap) -> bool {
+pub fn is_first_range(headers: &HeaderMap) -> bool {
     match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => true,
         Some(r) => r.trim_start_matches("bytes=").starts_with("0-"),
@@ -479,7 +479,7 @@ pub async fn agent_binary(
 /// Largest event body accepted from an installer.
 const MAX_EVENT: usize = 64 * 1024;
 
-fn valid_kind(kind: &str) -> bool {
+pub fn valid_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 32
         && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')

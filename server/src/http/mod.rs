@@ -63,6 +63,10 @@ impl From<InventoryError> for ApiError {
             InventoryError::Conflict(_) | InventoryError::Transition { .. } => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
+            InventoryError::DiskFull { .. } => {
+                tracing::error!(error = %e, "data directory full");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            }
             _ => {
                 tracing::error!(error = %crate::error_chain(&e), "inventory failure");
                 ApiError::internal(e)

@@ -50,6 +50,10 @@ pub enum InventoryError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "cannot store the change while {doing}: the disk holding the data directory is full; free space there (nothing stored was lost, and rackseed keeps running)"
+    )]
+    DiskFull { doing: &'static str },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -65,7 +69,12 @@ pub enum InventoryError {
 type Result<T> = std::result::Result<T, InventoryError>;
 
 fn q(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> InventoryError {
-    move |source| InventoryError::Query { doing, source }
+    move |source| match &source {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull => {
+            InventoryError::DiskFull { doing }
+        }
+        _ => InventoryError::Query { doing, source },
+    }
 }
 
 /// Migrations in order; the database's `user_version` says how many have run.

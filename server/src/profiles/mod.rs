@@ -330,29 +330,6 @@ fn merge(base: &mut Value, over: Value, path: &str) {
 mod tests {
     use super::*;
 
-    /// Mutated profiles (from the shipped ones) never panic the parser or the
-    /// validator: each is parsed and validated or refused with errors.
-    #[test]
-    fn fuzzed_profile_yaml_is_parsed_or_refused() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-        let texts: Vec<Vec<u8>> = [
-            "lab-single-disk",
-            "storage-node",
-            "hypervisor-pair",
-            "dc-base",
-        ]
-        .iter()
-        .map(|n| std::fs::read(dir.join(format!("{n}.yaml"))).unwrap())
-        .collect();
-        let seeds: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
-        crate::fuzz::each_mutation(&seeds, 1_500, |input| {
-            let text = String::from_utf8_lossy(input);
-            if let Ok((p, _)) = parse_str(&text, "fuzz.yaml") {
-                let _ = validate::validate("fuzz.yaml", &p);
-            }
-        });
-    }
-
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();

@@ -134,6 +134,58 @@ fn node_add_refuses_unknown_profiles_and_vars_that_do_not_fit() -> Result<()> {
         let (code, msg) = add(body.clone())?;
         assert_eq!((code, msg.as_str()), (400, want), "for {body}");
     }
+    // Values carrying line breaks, quotes or shell never get in: each is refused with
+    // the field named, and nothing is stored.
+    let good = serde_json::from_str::<Value>(STORE_VARS)?;
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = base(good.clone());
+        f(&mut b);
+        b
+    };
+    let hostile: Vec<(Value, &str)> = vec![
+        (
+            with(&|b| b["hostname"] = json!("store9\nevil")),
+            "hostname: `store9\\nevil` is not a valid hostname",
+        ),
+        (
+            with(&|b| b["hostname"] = json!("$(reboot)")),
+            "hostname: `$(reboot)` is not a valid hostname",
+        ),
+        (
+            with(&|b| b["vars"]["addresses"]["br-mgmt"] = json!("198.51.100.11\nup reboot")),
+            "vars.addresses.br-mgmt",
+        ),
+        (
+            with(&|b| b["vars"]["addresses"]["br-storage"] = json!("203.0.113.11' && id '")),
+            "vars.addresses.br-storage",
+        ),
+        (
+            with(&|b| b["vars"]["installer_nic"] = json!("52:54:00:20:00:01\nx")),
+            "installer_nic",
+        ),
+        (
+            with(&|b| b["failure_domain"] = json!("rack-a\nevil")),
+            "failure_domain: `rack-a\\nevil` is not a label",
+        ),
+        (
+            with(&|b| b["failure_domain"] = json!("rack `id`")),
+            "failure_domain:",
+        ),
+        (
+            with(&|b| b["group"] = json!("rg1;reboot")),
+            "group: `rg1;reboot` is not a group name",
+        ),
+    ];
+    for (body, want) in hostile {
+        let (code, msg) = add(body.clone())?;
+        assert_eq!(code, 400, "{body}: {msg}");
+        assert!(msg.contains(want), "for {body}: `{msg}` lacks `{want}`");
+    }
+    assert_eq!(
+        srv.api("/api/nodes")?["nodes"].as_array().map(Vec::len),
+        Some(0),
+        "a refused node was stored"
+    );
     // A fitting node is accepted; a second one with the same storage address is not.
     let (code, _) = add(base(serde_json::from_str(STORE_VARS)?))?;
     assert_eq!(code, 201);

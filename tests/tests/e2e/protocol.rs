@@ -272,6 +272,172 @@ while time.time() < end:
     Ok(())
 }
 
+/// The data directory's disk fills up under work: rackseed refuses new work with a
+/// clear error (HTTP 507 naming the full disk, no DHCP answer it could not store),
+/// keeps running and healthy, loses nothing it had acknowledged, and works again once
+/// space is freed.
+#[test]
+fn a_full_disk_refuses_new_work_and_keeps_stored_data() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let mut srv = Server::prepare(
+        &lab,
+        &lab_config(std::path::Path::new("@DIR@"), "authoritative", ""),
+    )?;
+    let data = srv.dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    rackseed_tests::run(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+            .arg(&data),
+    )?;
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    srv.spawn()?;
+    srv.add_node("52:54:00:0e:00:01", "full0", "lab-single-disk", &[])?;
+    // Fill the disk, then keep adding nodes until rackseed refuses.
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "status=none"])
+        .arg(format!("of={}", data.join("filler").display()))
+        .status();
+    let (mut added, mut refusal) = (vec!["full0".to_string()], None);
+    for i in 1..400 {
+        let host = format!("full{i}");
+        let (code, v) = srv.api_post(
+            "/api/nodes",
+            &json!({"mac": format!("52:54:00:0e:{:02x}:{:02x}", i / 256, i % 256 + 1), "hostname": host, "profile": "lab-single-disk"}),
+        )?;
+        match code {
+            200 | 201 => added.push(host),
+            _ => {
+                refusal = Some((code, v));
+                break;
+            }
+        }
+    }
+    let (code, v) = refusal.expect("no refusal although the disk is full");
+    assert_eq!(code, 507, "{v}");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("disk holding the data directory is full"),
+        "{msg}"
+    );
+    // Still running and healthy. A DHCP lease is given only if it was stored (checked
+    // below, once there is space again).
+    assert_eq!(srv.curl(&["http://192.0.2.1:8080/healthz"])?.0, 200);
+    let c = lab.client("52:54:00:0e:00:01", None)?;
+    let (got, out) = c.try_sh("udhcpc -f -q -n -t 2 -T 1 -i eth0 -s /bin/true 2>&1");
+    let leased_while_full = got
+        .then(|| {
+            out.split("lease of ")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .flatten();
+    // Space again: everything acknowledged is there, and work goes on.
+    std::fs::remove_file(data.join("filler"))?;
+    let listed = srv.api("/api/nodes")?;
+    let names: Vec<&str> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["hostname"].as_str())
+        .collect();
+    for h in &added {
+        assert!(
+            names.contains(&h.as_str()),
+            "{h} was acknowledged but is gone"
+        );
+    }
+    let out = rackseed_tests::run(
+        std::process::Command::new("sqlite3")
+            .arg(data.join("inventory.db"))
+            .arg("PRAGMA integrity_check;"),
+    )?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    if let Some(ip) = leased_while_full {
+        let leases = srv.api("/api/leases")?;
+        assert!(
+            leases["leases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["ip"] == ip.as_str()),
+            "{ip} was ACKed while the disk was full but is not stored: {leases}"
+        );
+    }
+    srv.add_node("52:54:00:0e:ff:01", "after", "lab-single-disk", &[])?;
+    assert!(udhcpc(c, None)?.starts_with("192.0.2."));
+    srv.stop();
+    Ok(())
+}
+
+/// A host that opens connections and never finishes a request, or opens more than the
+/// cap, cannot hold the HTTP listener: past `server.max_connections` a connection is
+/// closed at once (counted), one that has not sent its headers within
+/// `server.header_timeout` is closed, and nodes are still served.
+#[test]
+fn http_closes_slow_and_excess_connections() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "").replace(
+        "[server]\n",
+        "[server]\nmax_connections = 4\nheader_timeout = \"2s\"\nidle_timeout = \"3s\"\n",
+    );
+    let srv = Server::start(&lab, &cfg)?;
+    let c = lab.client("52:54:00:0f:00:01", Some("192.0.2.57/24"))?;
+    let probe = r#"
+import socket, time
+held = []
+for i in range(4):
+    s = socket.create_connection(("192.0.2.1", 8080))
+    s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    held.append(s)
+time.sleep(0.3)
+extra = socket.create_connection(("192.0.2.1", 8080))
+extra.settimeout(2)
+try:
+    got = extra.recv(100)
+    print("excess:", "closed" if got == b"" else "answered")
+except socket.timeout:
+    print("excess: held open")
+except ConnectionResetError:
+    print("excess: closed")
+start = time.time()
+for s in held:
+    s.settimeout(6)
+    try:
+        r = s.recv(200)
+        print("slow: %s after %.1fs" % ("closed" if r == b"" or b" 408 " in r else "answered", time.time() - start))
+    except socket.timeout:
+        print("slow: held open")
+    except ConnectionResetError:
+        print("slow: closed after %.1fs" % (time.time() - start))
+"#;
+    let out = c.sh(&format!("python3 -c '{}'", probe.replace('\'', "'\\''")))?;
+    assert!(out.contains("excess: closed"), "{out}");
+    assert_eq!(out.matches("slow: closed").count(), 4, "{out}");
+    let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("rackseed_http_connections_refused_total ") && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+    // Served again once the slow ones are gone.
+    let (code, _) = rackseed_tests::curl_in(&c.name, &["http://192.0.2.1:8080/healthz"])?;
+    assert_eq!(code, 200);
+    Ok(())
+}
+
 #[test]
 fn ignore_policy_answers_known_machines_only() -> Result<()> {
     let mut lab = Lab::new()?;

@@ -1,0 +1,167 @@
+//! Fuzz targets: one function per parser that takes arbitrary bytes, runs the parser
+//! and checks what must hold of its result. The same functions run on the stable
+//! toolchain in the test command (checked-in corpus in `fuzz/corpus/<target>/` plus
+//! bounded mutations, see [`TARGETS`] and the test below) and, where a nightly
+//! toolchain exists, under `cargo fuzz` (`fuzz/fuzz_targets/`). No I/O.
+
+use std::sync::OnceLock;
+
+/// Every target by its corpus name.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("dhcp", dhcp),
+    ("tftp_path", tftp_path),
+    ("syslog", syslog),
+    ("profile", profile),
+    ("facts", facts),
+    ("http_path", http_path),
+];
+
+fn config(mode: &str) -> crate::config::Config {
+    let text = format!(
+        "[server]\nadvertise = \"192.0.2.1\"\n[dhcp]\nmode = \"{mode}\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.109\"\nrouter = \"192.0.2.1\"\n[[dhcp.subnets]]\nnetwork = \"198.51.100.0/24\"\nrange = \"198.51.100.10-198.51.100.19\"\n"
+    );
+    crate::config::Config::parse_with(&text, "fuzz", &|_| None)
+        .unwrap_or_else(|e| panic!("fuzz config: {e}"))
+}
+
+/// A DHCP packet through the wire check, decoder and classification, then both
+/// decisions for an unknown and a known machine. An authoritative reply never leases
+/// outside the ranges of the configured subnets.
+pub fn dhcp(data: &[u8]) {
+    use crate::dhcp::decide::{Ctx, NodeView, decide};
+    static CFG: OnceLock<(crate::config::Config, crate::config::Config)> = OnceLock::new();
+    let (auth, proxy) = CFG.get_or_init(|| (config("authoritative"), config("proxy")));
+    let Ok((_, req)) = crate::dhcp::classify::parse_packet(data) else {
+        return;
+    };
+    let node = NodeView {
+        id: 1,
+        hostname: Some("n1".into()),
+        domain: None,
+    };
+    let mut table = crate::dhcp::LeaseTable::default();
+    let src = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 68);
+    for n in [None, Some(&node)] {
+        for (cfg, on_4011) in [(auth, false), (proxy, false), (proxy, true)] {
+            let ctx = Ctx {
+                dhcp: &cfg.dhcp,
+                server_ip: cfg.server.advertise,
+                base_url: &cfg.server.base_url,
+                efi_binary: cfg.boot.efi_binary,
+                arrived_on: cfg.dhcp.subnets.first(),
+                node: n,
+                now: 1_000,
+                chainloaded_recently: false,
+            };
+            let o = decide(&req, &ctx, &mut table, on_4011, src);
+            if cfg.dhcp.mode == crate::config::DhcpMode::Authoritative
+                && let Some(r) = &o.reply
+                && !r.yiaddr.is_unspecified()
+            {
+                let ip = u32::from(r.yiaddr);
+                let in_range = cfg.dhcp.subnets.iter().any(|s| {
+                    s.range
+                        .is_some_and(|(a, b)| (u32::from(a)..=u32::from(b)).contains(&ip))
+                });
+                assert!(in_range, "leased {} outside every range", r.yiaddr);
+            }
+        }
+    }
+}
+
+/// A TFTP request name: an accepted name has no empty, `.` or `..` component.
+pub fn tftp_path(data: &[u8]) {
+    let name = String::from_utf8_lossy(data);
+    if let Ok(parts) = crate::tftp::check_path(&name) {
+        assert!(
+            parts
+                .iter()
+                .all(|p| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\')),
+            "{name:?}"
+        );
+        assert!(!name.starts_with('/'));
+    }
+}
+
+/// A syslog datagram: a line has no control character but tab and is within the cap.
+pub fn syslog(data: &[u8]) {
+    if let Some(l) = crate::syslog::parse_line(data) {
+        assert!(
+            !l.text.chars().any(|c| c.is_control() && c != '\t'),
+            "{:?}",
+            l.text
+        );
+        assert!(l.text.chars().count() <= crate::syslog::MAX_LINE);
+        assert!(l.severity.is_none_or(|s| s <= 7));
+    }
+}
+
+/// A profile: parsed and validated, or refused with errors.
+pub fn profile(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok((p, _)) = crate::profiles::parse_str(&text, "fuzz.yaml") {
+        let _ = crate::profiles::validate::validate("fuzz.yaml", &p);
+    }
+}
+
+/// Enrollment facts as JSON: parsed and checked on arrival; facts that pass the check
+/// carry no control character anywhere.
+pub fn facts(data: &[u8]) {
+    if let Ok(f) = serde_json::from_slice::<crate::facts::Facts>(data)
+        && crate::facts::check_untrusted(&f, None).is_ok()
+    {
+        let text = serde_json::to_string(&f).unwrap_or_default();
+        assert!(!text.contains("\\u0000") && !text.contains("\\n"), "{text}");
+    }
+}
+
+/// HTTP path segments and headers the node routes parse: a boot-script name as a MAC,
+/// an event kind, a `Range` header.
+pub fn http_path(data: &[u8]) {
+    use axum::http::{HeaderMap, HeaderValue, Method, header};
+    let s = String::from_utf8_lossy(data);
+    if let Ok(m) = s
+        .strip_suffix(".ipxe")
+        .unwrap_or(&s)
+        .parse::<crate::mac::MacAddr>()
+    {
+        let back = m.to_string();
+        assert_eq!(back.len(), 17, "{back}");
+        assert!(back.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'));
+    }
+    if crate::http::boot::valid_kind(&s) {
+        assert!(s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    }
+    if let Ok(v) = HeaderValue::from_bytes(data) {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, v);
+        let _ = crate::http::boot::is_first_range(&h);
+        let _ = crate::http::files::wants_whole_file(&Method::GET, &h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every target on its checked-in corpus and on mutations of it (a fixed number
+    /// per target, a few seconds in all; debug assertions on). A crash prints its
+    /// input; it becomes a file in the corpus and a named regression test.
+    #[test]
+    fn every_fuzz_target_survives_its_corpus_and_mutations() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        for (name, target) in super::TARGETS {
+            let dir = root.join(name);
+            let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .collect();
+            seeds.sort();
+            assert!(!seeds.is_empty(), "corpus {} is empty", dir.display());
+            let refs: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+            let n = if *name == "profile" { 10_000 } else { 100_000 };
+            crate::fuzz::each_mutation(&refs, n, |input| target(input));
+            eprintln!("fuzz {name}: {} seeds, {n} mutations", refs.len());
+        }
+    }
+}

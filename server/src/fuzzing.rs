@@ -6,8 +6,11 @@
 
 use std::sync::OnceLock;
 
+/// A fuzz target: arbitrary bytes in, a panic when a property fails.
+pub type Target = fn(&[u8]);
+
 /// Every target by its corpus name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("dhcp", dhcp),
     ("tftp_path", tftp_path),
     ("syslog", syslog),
@@ -160,7 +163,7 @@ mod tests {
             assert!(!seeds.is_empty(), "corpus {} is empty", dir.display());
             let refs: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
             let n = if *name == "profile" { 10_000 } else { 100_000 };
-            crate::fuzz::each_mutation(&refs, n, |input| target(input));
+            crate::fuzz::each_mutation(&refs, n, target);
             eprintln!("fuzz {name}: {} seeds, {n} mutations", refs.len());
         }
     }

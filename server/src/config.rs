@@ -703,6 +703,44 @@ impl Validator<'_> {
                     format!("group `{}` is defined twice", g.name),
                 ));
             }
+            for (j, d) in g.datasets.iter().enumerate() {
+                if !valid_dataset(d) {
+                    return Err(self.err(
+                        format!("{key}.datasets[{j}]"),
+                        format!(
+                            "`{}` is not a dataset name like tank/data",
+                            d.escape_debug()
+                        ),
+                    ));
+                }
+            }
+            if let Some(r) = &g.retention {
+                check_retention(r).map_err(|e| {
+                    self.err(
+                        format!("{key}.retention"),
+                        e.trim_start_matches("retention: ").to_string(),
+                    )
+                })?;
+            }
+            if let Some(fd) = &g.failure_domain
+                && !valid_name(fd)
+            {
+                return Err(self.err(
+                    format!("{key}.failure_domain"),
+                    format!(
+                        "`{}` is not a label name (letters, digits, `-`, `_`)",
+                        fd.escape_debug()
+                    ),
+                ));
+            }
+            if let Some(n) = &g.replication_network
+                && !valid_interface(n)
+            {
+                return Err(self.err(
+                    format!("{key}.replication_network"),
+                    format!("`{}` is not an interface name", n.escape_debug()),
+                ));
+            }
             groups.push(GroupConfig {
                 min_members: g.min_members.unwrap_or(2),
                 failure_domain: g.failure_domain,
@@ -905,6 +943,57 @@ impl Validator<'_> {
     }
 }
 
+/// A ZFS dataset below a pool, e.g. `tank/data`: parts of letters, digits and `-_.:`.
+pub fn valid_dataset(d: &str) -> bool {
+    d.len() <= 255
+        && d.contains('/')
+        && !d.starts_with('-')
+        && d.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        })
+}
+
+/// A Linux interface name: 1–15 of letters, digits and `-_.@`.
+pub fn valid_interface(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+/// sanoid retention: `KEY=COUNT` pairs separated by commas, KEY one of sanoid's.
+pub fn check_retention(r: &str) -> Result<(), String> {
+    const KEYS: [&str; 6] = [
+        "frequently",
+        "hourly",
+        "daily",
+        "weekly",
+        "monthly",
+        "yearly",
+    ];
+    for part in r.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            format!(
+                "retention: `{}` must be KEY=COUNT, e.g. hourly=24",
+                part.escape_debug()
+            )
+        })?;
+        if !KEYS.contains(&k.trim()) {
+            return Err(format!(
+                "retention: `{}` is not one of {}",
+                k.escape_debug(),
+                KEYS.join(", ")
+            ));
+        }
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("retention: `{}` is not a count", v.escape_debug()))?;
+    }
+    Ok(())
+}
+
 /// Names of groups, profiles and images: ASCII letters, digits, `-` and `_`, 1–63 long.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -922,6 +1011,45 @@ mod tests {
         Config::parse_with(text, "rackseed.toml", &|_| None)
             .unwrap_err()
             .to_string()
+    }
+
+    /// Group values reach sanoid.conf, replicate.sh and systemd units on every member:
+    /// line breaks, brackets, quotes and shell are refused with the key named.
+    #[test]
+    fn hostile_group_values_are_refused() {
+        let base = "[server]\nadvertise = \"192.0.2.1\"\n[[groups]]\nname = \"rg1\"\n";
+        for (extra, want) in [
+            (
+                "datasets = [\"tank/data\\n[evil]\"]",
+                "groups[0].datasets[0]: `tank/data\\n[evil]` is not a dataset name",
+            ),
+            ("datasets = [\"tank/$(reboot)\"]", "groups[0].datasets[0]"),
+            ("datasets = [\"tank/a b\"]", "groups[0].datasets[0]"),
+            ("datasets = [\"-tank/x\"]", "groups[0].datasets[0]"),
+            (
+                "retention = \"hourly=24\\n\\tautoprune = no\"",
+                "groups[0].retention: `24\\n\\tautoprune = no` is not a count",
+            ),
+            (
+                "retention = \"hourly=24,evil=1\"",
+                "groups[0].retention: `evil` is not one of",
+            ),
+            (
+                "failure_domain = \"rack\\nx\"",
+                "groups[0].failure_domain: `rack\\nx` is not a label",
+            ),
+            (
+                "replication_network = \"br-storage; reboot\"",
+                "groups[0].replication_network",
+            ),
+        ] {
+            let e = err(&format!("{base}{extra}\n"));
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let ok = format!(
+            "{base}datasets = [\"tank/data\"]\nretention = \"hourly=24,daily=7\"\nfailure_domain = \"rack\"\nreplication_network = \"br-storage\"\n"
+        );
+        assert!(Config::parse_with(&ok, "rackseed.toml", &|_| None).is_ok());
     }
 
     #[test]

@@ -323,19 +323,29 @@ pub fn check_new_group(g: &NewGroup) -> Result<Group, String> {
         .unwrap_or_else(|| "frequently=4,hourly=24,daily=7".into());
     check_retention(&retention)?;
     for (i, d) in g.datasets.iter().enumerate() {
-        if d.is_empty()
-            || !d.contains('/')
-            || d.split('/').any(|p| {
-                p.is_empty()
-                    || !p
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-            })
-        {
+        if !crate::config::valid_dataset(d) {
             return Err(format!(
-                "datasets[{i}]: `{d}` is not a dataset name like tank/data"
+                "datasets[{i}]: `{}` is not a dataset name like tank/data",
+                d.escape_debug()
             ));
         }
+    }
+    if let Some(fd) = &g.failure_domain
+        && !fd.is_empty()
+        && !crate::config::valid_name(fd)
+    {
+        return Err(format!(
+            "failure_domain: `{}` is not a label name (letters, digits, `-`, `_`)",
+            fd.escape_debug()
+        ));
+    }
+    if let Some(n) = &g.replication_network
+        && !crate::config::valid_interface(n)
+    {
+        return Err(format!(
+            "replication_network: `{}` is not an interface name",
+            n.escape_debug()
+        ));
     }
     Ok(Group {
         name: g.name.clone(),
@@ -351,29 +361,7 @@ pub fn check_new_group(g: &NewGroup) -> Result<Group, String> {
 
 /// Checks a sanoid retention list (`hourly=24,daily=7`).
 pub fn check_retention(r: &str) -> Result<(), String> {
-    const KEYS: [&str; 6] = [
-        "frequently",
-        "hourly",
-        "daily",
-        "weekly",
-        "monthly",
-        "yearly",
-    ];
-    for part in r.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("retention: `{part}` must be KEY=COUNT, e.g. hourly=24"))?;
-        if !KEYS.contains(&k.trim()) {
-            return Err(format!(
-                "retention: `{k}` is not one of {}",
-                KEYS.join(", ")
-            ));
-        }
-        v.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("retention: `{v}` is not a count"))?;
-    }
-    Ok(())
+    crate::config::check_retention(r)
 }
 
 /// Creates a group; a name in use is a conflict.

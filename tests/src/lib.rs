@@ -220,15 +220,7 @@ impl Lab {
     /// preseed and scripts, as a real installer would. Dropping it removes it from the
     /// LAN (so a VM with the same MAC can boot afterwards).
     pub fn node_client(&self, mac: &str) -> Result<NodeClient> {
-        let ns = Netns::new("rn")?;
-        let outer = unique("v");
-        self.srv.ip(&[
-            "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ])?;
-        self.srv
-            .ip(&["link", "set", &outer, "master", "br0", "up"])?;
-        ns.ip(&["link", "set", "eth0", "address", mac])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
+        let ns = self.host(mac, None)?;
         // udhcpc's default script would rewrite the host's /etc/resolv.conf: take the
         // address from its output instead.
         let out = ns.sh("udhcpc -f -q -n -t 8 -T 2 -i eth0 -s /bin/true 2>&1")?;
@@ -308,6 +300,15 @@ pub fn curl_in(ns: &str, args: &[&str]) -> Result<(u16, Vec<u8>)> {
 
 /// The admin API as a lab server's namespace reaches it (its default listener).
 pub const ADMIN: &str = "http://127.0.0.1:8081";
+
+/// Counter `rackseed_<name>` in a `/metrics` text (0 when absent).
+pub fn metric_in(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("rackseed_{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
 
 /// A running `rackseed serve` inside a lab's server namespace.
 pub struct Server {

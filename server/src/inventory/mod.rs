@@ -293,15 +293,7 @@ pub fn new_token() -> String {
 
 /// Valid DNS hostname (one label or a dotted name), as the installer and agent need it.
 pub fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
+    crate::facts::is_dns_name(h)
 }
 
 /// The SQLite inventory. Cheap to share behind an `Arc`; each call takes the connection

@@ -495,12 +495,7 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     assert_eq!(still.trim(), "1", "a refused enrollment used up the token");
     // The attacks were contained and are visible.
     let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
-    let metric = |name: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(&format!("rackseed_{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let metric = |name: &str| rackseed_tests::metric_in(&m, name);
     assert!(metric("token_refused_total") >= 2, "{m}");
     assert!(metric("dhcp_discover_limited_total") >= 100, "{m}");
     assert!(metric("dhcp_malformed_total") >= 20, "{m}");

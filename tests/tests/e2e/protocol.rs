@@ -1139,12 +1139,7 @@ for extra in [bytes([94, 2, 1, 2]), bytes([93, 1, 0]), bytes([81, 1, 0]), bytes(
         .unwrap_or(0);
     assert_eq!(discovered, 5, "discover_per_minute = 5: {nodes}");
     let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
-    let metric = |name: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(&format!("rackseed_{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let metric = |name: &str| rackseed_tests::metric_in(&m, name);
     assert!(metric("dhcp_discover_limited_total") >= 290, "{m}");
     assert_eq!(metric("dhcp_malformed_total"), 80, "{m}");
     assert!(

@@ -553,10 +553,10 @@ fn base64_encode_nopad(data: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sound_facts() -> Facts {
+    pub(crate) fn sound_facts() -> Facts {
         Facts {
             hostname: "node1.prov.example".into(),
             machine_id: "0123456789abcdef0123456789abcdef".into(),

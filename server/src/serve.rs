@@ -102,7 +102,7 @@ pub async fn run(
         "rackseed ready"
     );
     let mut services: Vec<(&'static str, Service)> = Vec::new();
-    let mut spawn = |name: &'static str, fut: Service| services.push((name, fut));
+    let mut spawn = |name: &'static str, fut: Service| services.push((name, failpoint(name, fut)));
     if !l.dhcp.is_empty() {
         let (st, c) = (state.clone(), cancel.clone());
         spawn(
@@ -183,6 +183,29 @@ pub async fn run(
         info!("rackseed stopped");
     }
     r
+}
+
+/// Fault injection for the tests, in debug builds only: `RACKSEED_FAILPOINT=<service>:<ms>`
+/// makes that service panic `ms` milliseconds after it started, so a test can watch the
+/// real process die of it. Release builds ignore the variable.
+fn failpoint(name: &'static str, fut: Service) -> Service {
+    if !cfg!(debug_assertions) {
+        return fut;
+    }
+    let Some(after) = std::env::var("RACKSEED_FAILPOINT").ok().and_then(|v| {
+        let (svc, ms) = v.split_once(':')?;
+        (svc == name).then(|| ms.parse::<u64>().ok()).flatten()
+    }) else {
+        return fut;
+    };
+    Box::pin(async move {
+        tokio::select! {
+            r = fut => r,
+            () = tokio::time::sleep(std::time::Duration::from_millis(after)) => {
+                panic!("failpoint {name}:{after} fired")
+            }
+        }
+    })
 }
 
 /// A service: runs until `cancel` fires, or ends with why.

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::profiles::{Catalog, ProfileErrors};
 use crate::render::{MirrorCtx, Templates};
 use crate::tftp::{Sessions, Tree};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -164,16 +164,9 @@ pub struct AppState {
     refusals: Mutex<HashMap<(i64, IpAddr), UnixMs>>,
     /// Each supervised service, up or down.
     pub health: Health,
-    held_syslog: Mutex<HashMap<Ipv4Addr, VecDeque<(UnixMs, String)>>>,
+    held_syslog: Mutex<crate::syslog::Hold>,
 }
 
-/// How long unattributed syslog lines are held, and how many per address.
-const HOLD_MS: i64 = 5 * 60 * 1000;
-const HOLD_LINES: usize = 100;
-const HOLD_ADDRS: usize = 256;
-/// Held lines are cut to this many bytes: the hold buffer stays under
-/// HOLD_ADDRS × HOLD_LINES × HOLD_LINE_BYTES (about 13 MiB) whatever is sent.
-const HOLD_LINE_BYTES: usize = 512;
 /// At most one timeline event per node and refused address in this time.
 const REFUSAL_EVENT_MS: i64 = 60 * 1000;
 
@@ -354,13 +347,9 @@ impl AppState {
             .held_syslog
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&ip);
-        if let Some(lines) = held {
-            for (at, text) in lines {
-                if now - at < HOLD_MS {
-                    self.events.emit(id, "syslog", text);
-                }
-            }
+            .take(ip, now);
+        for text in held {
+            self.events.emit(id, "syslog", text);
         }
     }
 
@@ -438,26 +427,9 @@ impl AppState {
 
     /// Holds a syslog line from an address no node is known by yet.
     pub fn hold_syslog(&self, ip: Ipv4Addr, text: String) {
-        let now = now_ms();
-        let mut held = self.held_syslog.lock().unwrap_or_else(|p| p.into_inner());
-        if held.len() >= HOLD_ADDRS && !held.contains_key(&ip) {
-            held.retain(|_, q| q.back().is_some_and(|(at, _)| now - *at < HOLD_MS));
-            if held.len() >= HOLD_ADDRS {
-                return;
-            }
-        }
-        let mut text = text;
-        if text.len() > HOLD_LINE_BYTES {
-            let mut cut = HOLD_LINE_BYTES;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
-        let q = held.entry(ip).or_default();
-        if q.len() >= HOLD_LINES {
-            q.pop_front();
-        }
-        q.push_back((now, text));
+        self.held_syslog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ip, text, now_ms());
     }
 }

@@ -321,6 +321,8 @@ pub struct Server {
     pub log_filter: String,
     /// `--log-format` when set.
     pub log_format: Option<String>,
+    /// Environment variables the server is started with.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -364,6 +366,7 @@ impl Server {
             token: String::new(),
             log_filter: "rackseed=debug,info".into(),
             log_format: None,
+            env: Vec::new(),
             dir,
             child: None,
         })
@@ -390,6 +393,7 @@ impl Server {
             cmd.args(["--log-format", f]);
         }
         let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .args(["serve", "--config"])
             .arg(&self.config)
             .stdout(log.try_clone()?)
@@ -454,6 +458,22 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits up to `timeout` for the server to exit by itself and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let c = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("the server is not running"))?;
+        let status = wait_for(
+            "rackseed to exit",
+            timeout,
+            Duration::from_millis(100),
+            || c.try_wait().ok().flatten(),
+        )?;
+        self.child = None;
+        Ok(status)
     }
 
     /// Kills the server at once (SIGKILL), as a power cut or the OOM killer would.

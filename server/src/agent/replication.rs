@@ -3,8 +3,10 @@
 //!
 //! The `render_*` functions are pure; `apply` writes the files and runs zfs/systemctl.
 
+use crate::config::{check_retention, valid_dataset};
 use crate::facts::is_dns_name;
 use crate::groups::GroupView;
+use crate::render::escape::{comment_text, unit_text};
 use crate::render::sh_quote;
 use crate::sshkey::SshPublicKey;
 use std::fmt::Write;
@@ -102,12 +104,20 @@ fn pool_of(dataset: &str) -> &str {
 pub fn render_sanoid(v: &GroupView) -> String {
     let mut out = format!(
         "# Written by the rackseed agent for group {} (version {}). Edits are replaced.\n\n",
-        v.group.name, v.group.version
+        comment_text(&v.group.name),
+        v.group.version
     );
-    for d in &v.group.datasets {
+    // Only dataset names of ZFS's grammar become sections; anything else is dropped.
+    let datasets: Vec<&String> = v
+        .group
+        .datasets
+        .iter()
+        .filter(|d| valid_dataset(d))
+        .collect();
+    for d in &datasets {
         let _ = writeln!(out, "[{d}]\n\tuse_template = rackseed_source\n");
     }
-    let mut pools: Vec<&str> = v.group.datasets.iter().map(|d| pool_of(d)).collect();
+    let mut pools: Vec<&str> = datasets.iter().map(|d| pool_of(d)).collect();
     pools.dedup();
     if !v.replication.accept_from.is_empty() {
         for pool in &pools {
@@ -118,9 +128,11 @@ pub fn render_sanoid(v: &GroupView) -> String {
         }
     }
     let mut counts = String::new();
-    for part in v.group.retention.split(',') {
-        if let Some((k, n)) = part.split_once('=') {
-            let _ = writeln!(counts, "\t{} = {}", k.trim(), n.trim());
+    if check_retention(&v.group.retention).is_ok() {
+        for part in v.group.retention.split(',') {
+            if let Some((k, n)) = part.split_once('=') {
+                let _ = writeln!(counts, "\t{} = {}", k.trim(), n.trim());
+            }
         }
     }
     let _ = writeln!(
@@ -147,12 +159,18 @@ pub fn render_replicate(v: &GroupView) -> String {
             let _ = writeln!(
                 out,
                 "# group {} version {}: {} -> {} ({addr})",
-                crate::render::ipxe_text(&v.group.name),
+                comment_text(&v.group.name),
                 v.group.version,
-                crate::render::ipxe_text(&v.me),
-                crate::render::ipxe_text(peer),
+                comment_text(&v.me),
+                comment_text(peer),
             );
-            for p in &v.replication.pushes {
+            // A push whose datasets are not ZFS names is dropped, not quoted.
+            for p in v
+                .replication
+                .pushes
+                .iter()
+                .filter(|p| valid_dataset(&p.source) && valid_dataset(&p.target))
+            {
                 let _ = writeln!(
                     out,
                     "syncoid --sshkey={REPL_KEY} --sshoption=StrictHostKeyChecking=yes --sshoption=BatchMode=yes --no-privilege-elevation --quiet -- {} {}",
@@ -172,7 +190,7 @@ pub fn render_units(v: &GroupView) -> (String, String) {
     let timer = format!(
         "[Unit]\nDescription=rackseed: replicate every {s}s (group {g})\n\n[Timer]\nOnBootSec=2min\nOnUnitActiveSec={s}s\nAccuracySec=10s\n\n[Install]\nWantedBy=timers.target\n",
         s = v.group.interval_secs,
-        g = v.group.name
+        g = unit_text(&v.group.name)
     );
     (service, timer)
 }
@@ -283,10 +301,14 @@ mod tests {
             v.replication.pushes[0].target = format!("tank/replicas/{bad}");
             v.me = bad.to_string();
             let r = render_replicate(&v);
+            if !valid_dataset(&v.replication.pushes[0].target) {
+                assert!(!r.contains("syncoid"), "{bad:?}: {r}");
+                continue;
+            }
             let line = r.lines().find(|l| l.starts_with("syncoid ")).unwrap();
             let quoted = sh_quote(&format!("root@203.0.113.12:tank/replicas/{bad}"));
             assert!(
-                line.ends_with(&format!(" -- 'tank/data' {quoted}")) || bad.contains('\n'),
+                line.ends_with(&format!(" -- 'tank/data' {quoted}")),
                 "{line}"
             );
             assert_eq!(r.lines().filter(|l| l.starts_with('#')).count(), 3, "{r}");

@@ -12,8 +12,11 @@
 //! [`install_file`], so a preview is byte for byte what a node receives.
 
 pub mod debconf;
+pub mod escape;
 #[cfg(test)]
 mod examples;
+#[cfg(test)]
+mod hostile;
 pub mod network;
 pub mod partman;
 
@@ -132,9 +135,18 @@ impl Templates {
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
         env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|name| match escape::Lang::of(name) {
+            Some(lang) => minijinja::AutoEscape::Custom(lang.tag()),
+            None => minijinja::AutoEscape::None,
+        });
+        env.set_formatter(format_value);
+        env.remove_filter("safe");
         env.add_filter("shquote", shquote);
         env.add_filter("grubquote", grubquote);
         env.add_filter("ipxetext", ipxetext);
+        env.add_filter("debconf", debconf_filter);
+        env.add_filter("comment", comment);
+        env.add_filter("heredoc", heredoc_filter);
         for (name, src) in EMBEDDED {
             // Embedded templates are checked by tests; a syntax error is a build defect.
             env.add_template(name, src)
@@ -189,58 +201,71 @@ impl Templates {
     }
 }
 
-/// Quotes a value for POSIX sh: `'…'` with embedded quotes escaped (nothing inside
-/// expands; a newline stays inside the quotes).
-pub fn sh_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', r"'\''"))
-}
+pub use escape::{grub_quote, ipxe_text, sh_quote};
 
-fn shquote(v: minijinja::Value) -> String {
+fn as_text(v: &minijinja::Value) -> String {
     match v.as_str() {
-        Some(s) => sh_quote(s),
-        None => sh_quote(&v.to_string()),
+        Some(s) => s.to_string(),
+        None => v.to_string(),
     }
 }
 
-/// Quotes a value for GRUB's script language: `'…'` (no expansion inside), embedded
-/// quotes closed and escaped as in sh; control characters (newlines) become `?`, so a
-/// value never starts another command.
-pub fn grub_quote(v: &str) -> String {
-    let clean: String = v
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    format!("'{}'", clean.replace('\'', r"'\''"))
+fn refused(e: escape::Refused) -> minijinja::Error {
+    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
 }
 
-/// A value as literal text in an iPXE script line (`echo`, comments): iPXE has no
-/// quoting, so every character outside a plain set (letters, digits, space and
-/// `` .,:/@()+=_-'"`!?<>[]*%~ ``) becomes `?`. `$` (setting expansion), `|` and `&` (command
-/// operators), `\`, `;`, `#` and every control character (a newline would start a new
-/// command) never pass.
-pub fn ipxe_text(v: &str) -> String {
-    v.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || " .,:/@()+=_-'\"`!?<>[]*%~".contains(c) {
-                c
-            } else {
-                '?'
+fn shquote(v: minijinja::Value) -> minijinja::Value {
+    minijinja::Value::from_safe_string(sh_quote(&as_text(&v)))
+}
+
+fn grubquote(v: minijinja::Value) -> minijinja::Value {
+    minijinja::Value::from_safe_string(grub_quote(&as_text(&v)))
+}
+
+fn ipxetext(v: minijinja::Value) -> minijinja::Value {
+    minijinja::Value::from_safe_string(ipxe_text(&as_text(&v)))
+}
+
+fn comment(v: minijinja::Value) -> minijinja::Value {
+    minijinja::Value::from_safe_string(escape::comment_text(&as_text(&v)))
+}
+
+fn debconf_filter(v: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
+    let s = as_text(&v);
+    escape::debconf_value(&s).map_err(refused)?;
+    Ok(minijinja::Value::from_safe_string(s))
+}
+
+fn heredoc_filter(
+    v: minijinja::Value,
+    delimiter: &str,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let s = as_text(&v);
+    escape::heredoc(&s, delimiter).map_err(refused)?;
+    Ok(minijinja::Value::from_safe_string(s))
+}
+
+/// Writes `{{ value }}`: a value made by a quoting filter as it is, any other only if
+/// it is plain in the template's language ([`escape::plain`]).
+fn format_value(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    let lang = match state.auto_escape() {
+        minijinja::AutoEscape::Custom(tag) => escape::Lang::from_tag(tag),
+        _ => None,
+    };
+    match lang {
+        None => minijinja::escape_formatter(out, state, value),
+        Some(_) if value.is_undefined() => Ok(()),
+        Some(lang) => {
+            let s = as_text(value);
+            if !value.is_safe() {
+                escape::plain(lang, &s).map_err(refused)?;
             }
-        })
-        .collect()
-}
-
-fn ipxetext(v: minijinja::Value) -> String {
-    match v.as_str() {
-        Some(s) => ipxe_text(s),
-        None => ipxe_text(&v.to_string()),
-    }
-}
-
-fn grubquote(v: minijinja::Value) -> String {
-    match v.as_str() {
-        Some(s) => grub_quote(s),
-        None => grub_quote(&v.to_string()),
+            out.write_str(&s).map_err(minijinja::Error::from)
+        }
     }
 }
 
@@ -669,15 +694,16 @@ pub fn boot_script(
         );
     };
     let nctx = NodeCtx::new(node, "");
-    // GRUB: each argument quoted for GRUB's script language.
+    // GRUB: a list of arguments, each quoted by the template for GRUB's script language.
     let kernel_args = match loader {
-        Loader::Ipxe => inputs.kernel_args.clone(),
-        Loader::Grub => inputs
-            .kernel_args
-            .split_whitespace()
-            .map(grub_quote)
-            .collect::<Vec<_>>()
-            .join(" "),
+        Loader::Ipxe => minijinja::Value::from(inputs.kernel_args.as_str()),
+        Loader::Grub => minijinja::Value::from(
+            inputs
+                .kernel_args
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        ),
     };
     match node.state {
         NodeState::Provisioning => t.render(
@@ -688,7 +714,7 @@ pub fn boot_script(
                 initrd_url => &inputs.initrd_url,
                 kernel_path => &inputs.kernel_url,
                 initrd_path => &inputs.initrd_url,
-                kernel_args => &kernel_args,
+                kernel_args => kernel_args,
                 retry_secs => inputs.retry_secs,
                 script_url => &script_url,
             },
@@ -770,7 +796,10 @@ mod tests {
 
     #[test]
     fn shquote_escapes() {
-        assert_eq!(shquote(minijinja::Value::from("a'b")), r"'a'\''b'");
-        assert_eq!(shquote(minijinja::Value::from(12)), "'12'");
+        assert_eq!(
+            shquote(minijinja::Value::from("a'b")).as_str(),
+            Some(r"'a'\''b'")
+        );
+        assert_eq!(shquote(minijinja::Value::from(12)).as_str(), Some("'12'"));
     }
 }

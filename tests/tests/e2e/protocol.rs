@@ -1201,3 +1201,36 @@ for vendor in [b'PXEClient:Arch:00000:UNDI:002001', b'']:
     );
     Ok(())
 }
+
+/// Supervision, on the real process: a service that dies (here TFTP, made to panic by
+/// the debug build's fault injection `RACKSEED_FAILPOINT`) ends `rackseed serve` with a
+/// non-zero status and a log line naming the service and the reason, instead of leaving
+/// a process whose `/healthz` answers while TFTP is gone. systemd then restarts it.
+#[test]
+fn a_dying_service_ends_the_process_with_its_name_and_reason() -> Result<()> {
+    let lab = Lab::new()?;
+    let mut srv = Server::prepare(
+        &lab,
+        &lab_config(std::path::Path::new("@DIR@"), "authoritative", ""),
+    )?;
+    srv.env
+        .push(("RACKSEED_FAILPOINT".into(), "tftp:3000".into()));
+    srv.spawn()?;
+    let health = srv.curl(&["http://192.0.2.1:8080/healthz"])?;
+    assert_eq!(health.0, 200);
+    assert!(String::from_utf8_lossy(&health.1).contains("\"tftp\":{\"status\":\"up\"}"));
+    let status = srv.wait_exit(Duration::from_secs(30))?;
+    assert!(!status.success(), "rackseed exited with {status}");
+    let log = srv.log_text();
+    assert!(
+        log.contains("tftp") && log.contains("failpoint tftp:3000 fired"),
+        "the exit does not name the service and reason: {}",
+        rackseed_tests::tail(&log, 20)
+    );
+    let code = srv
+        .curl(&["-m", "2", "http://192.0.2.1:8080/healthz"])
+        .map(|r| r.0)
+        .unwrap_or(0);
+    assert_eq!(code, 0, "something still answers /healthz");
+    Ok(())
+}

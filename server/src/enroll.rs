@@ -54,21 +54,69 @@ pub enum Refusal {
     #[error("facts do not match the plan: {}", .0.join("; "))]
     Mismatch(Vec<String>),
     #[error("{0}")]
+    Placement(String),
+    #[error("{0}")]
     BadRequest(String),
+    /// rackseed could not decide (the inventory failed); the detail is logged.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Refusal {
-    /// The HTTP status the refusal is answered with.
-    pub fn status(&self) -> u16 {
+    /// A stable machine-readable name for the refusal.
+    pub fn code(&self) -> &'static str {
         match self {
-            Refusal::UnknownToken
-            | Refusal::TokenUsed
-            | Refusal::TokenExpired
-            | Refusal::WrongNode => 403,
-            Refusal::WrongState(..) | Refusal::Mismatch(_) => 409,
-            Refusal::BadRequest(_) => 400,
+            Refusal::UnknownToken => "unknown_token",
+            Refusal::TokenUsed => "token_used",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::WrongNode => "wrong_node",
+            Refusal::WrongState(..) => "wrong_state",
+            Refusal::Mismatch(_) => "facts_mismatch",
+            Refusal::Placement(_) => "placement",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::Internal(_) => "internal",
         }
     }
+}
+
+/// The enrollment decision, pure: whether a node whose token checked out may enroll
+/// with `facts`, given its `plan`, and the `group` it joins with its current
+/// `members`. Checks, in order: the facts are acceptable from the network
+/// (`facts::check_untrusted`), they are this node's (its MAC is on an interface),
+/// they match the plan, and the node's failure domain is free in the group. The
+/// transaction that completes the enrollment checks placement again.
+pub fn decide(
+    node: &Node,
+    plan: &NodePlan,
+    facts: &Facts,
+    replication_key: Option<&str>,
+    group: Option<(&crate::groups::Group, &[crate::groups::Member])>,
+) -> Result<(), Refusal> {
+    crate::facts::check_untrusted(facts, replication_key).map_err(|problems| {
+        Refusal::BadRequest(format!(
+            "the facts cannot be accepted: {}",
+            problems.join("; ")
+        ))
+    })?;
+    facts_belong_to(node, facts)?;
+    let mismatches = compare(plan, facts);
+    if !mismatches.is_empty() {
+        return Err(Refusal::Mismatch(mismatches));
+    }
+    if let Some((g, members)) = group {
+        let me = crate::groups::Member {
+            node_id: node.id,
+            hostname: node.display_name(),
+            state: node.state,
+            failure_domain: node.failure_domain.clone(),
+            replication_address: None,
+            ssh_host_keys: vec![],
+            replication_key: None,
+        };
+        crate::groups::check_placement(g, members, &me)
+            .map_err(|e| Refusal::Placement(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Checks the token and the node it is bound to; returns the node.
@@ -79,11 +127,11 @@ pub fn check_token(inv: &Inventory, req: &EnrollRequest, now: UnixMs) -> Result<
         .map_err(|e: crate::mac::MacParseError| Refusal::BadRequest(format!("node: {e}")))?;
     let (node_id, used, expires) = inv
         .enroll_token(&req.token)
-        .map_err(|e| Refusal::BadRequest(crate::error_chain(&e)))?
+        .map_err(|e| Refusal::Internal(crate::error_chain(&e)))?
         .ok_or(Refusal::UnknownToken)?;
     let node = inv
         .node_by_id(node_id)
-        .map_err(|e| Refusal::BadRequest(crate::error_chain(&e)))?
+        .map_err(|e| Refusal::Internal(crate::error_chain(&e)))?
         .ok_or(Refusal::UnknownToken)?;
     if node.mac != claimed {
         return Err(Refusal::WrongNode);
@@ -117,13 +165,8 @@ pub fn facts_belong_to(node: &Node, facts: &Facts) -> Result<(), Refusal> {
     }
 }
 
-/// Compares the facts with the node's plan (the same plan its scripts were rendered
-/// from); every difference is named.
-pub fn check_against_plan(
-    state: &crate::state::AppState,
-    node: &Node,
-    facts: &Facts,
-) -> Result<(), Refusal> {
+/// The plan of `node` (the same plan its scripts were rendered from).
+pub fn plan_of(state: &crate::state::AppState, node: &Node) -> Result<NodePlan, Refusal> {
     let profile_name = node.profile.clone().unwrap_or_default();
     let profile = state.catalog().get(&profile_name).ok_or_else(|| {
         Refusal::BadRequest(format!(
@@ -134,12 +177,7 @@ pub fn check_against_plan(
         .map_err(|e| {
             Refusal::BadRequest(format!("no plan for this node: {}", crate::error_chain(&e)))
         })?;
-    let mismatches = compare(&ctx.plan, facts);
-    if mismatches.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal::Mismatch(mismatches))
-    }
+    Ok(ctx.plan)
 }
 
 fn vdev_layout(kinds: impl Iterator<Item = (String, usize)>) -> String {
@@ -403,6 +441,7 @@ mod tests {
             cert_serial: serial,
             repl_key: None,
             message,
+            group: None,
         }
     }
 
@@ -438,6 +477,98 @@ mod tests {
             csr: String::new(),
             replication_key: None,
         }
+    }
+
+    /// Two nodes of one rack enroll into a group with `failure_domain = rack` at the
+    /// same instant, each from its own thread: the transaction re-reads the members, so
+    /// exactly one is enrolled and the other is refused with the placement reason,
+    /// answered 409, with its token unused and its state unchanged.
+    #[test]
+    fn two_nodes_of_one_failure_domain_enrolling_at_once_cannot_both_join() {
+        let d = tempfile::tempdir().unwrap();
+        let inv = std::sync::Arc::new(Inventory::open(&d.path().join("i.db")).unwrap());
+        let group = crate::groups::Group {
+            name: "rg1".into(),
+            min_members: 2,
+            failure_domain: Some("rack".into()),
+            interval_secs: 900,
+            retention: "hourly=24".into(),
+            datasets: vec!["tank/data".into()],
+            replication_network: None,
+            version: 0,
+        };
+        crate::groups::create(&inv, &group, 0).unwrap();
+        let mut tokens = Vec::new();
+        for i in 1..=2u8 {
+            let n = inv
+                .add_node(
+                    &NewNode {
+                        mac: Some(format!("52:54:00:00:01:0{i}").parse().unwrap()),
+                        hostname: format!("n{i}"),
+                        profile: "p".into(),
+                        provision: true,
+                        failure_domain: Some("rack-a1".into()),
+                        ..Default::default()
+                    },
+                    Duration::from_secs(60),
+                    0,
+                )
+                .unwrap();
+            inv.transition(n.id, &Transition::EarlyCommand, Duration::from_secs(60), 1)
+                .unwrap();
+            inv.transition(n.id, &Transition::LateCommand, Duration::from_secs(60), 2)
+                .unwrap();
+            let t = inv
+                .reissue_enroll_token(n.id, Duration::from_secs(60), 3)
+                .unwrap();
+            tokens.push((n.id, t));
+        }
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let results: Vec<_> = tokens
+            .clone()
+            .into_iter()
+            .map(|(id, t)| {
+                let (inv, barrier, group) = (inv.clone(), barrier.clone(), group.clone());
+                std::thread::spawn(move || {
+                    let facts = serde_json::json!({});
+                    let e = Enrollment {
+                        token: &t,
+                        facts: &facts,
+                        cert_serial: "01",
+                        repl_key: None,
+                        message: "enrolled",
+                        group: Some(&group),
+                    };
+                    barrier.wait();
+                    (id, inv.complete_enrollment(id, &e, 10))
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let ok: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+        assert_eq!(ok.len(), 1, "{results:?}");
+        let (loser, err) = results.iter().find(|(_, r)| r.is_err()).unwrap();
+        let Err(crate::inventory::InventoryError::Placement(why)) = err else {
+            panic!("not a placement refusal: {err:?}");
+        };
+        assert!(why.contains("rack-a1"), "{why}");
+        let answer = crate::http::ApiError::from(Refusal::Placement(why.clone()));
+        assert_eq!(answer.status.as_u16(), 409);
+        assert_eq!(answer.code, "placement");
+        let loser_node = inv.node_by_id(*loser).unwrap().unwrap();
+        assert_eq!(loser_node.state, NodeState::Installed);
+        assert_eq!(loser_node.group, None);
+        let (_, t) = tokens.iter().find(|(id, _)| id == loser).unwrap();
+        assert_eq!(
+            inv.enroll_token(t).unwrap().unwrap().1,
+            None,
+            "token used up"
+        );
+        let members =
+            crate::groups::members(&inv, &crate::groups::get(&inv, "rg1").unwrap()).unwrap();
+        assert_eq!(members.len(), 1);
     }
 
     #[test]

@@ -170,6 +170,20 @@ pub struct AppState {
 /// At most one timeline event per node and refused address in this time.
 const REFUSAL_EVENT_MS: i64 = 60 * 1000;
 
+/// Runs `f` (work that reads or writes the inventory, or other blocking work) on
+/// tokio's blocking threads, so a slow write or an fsync never occupies an executor
+/// worker that DHCP, TFTP and syslog need. A panic in `f` is re-raised here.
+pub async fn blocking<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(Arc<AppState>) -> T + Send + 'static,
+) -> T {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || f(st)).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// The admin token in `data_dir/admin.token`, created (mode 0600) at first start.
 pub fn admin_token(data_dir: &Path) -> Result<String, StartError> {
     let path = data_dir.join("admin.token");

@@ -26,21 +26,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 fn refused(state: &AppState, node: Option<i64>, r: &Refusal) -> Response {
     if let Some(id) = node {
-        state
-            .events
-            .emit(id, "enroll_refused", format!("enrollment refused: {r}"));
+        let text = match r {
+            Refusal::Internal(_) => "enrollment failed inside rackseed (see its log)".to_string(),
+            r => format!("enrollment refused: {r}"),
+        };
+        state.events.emit(id, "enroll_refused", text);
     }
-    info!(node = ?node, reason = %r, "enrollment refused");
-    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN);
-    (
-        status,
-        Json(json!({ "status": "refused", "error": format!("enrollment refused: {r}") })),
-    )
-        .into_response()
+    info!(node = ?node, reason = %r, code = r.code(), "enrollment refused");
+    ApiError::from(r.clone()).into_response()
 }
 
 /// The group a node belongs to: its own, else its profile's.
@@ -59,139 +56,126 @@ pub async fn post_enroll(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Response {
-    let req = match body {
-        Ok(Json(r)) => r,
-        Err(e) => {
-            return refused(
-                &state,
-                None,
-                &Refusal::BadRequest(format!("invalid enrollment request: {}", e.body_text())),
-            );
+    crate::state::blocking(&state, move |state| {
+        let req = match body {
+            Ok(Json(r)) => r,
+            Err(e) => {
+                return refused(
+                    &state,
+                    None,
+                    &Refusal::BadRequest(format!("invalid enrollment request: {}", e.body_text())),
+                );
+            }
+        };
+        let now = now_ms();
+        let node = match enroll::check_token(&state.inventory, &req, now) {
+            Ok(n) => n,
+            Err(r) => {
+                // Tell the owner of the token (if any) that someone tried to use it.
+                let owner = state
+                    .inventory
+                    .enroll_token(&req.token)
+                    .ok()
+                    .flatten()
+                    .map(|(id, _, _)| id);
+                return refused(&state, owner, &r);
+            }
+        };
+        // The decision is pure; its inputs are read here.
+        let group = match group_of(&state, &node)
+            .map(|g| -> Result<_, crate::inventory::InventoryError> {
+                let grp = groups::get(&state.inventory, &g)?;
+                let members = groups::members(&state.inventory, &grp)?;
+                Ok((grp, members))
+            })
+            .transpose()
+        {
+            Ok(g) => g,
+            Err(e @ crate::inventory::InventoryError::NotFound(_)) => {
+                return refused(&state, Some(node.id), &Refusal::Placement(e.to_string()));
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        let plan = match enroll::plan_of(&state, &node) {
+            Ok(p) => p,
+            Err(r) => return refused(&state, Some(node.id), &r),
+        };
+        if let Err(r) = enroll::decide(
+            &node,
+            &plan,
+            &req.facts,
+            req.replication_key.as_deref(),
+            group.as_ref().map(|(g, m)| (g, m.as_slice())),
+        ) {
+            return refused(&state, Some(node.id), &r);
         }
-    };
-    let now = now_ms();
-    let node = match enroll::check_token(&state.inventory, &req, now) {
-        Ok(n) => n,
-        Err(r) => {
-            // Tell the owner of the token (if any) that someone tried to use it.
-            let owner = state
-                .inventory
-                .enroll_token(&req.token)
-                .ok()
-                .flatten()
-                .map(|(id, _, _)| id);
-            return refused(&state, owner, &r);
-        }
-    };
-    if let Err(problems) = crate::facts::check_untrusted(&req.facts, req.replication_key.as_deref())
-    {
-        return refused(
-            &state,
-            Some(node.id),
-            &Refusal::BadRequest(format!(
-                "the facts cannot be accepted: {}",
-                problems.join("; ")
-            )),
+        let (cert, serial) = match state.ca.sign_node(node.id, &node.display_name(), &req.csr) {
+            Ok(x) => x,
+            Err(e) => {
+                return refused(
+                    &state,
+                    Some(node.id),
+                    &Refusal::BadRequest(crate::error_chain(&e)),
+                );
+            }
+        };
+        let facts = serde_json::to_value(&req.facts).unwrap_or_default();
+        let msg = format!(
+            "enrolled from {}: machine-id {}, root {} {}, {} pool(s), {} bond(s); certificate serial {serial}",
+            peer.ip(),
+            req.facts.machine_id,
+            req.facts.root.fstype,
+            req.facts
+                .root
+                .md
+                .as_ref()
+                .map(|m| m.level.as_str())
+                .unwrap_or("without md"),
+            req.facts.pools.len(),
+            req.facts.bonds.len(),
         );
-    }
-    if let Err(r) = enroll::facts_belong_to(&node, &req.facts) {
-        return refused(&state, Some(node.id), &r);
-    }
-    if let Err(r) = crate::enroll::check_against_plan(&state, &node, &req.facts) {
-        return refused(&state, Some(node.id), &r);
-    }
-    // Placement is checked before anything changes.
-    let group = group_of(&state, &node);
-    if let Some(g) = &group {
-        let placed = groups::get(&state.inventory, g).and_then(|grp| {
-            let members = groups::members(&state.inventory, &grp)?;
-            let me = groups::Member {
-                node_id: node.id,
-                hostname: node.display_name(),
-                state: node.state,
-                failure_domain: node.failure_domain.clone(),
-                replication_address: None,
-                ssh_host_keys: vec![],
-                replication_key: None,
-            };
-            groups::check_placement(&grp, &members, &me)
-                .map_err(|e| crate::inventory::InventoryError::Conflict(e.to_string()))
-        });
-        if let Err(e) = placed {
-            return refused(&state, Some(node.id), &Refusal::BadRequest(e.to_string()));
-        }
-    }
-    let (cert, serial) = match state.ca.sign_node(node.id, &node.display_name(), &req.csr) {
-        Ok(x) => x,
-        Err(e) => {
-            return refused(
-                &state,
-                Some(node.id),
-                &Refusal::BadRequest(crate::error_chain(&e)),
-            );
-        }
-    };
-    let facts = serde_json::to_value(&req.facts).unwrap_or_default();
-    let msg = format!(
-        "enrolled from {}: machine-id {}, root {} {}, {} pool(s), {} bond(s); certificate serial {serial}",
-        peer.ip(),
-        req.facts.machine_id,
-        req.facts.root.fstype,
-        req.facts
-            .root
-            .md
-            .as_ref()
-            .map(|m| m.level.as_str())
-            .unwrap_or("without md"),
-        req.facts.pools.len(),
-        req.facts.bonds.len(),
-    );
-    let key = req
-        .replication_key
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    let node = match state.inventory.complete_enrollment(
-        node.id,
-        &crate::inventory::Enrollment {
-            token: &req.token,
-            facts: &facts,
-            cert_serial: &serial,
-            repl_key: key,
-            message: &msg,
-        },
-        now,
-    ) {
-        Ok(n) => n,
-        Err(e @ crate::inventory::InventoryError::Conflict(_)) => {
-            return refused(&state, Some(node.id), &Refusal::BadRequest(e.to_string()));
-        }
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    if let Some(g) = &group {
-        let r = groups::set_membership(&state.inventory, node.id, Some(g))
-            .and_then(|_| groups::touch(&state.inventory, g));
-        if let Err(e) = r {
-            warn!(node = node.id, group = %g, error = %crate::error_chain(&e), "enrolled node not placed in its group");
-            state
-                .events
-                .emit(node.id, "error", format!("not placed in group {g}: {e}"));
-        } else {
-            state
-                .events
-                .emit(node.id, "group", format!("member of group {g}"));
-        }
-    }
-    state.events.notify();
-    info!(node = node.id, hostname = ?node.hostname, group = ?group, "node enrolled");
-    let resp = EnrollResponse {
-        status: "enrolled".into(),
-        node_id: node.id,
-        certificate: cert,
-        ca: state.ca.cert_pem.clone(),
-        https: state.https_url.clone().unwrap_or_default(),
-    };
-    (StatusCode::OK, Json(resp)).into_response()
+        let key = req
+            .replication_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        // One transaction: re-reads the group's members, consumes the token, enrolls
+        // and sets membership; a placement conflict found there undoes all of it.
+        let node = match state.inventory.complete_enrollment(
+            node.id,
+            &crate::inventory::Enrollment {
+                token: &req.token,
+                facts: &facts,
+                cert_serial: &serial,
+                repl_key: key,
+                message: &msg,
+                group: group.as_ref().map(|(g, _)| g),
+            },
+            now,
+        ) {
+            Ok(n) => n,
+            Err(crate::inventory::InventoryError::Placement(why)) => {
+                return refused(&state, Some(node.id), &Refusal::Placement(why));
+            }
+            Err(e @ crate::inventory::InventoryError::Conflict(_)) => {
+                debug!(error = %e, "enrollment token used meanwhile");
+                return refused(&state, Some(node.id), &Refusal::TokenUsed);
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        let group = group.map(|(g, _)| g.name);
+        state.events.notify();
+        info!(node = node.id, hostname = ?node.hostname, group = ?group, "node enrolled");
+        let resp = EnrollResponse {
+            status: "enrolled".into(),
+            node_id: node.id,
+            certificate: cert,
+            ca: state.ca.cert_pem.clone(),
+            https: state.https_url.clone().unwrap_or_default(),
+        };
+        (StatusCode::OK, Json(resp)).into_response()
+    })
+    .await
 }
 
 /// `POST /enroll/{token}/events/{kind}`: first-boot reports before enrollment (plan
@@ -202,37 +186,40 @@ pub async fn enroll_event(
     Path((token, kind)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if kind.is_empty()
-        || kind.len() > 32
-        || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "event kind must be lowercase letters and `_`",
-        ));
-    }
-    if body.len() > 64 * 1024 {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "event body over 65536 bytes",
-        ));
-    }
-    let now = now_ms();
-    let (node_id, used, expires) = state
-        .inventory
-        .enroll_token(&token)?
-        .ok_or_else(|| ApiError::not_found("not found"))?;
-    if used.is_some() || expires <= now {
-        return Err(ApiError::not_found("not found"));
-    }
-    let text: String = String::from_utf8_lossy(&body)
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\n')
-        .collect();
-    state
-        .inventory
-        .record_event(node_id, &kind, text.trim(), now)?;
-    state.events.notify();
-    Ok((StatusCode::OK, "ok\n").into_response())
+    crate::state::blocking(&state, move |state| {
+        if kind.is_empty()
+            || kind.len() > 32
+            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err(ApiError::bad_request(
+                "event kind must be lowercase letters and `_`",
+            ));
+        }
+        if body.len() > 64 * 1024 {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event body over 65536 bytes",
+            ));
+        }
+        let now = now_ms();
+        let (node_id, used, expires) = state
+            .inventory
+            .enroll_token(&token)?
+            .ok_or_else(|| ApiError::not_found("not found"))?;
+        if used.is_some() || expires <= now {
+            return Err(ApiError::not_found("not found"));
+        }
+        let text: String = String::from_utf8_lossy(&body)
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n')
+            .collect();
+        state
+            .inventory
+            .record_event(node_id, &kind, text.trim(), now)?;
+        state.events.notify();
+        Ok((StatusCode::OK, "ok\n").into_response())
+    })
+    .await
 }
 
 /// The node a client certificate belongs to (set per TLS connection).
@@ -257,18 +244,31 @@ pub async fn view(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
     let mut changed = state.events.subscribe();
     loop {
-        let node = state
-            .inventory
-            .node_by_id(id.node_id)?
-            .ok_or_else(|| ApiError::not_found("node is gone"))?;
-        let Some(gname) = node.group.clone() else {
-            return Ok(Json(json!({ "group": null, "node": node.display_name() })).into_response());
-        };
-        let g = groups::get(&state.inventory, &gname)?;
-        if q.version != Some(g.version) || tokio::time::Instant::now() >= deadline {
-            let members = groups::members(&state.inventory, &g)?;
-            let v = groups::view_for(&g, &members, &node.display_name());
-            return Ok(Json(v).into_response());
+        let version = q.version;
+        let node_id = id.node_id;
+        let past = tokio::time::Instant::now() >= deadline;
+        let answer =
+            crate::state::blocking(&state, move |state| -> Result<Option<Response>, ApiError> {
+                let node = state
+                    .inventory
+                    .node_by_id(node_id)?
+                    .ok_or_else(|| ApiError::not_found("node is gone"))?;
+                let Some(gname) = node.group.clone() else {
+                    return Ok(Some(
+                        Json(json!({ "group": null, "node": node.display_name() })).into_response(),
+                    ));
+                };
+                let g = groups::get(&state.inventory, &gname)?;
+                if version != Some(g.version) || past {
+                    let members = groups::members(&state.inventory, &g)?;
+                    let v = groups::view_for(&g, &members, &node.display_name());
+                    return Ok(Some(Json(v).into_response()));
+                }
+                Ok(None)
+            })
+            .await?;
+        if let Some(r) = answer {
+            return Ok(r);
         }
         if tokio::time::timeout_at(deadline, changed.changed())
             .await
@@ -286,29 +286,32 @@ pub async fn agent_event(
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if kind.is_empty()
-        || kind.len() > 32
-        || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "event kind must be lowercase letters and `_`",
-        ));
-    }
-    if body.len() > 64 * 1024 {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "event body over 65536 bytes",
-        ));
-    }
-    let text: String = String::from_utf8_lossy(&body)
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\n')
-        .collect();
-    state
-        .inventory
-        .record_event(id.node_id, &kind, text.trim(), now_ms())?;
-    state.events.notify();
-    Ok((StatusCode::OK, "ok\n").into_response())
+    crate::state::blocking(&state, move |state| {
+        if kind.is_empty()
+            || kind.len() > 32
+            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return Err(ApiError::bad_request(
+                "event kind must be lowercase letters and `_`",
+            ));
+        }
+        if body.len() > 64 * 1024 {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event body over 65536 bytes",
+            ));
+        }
+        let text: String = String::from_utf8_lossy(&body)
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n')
+            .collect();
+        state
+            .inventory
+            .record_event(id.node_id, &kind, text.trim(), now_ms())?;
+        state.events.notify();
+        Ok((StatusCode::OK, "ok\n").into_response())
+    })
+    .await
 }
 
 async fn log_agent_requests(

@@ -97,16 +97,19 @@ struct NodeList {
 }
 
 async fn list_nodes(State(state): State<Arc<AppState>>) -> Result<Json<NodeList>, ApiError> {
-    let nodes = state
-        .inventory
-        .list_nodes()?
-        .into_iter()
-        .map(|node| NodeItem {
-            stalled: stall_view(&state, node.id),
-            node,
-        })
-        .collect();
-    Ok(Json(NodeList { nodes }))
+    crate::state::blocking(&state, move |state| {
+        let nodes = state
+            .inventory
+            .list_nodes()?
+            .into_iter()
+            .map(|node| NodeItem {
+                stalled: stall_view(&state, node.id),
+                node,
+            })
+            .collect();
+        Ok(Json(NodeList { nodes }))
+    })
+    .await
 }
 
 /// The body of `POST /api/nodes`.
@@ -221,15 +224,18 @@ async fn add_node(
     State(state): State<Arc<AppState>>,
     body: Result<Json<AddNode>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let body = json(body)?;
-    let new = check_new_node(&state, &body)?;
-    let node = state
-        .inventory
-        .add_node(&new, state.config.boot.token_ttl, now_ms())?;
-    state.reload_reservations();
-    state.events.notify();
-    info!(node = node.id, mac = %node.mac, hostname = ?node.hostname, state = %node.state, "node added");
-    Ok((StatusCode::CREATED, Json(node)).into_response())
+    crate::state::blocking(&state, move |state| {
+        let body = json(body)?;
+        let new = check_new_node(&state, &body)?;
+        let node = state
+            .inventory
+            .add_node(&new, state.config.boot.token_ttl, now_ms())?;
+        state.reload_reservations();
+        state.events.notify();
+        info!(node = node.id, mac = %node.mac, hostname = ?node.hostname, state = %node.state, "node added");
+        Ok((StatusCode::CREATED, Json(node)).into_response())
+    })
+    .await
 }
 
 /// `GET /api/nodes/{key}`.
@@ -248,45 +254,55 @@ async fn show_node(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
 ) -> Result<Json<NodeDetail>, ApiError> {
-    let node = state.inventory.find_node(&key)?;
-    let install_token_valid = state
-        .inventory
-        .current_install_token(node.id, now_ms())?
-        .is_some();
-    let facts = state.inventory.facts(node.id)?;
-    Ok(Json(NodeDetail {
-        stalled: stall_view(&state, node.id),
-        node,
-        install_token_valid,
-        facts,
-    }))
+    crate::state::blocking(&state, move |state| {
+        let node = state.inventory.find_node(&key)?;
+        let install_token_valid = state
+            .inventory
+            .current_install_token(node.id, now_ms())?
+            .is_some();
+        let facts = state.inventory.facts(node.id)?;
+        Ok(Json(NodeDetail {
+            stalled: stall_view(&state, node.id),
+            node,
+            install_token_valid,
+            facts,
+        }))
+    })
+    .await
 }
 
 async fn delete_node(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let node = state.inventory.find_node(&key)?;
-    state.inventory.delete_node(node.id)?;
-    {
-        let mut leases = state.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = leases.lease_of(node.mac).cloned() {
-            leases.release(node.mac, l.ip);
+    crate::state::blocking(&state, move |state| {
+        let node = state.inventory.find_node(&key)?;
+        state.inventory.delete_node(node.id)?;
+        {
+            let mut leases = state.leases.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = leases.lease_of(node.mac).cloned() {
+                leases.release(node.mac, l.ip);
+            }
         }
-    }
-    state.reload_reservations();
-    info!(node = node.id, mac = %node.mac, "node deleted");
-    Ok(StatusCode::NO_CONTENT)
+        state.reload_reservations();
+        info!(node = node.id, mac = %node.mac, "node deleted");
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
-async fn change(state: &AppState, key: &str, t: Transition) -> Result<Json<Node>, ApiError> {
-    let node = state.inventory.find_node(key)?;
-    let node = state
-        .inventory
-        .transition(node.id, &t, state.config.boot.token_ttl, now_ms())?;
-    state.events.notify();
-    info!(node = node.id, state = %node.state, action = t.name(), "node state changed by operator");
-    Ok(Json(node))
+async fn change(state: &Arc<AppState>, key: &str, t: Transition) -> Result<Json<Node>, ApiError> {
+    let key = key.to_string();
+    crate::state::blocking(state, move |state| {
+        let node = state.inventory.find_node(&key)?;
+        let node = state
+            .inventory
+            .transition(node.id, &t, state.config.boot.token_ttl, now_ms())?;
+        state.events.notify();
+        info!(node = node.id, state = %node.state, action = t.name(), "node state changed by operator");
+        Ok(Json(node))
+    })
+    .await
 }
 
 async fn reprovision(
@@ -327,25 +343,27 @@ async fn node_events(
     Path(key): Path<String>,
     Query(q): Query<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let node = state.inventory.find_node(&key)?;
+    let k = key.clone();
+    let node = crate::state::blocking(&state, move |s| s.inventory.find_node(&k)).await?;
     let limit = q.limit.unwrap_or(500).clamp(1, 5000);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(60));
     let mut changed = state.events.subscribe();
+    let (after, id) = (q.after, node.id);
     loop {
-        let mut events = state.inventory.events(node.id, q.after, limit)?;
+        let mut events =
+            crate::state::blocking(&state, move |s| s.inventory.events(id, after, limit)).await?;
         let last = events.last().map(|e| e.id).unwrap_or(q.after);
         if let Some(k) = &q.kind {
             events.retain(|e| &e.kind == k);
         }
-        if !events.is_empty() || last != q.after || tokio::time::Instant::now() >= deadline {
-            let node = state.inventory.find_node(&key)?;
-            return Ok(Json(EventPage { node, events, last }));
-        }
-        if tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .is_err()
+        let done = !events.is_empty() || last != q.after || tokio::time::Instant::now() >= deadline;
+        if done
+            || tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
         {
-            let node = state.inventory.find_node(&key)?;
+            let k = key.clone();
+            let node = crate::state::blocking(&state, move |s| s.inventory.find_node(&k)).await?;
             return Ok(Json(EventPage { node, events, last }));
         }
     }
@@ -367,19 +385,22 @@ struct LeaseList {
 }
 
 async fn list_leases(State(state): State<Arc<AppState>>) -> Json<LeaseList> {
-    let table = state.leases.lock().unwrap_or_else(|p| p.into_inner());
-    let mut leases: Vec<LeaseView> = table
-        .iter()
-        .map(|l| LeaseView {
-            ip: l.ip,
-            mac: l.mac.map(|m| m.to_string()),
-            state: format!("{:?}", l.state).to_lowercase(),
-            expires_at: l.expires_at,
-            hostname: l.hostname.clone(),
-        })
-        .collect();
-    leases.sort_by_key(|l| l.ip);
-    Json(LeaseList { leases })
+    crate::state::blocking(&state, move |state| {
+        let table = state.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases: Vec<LeaseView> = table
+            .iter()
+            .map(|l| LeaseView {
+                ip: l.ip,
+                mac: l.mac.map(|m| m.to_string()),
+                state: format!("{:?}", l.state).to_lowercase(),
+                expires_at: l.expires_at,
+                hostname: l.hostname.clone(),
+            })
+            .collect();
+        leases.sort_by_key(|l| l.ip);
+        Json(LeaseList { leases })
+    })
+    .await
 }
 
 #[derive(Serialize)]
@@ -392,26 +413,32 @@ struct GroupSummary {
 async fn list_groups(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut out = Vec::new();
-    for g in crate::groups::list(&state.inventory)? {
-        let members = crate::groups::members(&state.inventory, &g)?
-            .into_iter()
-            .map(|m| m.hostname)
-            .collect();
-        out.push(GroupSummary { group: g, members });
-    }
-    Ok(Json(serde_json::json!({ "groups": out })))
+    crate::state::blocking(&state, move |state| {
+        let mut out = Vec::new();
+        for g in crate::groups::list(&state.inventory)? {
+            let members = crate::groups::members(&state.inventory, &g)?
+                .into_iter()
+                .map(|m| m.hostname)
+                .collect();
+            out.push(GroupSummary { group: g, members });
+        }
+        Ok(Json(serde_json::json!({ "groups": out })))
+    })
+    .await
 }
 
 async fn create_group(
     State(state): State<Arc<AppState>>,
     body: Result<Json<crate::groups::NewGroup>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let body = json(body)?;
-    let g = crate::groups::check_new_group(&body).map_err(ApiError::bad_request)?;
-    crate::groups::create(&state.inventory, &g, now_ms())?;
-    info!(group = %g.name, "group created");
-    Ok((StatusCode::CREATED, Json(g)).into_response())
+    crate::state::blocking(&state, move |state| {
+        let body = json(body)?;
+        let g = crate::groups::check_new_group(&body).map_err(ApiError::bad_request)?;
+        crate::groups::create(&state.inventory, &g, now_ms())?;
+        info!(group = %g.name, "group created");
+        Ok((StatusCode::CREATED, Json(g)).into_response())
+    })
+    .await
 }
 
 /// `GET /api/groups/{name}`: settings, members and who replicates to whom.
@@ -427,22 +454,28 @@ async fn show_group(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<GroupDetail>, ApiError> {
-    let group = crate::groups::get(&state.inventory, &name)?;
-    let members = crate::groups::members(&state.inventory, &group)?;
-    let replication = crate::groups::replication_targets(&members);
-    Ok(Json(GroupDetail {
-        group,
-        members,
-        replication,
-    }))
+    crate::state::blocking(&state, move |state| {
+        let group = crate::groups::get(&state.inventory, &name)?;
+        let members = crate::groups::members(&state.inventory, &group)?;
+        let replication = crate::groups::replication_targets(&members);
+        Ok(Json(GroupDetail {
+            group,
+            members,
+            replication,
+        }))
+    })
+    .await
 }
 
 async fn delete_group(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    crate::groups::delete(&state.inventory, &name)?;
-    Ok(StatusCode::NO_CONTENT)
+    crate::state::blocking(&state, move |state| {
+        crate::groups::delete(&state.inventory, &name)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -457,13 +490,18 @@ async fn add_member(
     body: Result<Json<MemberBody>, JsonRejection>,
 ) -> Result<Json<GroupDetail>, ApiError> {
     let body = json(body)?;
-    let node = state.inventory.find_node(&body.node)?;
-    crate::groups::get(&state.inventory, &name)?;
-    crate::groups::set_membership(&state.inventory, node.id, Some(&name))?;
-    state
-        .events
-        .emit(node.id, "group", format!("added to group {name}"));
-    state.events.notify();
+    let n = name.clone();
+    crate::state::blocking(&state, move |state| -> Result<(), ApiError> {
+        let node = state.inventory.find_node(&body.node)?;
+        crate::groups::get(&state.inventory, &n)?;
+        crate::groups::set_membership(&state.inventory, node.id, Some(&n))?;
+        state
+            .events
+            .emit(node.id, "group", format!("added to group {n}"));
+        state.events.notify();
+        Ok(())
+    })
+    .await?;
     show_group(State(state), Path(name)).await
 }
 
@@ -471,17 +509,22 @@ async fn remove_member(
     State(state): State<Arc<AppState>>,
     Path((name, key)): Path<(String, String)>,
 ) -> Result<Json<GroupDetail>, ApiError> {
-    let node = state.inventory.find_node(&key)?;
-    if node.group.as_deref() != Some(name.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "node {key} is not a member of group {name}"
-        )));
-    }
-    crate::groups::set_membership(&state.inventory, node.id, None)?;
-    state
-        .events
-        .emit(node.id, "group", format!("removed from group {name}"));
-    state.events.notify();
+    let n = name.clone();
+    crate::state::blocking(&state, move |state| -> Result<(), ApiError> {
+        let node = state.inventory.find_node(&key)?;
+        if node.group.as_deref() != Some(n.as_str()) {
+            return Err(ApiError::not_found(format!(
+                "node {key} is not a member of group {n}"
+            )));
+        }
+        crate::groups::set_membership(&state.inventory, node.id, None)?;
+        state
+            .events
+            .emit(node.id, "group", format!("removed from group {n}"));
+        state.events.notify();
+        Ok(())
+    })
+    .await?;
     show_group(State(state), Path(name)).await
 }
 
@@ -491,9 +534,12 @@ struct ProfileList {
 }
 
 async fn list_profiles(State(state): State<Arc<AppState>>) -> Json<ProfileList> {
-    Json(ProfileList {
-        profiles: state.catalog().names().map(str::to_string).collect(),
+    crate::state::blocking(&state, move |state| {
+        Json(ProfileList {
+            profiles: state.catalog().names().map(str::to_string).collect(),
+        })
     })
+    .await
 }
 
 #[cfg(test)]

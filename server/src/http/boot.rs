@@ -100,14 +100,17 @@ pub fn kernel_args(cfg: &Config, node: &NodeCtx, installer_nic: MacAddr, token: 
 
 /// `GET /boot.ipxe`: a generic script that chains to the per-MAC script.
 pub async fn chain_script(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let body = state
-        .templates
-        .render(
-            "chain.ipxe",
-            &minijinja::context! { base_url => &state.config.server.base_url },
-        )
-        .map_err(ApiError::internal)?;
-    Ok(ipxe(body))
+    crate::state::blocking(&state, move |state| {
+        let body = state
+            .templates
+            .render(
+                "chain.ipxe",
+                &minijinja::context! { base_url => &state.config.server.base_url },
+            )
+            .map_err(ApiError::internal)?;
+        Ok(ipxe(body))
+    })
+    .await
 }
 
 /// `GET /boot/{mac}.ipxe`: the per-node script.
@@ -116,13 +119,16 @@ pub async fn node_script(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mac: MacAddr = file
-        .strip_suffix(".ipxe")
-        .unwrap_or(&file)
-        .parse()
-        .map_err(|e: crate::mac::MacParseError| ApiError::bad_request(e.to_string()))?;
-    let body = node_boot_script(&state, mac, render::Loader::Ipxe, peer.ip())?;
-    Ok(ipxe(body))
+    crate::state::blocking(&state, move |state| {
+        let mac: MacAddr = file
+            .strip_suffix(".ipxe")
+            .unwrap_or(&file)
+            .parse()
+            .map_err(|e: crate::mac::MacParseError| ApiError::bad_request(e.to_string()))?;
+        let body = node_boot_script(&state, mac, render::Loader::Ipxe, peer.ip())?;
+        Ok(ipxe(body))
+    })
+    .await
 }
 
 /// The per-node boot script for `loader` (iPXE over HTTP, or GRUB's configuration over
@@ -291,7 +297,8 @@ pub async fn installer_file(
         }
     };
     if req.method() == Method::GET && is_first_range(req.headers()) {
-        let node = match q.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok()) {
+        let mac = q.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok());
+        let node = crate::state::blocking(&state, move |state| match mac {
             Some(mac) => state
                 .inventory
                 .node_by_mac(mac)
@@ -299,7 +306,8 @@ pub async fn installer_file(
                 .flatten()
                 .map(|n| n.id),
             None => state.node_for_ip(peer.ip()),
-        };
+        })
+        .await;
         if let Some(id) = node {
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let kind = if file == "linux" { "kernel" } else { "initrd" };
@@ -412,43 +420,46 @@ pub async fn install_file(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((token, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if !render::INSTALL_FILES.contains(&file.as_str()) {
-        return Err(ApiError::not_found("not found"));
-    }
-    let node = installing_node(&state, &token, peer.ip(), &file)?;
-    let mut ctx = install_ctx(&state, &node, &token)?;
-    ctx.agent.sha256 = state.agent.sha256.clone();
-    ctx.agent.ca_pem = state.ca.cert_pem.clone();
-    if file == "late.sh" {
-        // The enrollment token is issued when the late command is fetched (the closest
-        // point to its use), to the installing node only, and only one is valid: a
-        // second fetch issues a new one and the first stops working. No other file
-        // carries it.
-        ctx.agent.token = state.inventory.reissue_enroll_token(
+    crate::state::blocking(&state, move |state| {
+        if !render::INSTALL_FILES.contains(&file.as_str()) {
+            return Err(ApiError::not_found("not found"));
+        }
+        let node = installing_node(&state, &token, peer.ip(), &file)?;
+        let mut ctx = install_ctx(&state, &node, &token)?;
+        ctx.agent.sha256 = state.agent.sha256.clone();
+        ctx.agent.ca_pem = state.ca.cert_pem.clone();
+        if file == "late.sh" {
+            // The enrollment token is issued when the late command is fetched (the closest
+            // point to its use), to the installing node only, and only one is valid: a
+            // second fetch issues a new one and the first stops working. No other file
+            // carries it.
+            ctx.agent.token = state.inventory.reissue_enroll_token(
+                node.id,
+                state.config.enroll.token_ttl,
+                now_ms(),
+            )?;
+        }
+        let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
+            let why = crate::error_chain(&e);
+            warn!(node = node.id, file = %file, error = %why, "install file failed to render");
+            state
+                .events
+                .emit(node.id, "error", format!("{file} failed to render: {why}"));
+            ApiError::internal(format!("{file} failed to render"))
+        })?;
+        let kind = if file == "preseed.cfg" {
+            "preseed"
+        } else {
+            "script"
+        };
+        state.events.emit(
             node.id,
-            state.config.enroll.token_ttl,
-            now_ms(),
-        )?;
-    }
-    let body = render::install_file(&state.templates, &file, &ctx).map_err(|e| {
-        let why = crate::error_chain(&e);
-        warn!(node = node.id, file = %file, error = %why, "install file failed to render");
-        state
-            .events
-            .emit(node.id, "error", format!("{file} failed to render: {why}"));
-        ApiError::internal(format!("{file} failed to render"))
-    })?;
-    let kind = if file == "preseed.cfg" {
-        "preseed"
-    } else {
-        "script"
-    };
-    state.events.emit(
-        node.id,
-        kind,
-        format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()),
-    );
-    Ok(install_text(&file, body))
+            kind,
+            format!("HTTP {file} ({} bytes) to {}", body.len(), peer.ip()),
+        );
+        Ok(install_text(&file, body))
+    })
+    .await
 }
 
 /// `GET /install/{token}/agent/rackseed`: this program, which the late command installs
@@ -459,7 +470,11 @@ pub async fn agent_binary(
     Path(token): Path<String>,
     req: Request,
 ) -> Response {
-    let node = match installing_node(&state, &token, peer.ip(), "the agent binary") {
+    let node = match crate::state::blocking(&state, move |state| {
+        installing_node(&state, &token, peer.ip(), "the agent binary")
+    })
+    .await
+    {
         Ok(n) => n,
         Err(e) => return e.into_response(),
     };
@@ -493,62 +508,65 @@ pub async fn install_event(
     Path((token, kind)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !valid_kind(&kind) {
-        return Err(ApiError::bad_request(format!(
-            "`{}` is not an event kind (lowercase letters and `_`)",
-            kind.escape_debug()
-        )));
-    }
-    if body.len() > MAX_EVENT {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("event body over {MAX_EVENT} bytes"),
-        ));
-    }
-    let node = installing_node(&state, &token, peer.ip(), &format!("a `{kind}` event"))?;
-    let text: String = String::from_utf8_lossy(&body)
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect();
-    let text = text.trim().to_string();
-    let ttl = state.config.boot.token_ttl;
-    let transition = match kind.as_str() {
-        "early_command" => Some(Transition::EarlyCommand),
-        "late_command" => Some(Transition::LateCommand),
-        "error" => Some(Transition::Fail {
-            reason: if text.is_empty() {
-                "installer reported an error".into()
-            } else {
-                text.clone()
-            },
-        }),
-        _ => None,
-    };
-    // The event and its state change are stored together; a refused change stores neither.
-    let message = if text.is_empty() {
-        format!("{kind} from {}", peer.ip())
-    } else {
-        text.clone()
-    };
-    match transition {
-        Some(t) => {
-            let n = state.inventory.transition_with_event(
-                node.id,
-                Some((&kind, &message)),
-                &t,
-                ttl,
-                now_ms(),
-            )?;
-            info!(node = node.id, event = %kind, state = %n.state, "installer event");
+    crate::state::blocking(&state, move |state| {
+        if !valid_kind(&kind) {
+            return Err(ApiError::bad_request(format!(
+                "`{}` is not an event kind (lowercase letters and `_`)",
+                kind.escape_debug()
+            )));
         }
-        None => {
-            state
-                .inventory
-                .record_event(node.id, &kind, &message, now_ms())?;
+        if body.len() > MAX_EVENT {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("event body over {MAX_EVENT} bytes"),
+            ));
         }
-    }
-    state.events.notify();
-    Ok(text_ok())
+        let node = installing_node(&state, &token, peer.ip(), &format!("a `{kind}` event"))?;
+        let text: String = String::from_utf8_lossy(&body)
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+            .collect();
+        let text = text.trim().to_string();
+        let ttl = state.config.boot.token_ttl;
+        let transition = match kind.as_str() {
+            "early_command" => Some(Transition::EarlyCommand),
+            "late_command" => Some(Transition::LateCommand),
+            "error" => Some(Transition::Fail {
+                reason: if text.is_empty() {
+                    "installer reported an error".into()
+                } else {
+                    text.clone()
+                },
+            }),
+            _ => None,
+        };
+        // The event and its state change are stored together; a refused change stores neither.
+        let message = if text.is_empty() {
+            format!("{kind} from {}", peer.ip())
+        } else {
+            text.clone()
+        };
+        match transition {
+            Some(t) => {
+                let n = state.inventory.transition_with_event(
+                    node.id,
+                    Some((&kind, &message)),
+                    &t,
+                    ttl,
+                    now_ms(),
+                )?;
+                info!(node = node.id, event = %kind, state = %n.state, "installer event");
+            }
+            None => {
+                state
+                    .inventory
+                    .record_event(node.id, &kind, &message, now_ms())?;
+            }
+        }
+        state.events.notify();
+        Ok(text_ok())
+    })
+    .await
 }
 
 fn text_ok() -> Response {
@@ -603,6 +621,40 @@ mod tests {
         assert_eq!(
             a,
             "auto=true priority=critical url=http://192.0.2.1:8080/install/TOKEN/preseed.cfg log_host=192.0.2.1 log_port=5514 BOOTIF=01-52-54-00-12-34-56 interface=auto hostname=web1 domain=prov.example locale=en_US.UTF-8 keymap=us net.ifnames=0 console=ttyS0,115200n8 --- console=ttyS0,115200n8"
+        );
+    }
+
+    /// The iPXE install script carries the kernel and initrd URLs with their `?mac=`
+    /// query, as `node_script` builds them; every value is written for iPXE.
+    #[test]
+    fn ipxe_install_scripts_carry_their_urls() {
+        let c = cfg();
+        let n = node();
+        let args = kernel_args(&c, &NodeCtx::new(&n, "prov.example"), n.mac, "TOKEN");
+        let inputs = ScriptInputs {
+            base_url: &c.server.base_url,
+            kernel_url: "http://192.0.2.1:8080/installer/d12/linux?mac=52:54:00:12:34:56".into(),
+            initrd_url: "http://192.0.2.1:8080/installer/d12/initrd.gz?mac=52:54:00:12:34:56"
+                .into(),
+            kernel_args: args,
+            retry_secs: 5,
+        };
+        let t = render::Templates::embedded();
+        let body = render::boot_script(
+            &t,
+            render::Loader::Ipxe,
+            &n.mac.to_string(),
+            Some(&n),
+            &inputs,
+        )
+        .unwrap_or_else(|e| panic!("{}", crate::error_chain(&e)));
+        assert!(
+            body.contains("\nkernel http://192.0.2.1:8080/installer/d12/linux?mac=52:54:00:12:34:56 initrd=initrd.gz auto=true "),
+            "{body}"
+        );
+        assert!(
+            body.contains("\ninitrd --name initrd.gz http://192.0.2.1:8080/installer/d12/initrd.gz?mac=52:54:00:12:34:56 || goto failed\n"),
+            "{body}"
         );
     }
 

@@ -25,19 +25,42 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-/// An HTTP error with its status; rendered as `{"error": "..."}`.
+/// The one error contract of every HTTP answer: a status, a stable machine-readable
+/// `code` and a public message, rendered as `{"error": "<message>", "code": "<code>"}`.
+/// Domain errors ([`InventoryError`], [`crate::enroll::Refusal`], …) know nothing of
+/// HTTP; the `From` conversions below are the one place that maps them. Internal
+/// detail (SQL errors, file paths of failed reads) is logged, never sent.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
+    pub code: &'static str,
     pub message: String,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::INSUFFICIENT_STORAGE => "disk_full",
+            s if s.is_server_error() => "internal",
+            _ => "error",
+        };
         ApiError {
             status,
+            code,
             message: message.into(),
         }
+    }
+    /// The same error with a more specific `code`.
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = code;
+        self
     }
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, what)
@@ -45,14 +68,24 @@ impl ApiError {
     pub fn bad_request(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, what)
     }
+    /// A failure that is rackseed's, not the caller's: `what` is logged with its
+    /// sources; the caller learns only that it happened and where to look.
     pub fn internal(what: impl std::fmt::Display) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
+        tracing::error!(error = %what, "request failed inside rackseed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rackseed failed to answer this request; the reason is in its log (journalctl -u rackseed)",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            axum::Json(json!({ "error": self.message, "code": self.code })),
+        )
+            .into_response()
     }
 }
 
@@ -67,11 +100,27 @@ impl From<InventoryError> for ApiError {
                 tracing::error!(error = %e, "data directory full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
             }
-            _ => {
-                tracing::error!(error = %crate::error_chain(&e), "inventory failure");
-                ApiError::internal(e)
+            InventoryError::Busy { .. } => {
+                tracing::warn!(error = %crate::error_chain(&e), "inventory busy");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).with_code("busy")
             }
+            _ => ApiError::internal(crate::error_chain(&e)),
         }
+    }
+}
+
+impl From<crate::enroll::Refusal> for ApiError {
+    fn from(r: crate::enroll::Refusal) -> ApiError {
+        use crate::enroll::Refusal as R;
+        let status = match &r {
+            R::UnknownToken | R::TokenUsed | R::TokenExpired | R::WrongNode => {
+                StatusCode::FORBIDDEN
+            }
+            R::WrongState(..) | R::Mismatch(_) | R::Placement(_) => StatusCode::CONFLICT,
+            R::BadRequest(_) => StatusCode::BAD_REQUEST,
+            R::Internal(_) => return ApiError::internal(&r),
+        };
+        ApiError::new(status, format!("enrollment refused: {r}")).with_code(r.code())
     }
 }
 
@@ -117,8 +166,11 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
-    let counts = state.inventory.count_by_state()?;
-    Ok(state.metrics.render(&counts, state.tftp_sessions.active()))
+    crate::state::blocking(&state, move |state| {
+        let counts = state.inventory.count_by_state()?;
+        Ok(state.metrics.render(&counts, state.tftp_sessions.active()))
+    })
+    .await
 }
 
 /// The admin API's router (`server.admin`): `/api/…`, with health and metrics.

@@ -54,10 +54,21 @@ pub enum InventoryError {
         "cannot store the change while {doing}: the disk holding the data directory is full; free space there (nothing stored was lost, and rackseed keeps running)"
     )]
     DiskFull { doing: &'static str },
+    #[error(
+        "the inventory stayed locked by another writer for 10 s while {doing}; retry (is another process holding the database open for writing?)"
+    )]
+    Busy {
+        doing: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A node would break its group's placement rule (see `groups::check_placement`).
+    #[error("{0}")]
+    Placement(String),
     #[error("node {node}: {source}")]
     Transition {
         node: String,
@@ -72,6 +83,14 @@ fn q(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> InventoryError {
     move |source| match &source {
         rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull => {
             InventoryError::DiskFull { doing }
+        }
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            InventoryError::Busy { doing, source }
         }
         _ => InventoryError::Query { doing, source },
     }
@@ -301,10 +320,18 @@ pub fn valid_hostname(h: &str) -> bool {
 pub struct Inventory {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Read-only connections for lookups: under WAL they read the last committed state
+    /// without waiting for the writer, so a long write (an fsync, a big batch) does not
+    /// stall DHCP, TFTP or syslog attribution.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicU64,
     /// Bumped after every committed change to which MACs are nodes or to their
     /// hostnames (see [`Inventory::generation`]).
     generation: AtomicU64,
 }
+
+/// Read-only connections per inventory.
+const READERS: usize = 4;
 
 const NODE_COLS: &str = "id, mac, hostname, profile, ip, state, state_reason, arch, vendor_class, image, grp, failure_domain, created_at, updated_at, last_seen_at, vars";
 
@@ -369,9 +396,22 @@ impl Inventory {
         }
         let mut conn = connect(path)?;
         migrate(&mut conn, path)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = connect(path)?;
+                c.execute_batch("PRAGMA query_only = ON;")
+                    .map_err(|source| InventoryError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Inventory {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicU64::new(0),
             generation: AtomicU64::new(0),
         })
     }
@@ -396,7 +436,7 @@ impl Inventory {
 
     /// The id and hostname of the node with this MAC, if any (what DHCP decides on).
     pub fn node_key_by_mac(&self, mac: MacAddr) -> Result<Option<NodeKey>> {
-        self.with(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT id, hostname FROM nodes WHERE mac = ?1")
                 .and_then(|mut st| {
                     st.query_row([mac.to_string()], |r| {
@@ -416,9 +456,21 @@ impl Inventory {
         f(&mut guard)
     }
 
+    /// Runs a read on a free read-only connection (or waits for the next one in turn).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        for r in &self.readers {
+            if let Ok(guard) = r.try_lock() {
+                return f(&guard);
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) as usize % self.readers.len();
+        let guard = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
     /// The node with this MAC, if any.
     pub fn node_by_mac(&self, mac: MacAddr) -> Result<Option<Node>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!("SELECT {NODE_COLS} FROM nodes WHERE mac = ?1"),
                 [mac.to_string()],
@@ -431,7 +483,7 @@ impl Inventory {
 
     /// The node with this id, if any.
     pub fn node_by_id(&self, id: i64) -> Result<Option<Node>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
                 [id],
@@ -449,7 +501,7 @@ impl Inventory {
         } else if let Ok(id) = key.parse::<i64>() {
             self.node_by_id(id)?
         } else {
-            self.with(|c| {
+            self.read(|c| {
                 c.query_row(
                     &format!("SELECT {NODE_COLS} FROM nodes WHERE hostname = ?1"),
                     [key],
@@ -464,7 +516,7 @@ impl Inventory {
 
     /// The node that currently holds `ip` as its fixed address.
     pub fn node_by_ip(&self, ip: Ipv4Addr) -> Result<Option<Node>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!("SELECT {NODE_COLS} FROM nodes WHERE ip = ?1"),
                 [ip.to_string()],
@@ -477,7 +529,7 @@ impl Inventory {
 
     /// Every node, by id.
     pub fn list_nodes(&self) -> Result<Vec<Node>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c
                 .prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY id"))
                 .map_err(q("listing nodes"))?;
@@ -491,7 +543,7 @@ impl Inventory {
 
     /// Counts of nodes per state (for metrics).
     pub fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c
                 .prepare_cached("SELECT state, COUNT(*) FROM nodes GROUP BY state")
                 .map_err(q("counting nodes"))?;
@@ -728,7 +780,7 @@ impl Inventory {
 
     /// A node's timeline after event id `after` (0 for all), oldest first, at most `limit`.
     pub fn events(&self, node_id: i64, after: i64, limit: u32) -> Result<Vec<Event>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c
                 .prepare_cached("SELECT id, node_id, at, kind, message FROM events WHERE node_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
                 .map_err(q("reading events"))?;
@@ -743,7 +795,7 @@ impl Inventory {
 
     /// The last `limit` events of a node's timeline, oldest first.
     pub fn recent_events(&self, node_id: i64, limit: u32) -> Result<Vec<Event>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c
                 .prepare_cached("SELECT id, node_id, at, kind, message FROM events WHERE node_id = ?1 ORDER BY id DESC LIMIT ?2")
                 .map_err(q("reading events"))?;
@@ -771,7 +823,7 @@ impl Inventory {
 
     /// The node's newest install token that has not expired.
     pub fn current_install_token(&self, node_id: i64, now: UnixMs) -> Result<Option<String>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT token FROM tokens WHERE node_id = ?1 AND kind = 'install' AND expires_at > ?2 ORDER BY created_at DESC LIMIT 1",
                 params![node_id, now],
@@ -784,7 +836,7 @@ impl Inventory {
 
     /// The node an unexpired token of `kind` belongs to.
     pub fn node_by_token(&self, token: &str, kind: TokenKind, now: UnixMs) -> Result<Option<Node>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!(
                     "SELECT {} FROM tokens t JOIN nodes n ON n.id = t.node_id WHERE t.token = ?1 AND t.kind = ?2 AND t.expires_at > ?3 AND t.used_at IS NULL",
@@ -814,7 +866,7 @@ impl Inventory {
 
     /// Every persisted lease.
     pub fn load_leases(&self) -> Result<Vec<LeaseRow>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c
                 .prepare("SELECT ip, mac, state, expires_at, hostname FROM leases")
                 .map_err(q("loading leases"))?;
@@ -848,7 +900,7 @@ impl Inventory {
 
     /// Node ids and fixed addresses of all nodes with a reservation.
     pub fn reservations(&self) -> Result<Vec<(MacAddr, Ipv4Addr)>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c
                 .prepare("SELECT mac, ip FROM nodes WHERE ip IS NOT NULL")
                 .map_err(q("loading reservations"))?;
@@ -868,7 +920,7 @@ impl Inventory {
 
     /// The facts a node reported at enrollment, as stored.
     pub fn facts(&self, id: i64) -> Result<Option<serde_json::Value>> {
-        self.with(|c| {
+        self.read(|c| {
             let t: Option<Option<String>> = c
                 .query_row("SELECT facts FROM nodes WHERE id = ?1", [id], |r| r.get(0))
                 .optional()
@@ -879,7 +931,7 @@ impl Inventory {
 
     /// The serial of the certificate issued to a node at enrollment.
     pub fn cert_serial(&self, id: i64) -> Result<Option<String>> {
-        self.with(|c| {
+        self.read(|c| {
             let t: Option<Option<String>> = c
                 .query_row("SELECT cert_serial FROM nodes WHERE id = ?1", [id], |r| {
                     r.get(0)
@@ -892,7 +944,7 @@ impl Inventory {
 
     /// What an enrollment token says: its node, whether it was used, when it expires.
     pub fn enroll_token(&self, token: &str) -> Result<Option<(i64, Option<UnixMs>, UnixMs)>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT node_id, used_at, expires_at FROM tokens WHERE token = ?1 AND kind = 'enroll'",
                 [token],
@@ -905,7 +957,7 @@ impl Inventory {
 
     /// The node's unused, unexpired enrollment token, if it has one.
     pub fn current_enroll_token(&self, node_id: i64, now: UnixMs) -> Result<Option<String>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT token FROM tokens WHERE node_id = ?1 AND kind = 'enroll' AND used_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC LIMIT 1",
                 params![node_id, now],
@@ -949,6 +1001,7 @@ impl Inventory {
             cert_serial,
             repl_key,
             message,
+            group,
         } = *e;
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(q("enrolling"))?;
@@ -973,6 +1026,27 @@ impl Inventory {
             .map_err(q("enrolling"))?;
             insert_event(&tx, node_id, now, "enroll", message)?;
             insert_event(&tx, node_id, now, "state", &format!("{} → {to} (enroll)", n.state))?;
+            if let Some(g) = group {
+                // Re-read under the write lock: two nodes of one failure domain enrolling
+                // at once cannot both pass.
+                let members = group_members_tx(&tx, &g.name, node_id)?;
+                let me = crate::groups::Member {
+                    node_id,
+                    hostname: n.display_name(),
+                    state: to,
+                    failure_domain: n.failure_domain.clone(),
+                    replication_address: None,
+                    ssh_host_keys: vec![],
+                    replication_key: None,
+                };
+                crate::groups::check_placement(g, &members, &me)
+                    .map_err(|e| InventoryError::Placement(e.to_string()))?;
+                tx.execute("UPDATE nodes SET grp = ?2 WHERE id = ?1", params![node_id, g.name])
+                    .map_err(q("enrolling"))?;
+                tx.execute("UPDATE groups SET version = version + 1 WHERE name = ?1", [&g.name])
+                    .map_err(q("enrolling"))?;
+                insert_event(&tx, node_id, now, "group", &format!("member of group {}", g.name))?;
+            }
             let node = tx
                 .query_row(&format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"), [node_id], node_from_row)
                 .map_err(q("enrolling"))?;
@@ -1063,6 +1137,36 @@ pub struct Enrollment<'a> {
     pub repl_key: Option<&'a str>,
     /// The `enroll` event's message.
     pub message: &'a str,
+    /// The group the node joins, if any: its placement is checked again, against the
+    /// members read inside the enrollment's transaction.
+    pub group: Option<&'a crate::groups::Group>,
+}
+
+/// The members of group `name` other than `except`, as placement sees them.
+fn group_members_tx(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    except: i64,
+) -> Result<Vec<crate::groups::Member>> {
+    let mut st = tx
+        .prepare("SELECT id, COALESCE(hostname, mac), state, failure_domain FROM nodes WHERE grp = ?1 AND id != ?2")
+        .map_err(q("reading group members"))?;
+    let rows = st
+        .query_map(params![name, except], |r| {
+            let state: String = r.get(2)?;
+            Ok(crate::groups::Member {
+                node_id: r.get(0)?,
+                hostname: r.get(1)?,
+                state: state.parse().unwrap_or(NodeState::Failed),
+                failure_domain: r.get(3)?,
+                replication_address: None,
+                ssh_host_keys: vec![],
+                replication_key: None,
+            })
+        })
+        .map_err(q("reading group members"))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(q("reading group members"))
 }
 
 /// Stores lease changes in one transaction on `conn` (the DHCP writer's own connection).

@@ -1234,3 +1234,101 @@ fn a_dying_service_ends_the_process_with_its_name_and_reason() -> Result<()> {
     assert_eq!(code, 0, "something still answers /healthz");
     Ok(())
 }
+
+/// A DHCPDISCOVER from `mac` (broadcast, from port 68) and the OFFER's address, or
+/// `none` when nothing came within 5 s.
+const DISCOVER_PY: &str = r#"
+import socket, struct, sys, random
+mac = bytes.fromhex(sys.argv[1].replace(':', ''))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'eth0')
+s.bind(('0.0.0.0', 68))
+s.settimeout(5)
+xid = random.getrandbits(32)
+hdr = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, xid, 0, 0x8000,
+                  bytes(4), bytes(4), bytes(4), bytes(4), mac + bytes(10), bytes(64), bytes(128))
+s.sendto(hdr + bytes([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 255]), ('255.255.255.255', 67))
+try:
+    while True:
+        data, _ = s.recvfrom(1500)
+        if len(data) > 240 and data[0] == 2 and struct.unpack('!I', data[4:8])[0] == xid:
+            print('offer', socket.inet_ntoa(data[16:20]))
+            break
+except socket.timeout:
+    print('none')
+"#;
+
+/// The inventory off the executor, with its own read connections: while another
+/// process holds the inventory's write lock (a long transaction) and four admin API
+/// writes wait behind it, DHCP still offers to a known node (a lookup the DHCP cache
+/// does not hold), TFTP still serves a leased node and `/healthz` still answers; all of
+/// them before the long transaction ends. Afterwards the waiting writes complete.
+#[test]
+fn a_long_inventory_write_stalls_no_dhcp_tftp_or_health_answer() -> Result<()> {
+    let lab = Lab::new()?;
+    let srv = server(&lab, "authoritative", "")?;
+    srv.add_node("52:54:00:0f:00:01", "leased", "lab-single-disk", &[])?;
+    srv.add_node("52:54:00:0f:00:02", "asking", "lab-single-disk", &[])?;
+    let leased = lab.node_client("52:54:00:0f:00:01")?;
+    let asking = lab.host("52:54:00:0f:00:02", None)?;
+    let db = srv.dir.path().join("data/inventory.db");
+    let script = srv.dir.path().join("discover.py");
+    std::fs::write(&script, DISCOVER_PY)?;
+    // The long write: an IMMEDIATE transaction held for 8 s (under the 10 s busy timeout) by another process.
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3, time, sys\nc = sqlite3.connect({:?}, isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nc.execute(\"UPDATE nodes SET updated_at = updated_at WHERE hostname = 'leased'\")\nprint('held', flush=True)\ntime.sleep(8)\nc.execute('COMMIT')\n",
+            db.display().to_string()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )?;
+    assert_eq!(line.trim(), "held");
+    let writers: Vec<_> = (0..4)
+        .map(|i| {
+            let (token, ns) = (srv.token.clone(), srv.ns.clone());
+            std::thread::spawn(move || {
+                let body = json!({"mac": format!("52:54:00:0f:01:{i:02x}"), "hostname": format!("w{i}"), "profile": "lab-single-disk"}).to_string();
+                rackseed_tests::curl_in(
+                    &ns,
+                    &[
+                        "-m", "60", "-H", &format!("Authorization: Bearer {token}"),
+                        "-H", "Content-Type: application/json", "--data", &body,
+                        &format!("{}/api/nodes", rackseed_tests::ADMIN),
+                    ],
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let offer = asking.sh(&format!("python3 {} 52:54:00:0f:00:02", script.display()))?;
+    assert!(
+        offer.starts_with("offer 192.0.2."),
+        "no DHCP offer: {offer}"
+    );
+    let got = leased.ns.sh(&format!(
+        "atftp -g -r undionly.kpxe -l {}/u.kpxe 192.0.2.1 2>&1 && stat -c %s {}/u.kpxe",
+        srv.dir.path().display(),
+        srv.dir.path().display()
+    ))?;
+    assert!(got.trim().parse::<u64>().unwrap_or(0) > 10_000, "{got}");
+    let (code, _) = srv.curl(&["-m", "5", "http://192.0.2.1:8080/healthz"])?;
+    assert_eq!(code, 200);
+    assert!(
+        holder.try_wait()?.is_none(),
+        "the answers came only after the long transaction ended"
+    );
+    assert!(holder.wait()?.success());
+    for w in writers {
+        let (code, body) = w.join().expect("writer thread")?;
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    }
+    Ok(())
+}

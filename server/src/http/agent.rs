@@ -103,8 +103,8 @@ pub async fn post_enroll(
     // Placement is checked before anything changes.
     let group = group_of(&state, &node);
     if let Some(g) = &group {
-        let placed = groups::get(&state.inventory, g).and_then(|grp| {
-            let members = groups::members(&state.inventory, &grp)?;
+        let placed = groups::store::get(&state.inventory, g).and_then(|grp| {
+            let members = groups::store::members(&state.inventory, &grp)?;
             let me = groups::Member {
                 node_id: node.id,
                 hostname: node.display_name(),
@@ -169,8 +169,8 @@ pub async fn post_enroll(
         Err(e) => return ApiError::from(e).into_response(),
     };
     if let Some(g) = &group {
-        let r = groups::set_membership(&state.inventory, node.id, Some(g))
-            .and_then(|_| groups::touch(&state.inventory, g));
+        let r = groups::store::set_membership(&state.inventory, node.id, Some(g))
+            .and_then(|_| groups::store::touch(&state.inventory, g));
         if let Err(e) = r {
             warn!(node = node.id, group = %g, error = %crate::error_chain(&e), "enrolled node not placed in its group");
             state
@@ -264,9 +264,9 @@ pub async fn view(
         let Some(gname) = node.group.clone() else {
             return Ok(Json(json!({ "group": null, "node": node.display_name() })).into_response());
         };
-        let g = groups::get(&state.inventory, &gname)?;
+        let g = groups::store::get(&state.inventory, &gname)?;
         if q.version != Some(g.version) || tokio::time::Instant::now() >= deadline {
-            let members = groups::members(&state.inventory, &g)?;
+            let members = groups::store::members(&state.inventory, &g)?;
             let v = groups::view_for(&g, &members, &node.display_name());
             return Ok(Json(v).into_response());
         }

@@ -393,8 +393,8 @@ async fn list_groups(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut out = Vec::new();
-    for g in crate::groups::list(&state.inventory)? {
-        let members = crate::groups::members(&state.inventory, &g)?
+    for g in crate::groups::store::list(&state.inventory)? {
+        let members = crate::groups::store::members(&state.inventory, &g)?
             .into_iter()
             .map(|m| m.hostname)
             .collect();
@@ -409,7 +409,7 @@ async fn create_group(
 ) -> Result<Response, ApiError> {
     let body = json(body)?;
     let g = crate::groups::check_new_group(&body).map_err(ApiError::bad_request)?;
-    crate::groups::create(&state.inventory, &g, now_ms())?;
+    crate::groups::store::create(&state.inventory, &g, now_ms())?;
     info!(group = %g.name, "group created");
     Ok((StatusCode::CREATED, Json(g)).into_response())
 }
@@ -427,8 +427,8 @@ async fn show_group(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<GroupDetail>, ApiError> {
-    let group = crate::groups::get(&state.inventory, &name)?;
-    let members = crate::groups::members(&state.inventory, &group)?;
+    let group = crate::groups::store::get(&state.inventory, &name)?;
+    let members = crate::groups::store::members(&state.inventory, &group)?;
     let replication = crate::groups::replication_targets(&members);
     Ok(Json(GroupDetail {
         group,
@@ -441,7 +441,7 @@ async fn delete_group(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    crate::groups::delete(&state.inventory, &name)?;
+    crate::groups::store::delete(&state.inventory, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -458,8 +458,8 @@ async fn add_member(
 ) -> Result<Json<GroupDetail>, ApiError> {
     let body = json(body)?;
     let node = state.inventory.find_node(&body.node)?;
-    crate::groups::get(&state.inventory, &name)?;
-    crate::groups::set_membership(&state.inventory, node.id, Some(&name))?;
+    crate::groups::store::get(&state.inventory, &name)?;
+    crate::groups::store::set_membership(&state.inventory, node.id, Some(&name))?;
     state
         .events
         .emit(node.id, "group", format!("added to group {name}"));
@@ -477,7 +477,7 @@ async fn remove_member(
             "node {key} is not a member of group {name}"
         )));
     }
-    crate::groups::set_membership(&state.inventory, node.id, None)?;
+    crate::groups::store::set_membership(&state.inventory, node.id, None)?;
     state
         .events
         .emit(node.id, "group", format!("removed from group {name}"));

@@ -497,7 +497,7 @@ mod tests {
             replication_network: None,
             version: 0,
         };
-        crate::groups::create(&inv, &group, 0).unwrap();
+        crate::groups::store::create(&inv, &group, 0).unwrap();
         let mut tokens = Vec::new();
         for i in 1..=2u8 {
             let n = inv
@@ -567,7 +567,7 @@ mod tests {
             "token used up"
         );
         let members =
-            crate::groups::members(&inv, &crate::groups::get(&inv, "rg1").unwrap()).unwrap();
+            crate::groups::store::members(&inv, &crate::groups::store::get(&inv, "rg1").unwrap()).unwrap();
         assert_eq!(members.len(), 1);
     }
 

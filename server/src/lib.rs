@@ -1,30 +1,52 @@
 //! rackseed: a bare-metal provisioning appliance in one binary.
 //!
-//! Module map (data flows one way: sockets → decode → decision → encode → sockets):
+//! Module map (data flows one way: sockets → decode → decision → encode → sockets).
+//! Layers, lowest first: leaf types, decisions, I/O, then the top (`serve`, the commands). A
+//! module imports only from its own layer or below, decisions use no I/O crate, and no
+//! imports form a cycle; `tests/layers.py` checks this (docs/ARCHITECTURE.md, section 3).
 //!
-//! | module      | owns |
-//! |-------------|------|
-//! | `config`    | the TOML file, validated into typed config |
-//! | `mac`, `netif`, `aptsources`, `sshkey`, `durable` | small shared types, host facts, atomic file writes |
-//! | `inventory` | SQLite: nodes, timeline events, tokens, leases; the state machine |
-//! | `events`    | the batched timeline writer and change signal |
-//! | `dhcp`      | classification, lease table, decisions (pure) and the socket loops |
-//! | `tftp`      | the read-only virtual tree and the async-tftp handler |
-//! | `http`      | node-facing routes, installer events, the admin API |
-//! | `identity`  | whether a caller is the node its token belongs to (pure) |
-//! | `syslog`    | installer log lines per node |
-//! | `render`    | templates: iPXE scripts, preseed, installer and node scripts, partman recipes |
-//! | `profiles`  | the profile format, inheritance, validation, node vars, `rackseed profile` |
-//! | `plan`      | the expected state of an installed node (`plan.json`), from profile + node |
-//! | `images`    | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
-//! | `stall`     | where a node is stuck: step limits and likely causes (pure) |
-//! | `state`     | the shared `AppState` and start-up checks |
-//! | `serve`     | binding listeners and running every part |
-//! | `cli`       | the command line, including the REST client |
+//! | module        | layer    | owns |
+//! |---------------|----------|------|
+//! | `config`      | leaf     | the TOML file, validated into typed config |
+//! | `mac`         | leaf     | the MAC address type |
+//! | `node`        | leaf     | the node record, timeline entries, lease rows, `UnixMs` |
+//! | `bootfiles`   | leaf     | the names of the boot files in the TFTP tree |
+//! | `mirror`      | leaf     | a Debian mirror URI split as the installer wants it |
+//! | `chunks`      | leaf     | reusable read buffers of whole-file responses |
+//! | `sshkey`      | leaf     | SSH public keys as a parsed type |
+//! | `metrics`     | leaf     | counters in the Prometheus text format |
+//! | `netif`       | leaf     | this host's interfaces, for the default advertise address |
+//! | `aptsources`  | leaf     | the host's APT sources, for the default mirror |
+//! | `dhcp`        | decision | classification, lease table, discovery limit, decisions (pure); `dhcp::server` is I/O |
+//! | `identity`    | decision | whether a caller is the node its token belongs to |
+//! | `facts`       | decision | the facts format and its parsers |
+//! | `stall`       | decision | where a node is stuck: step limits and likely causes |
+//! | `profiles`    | decision | the profile format, inheritance, validation, node vars; `profiles::cli` is `rackseed profile` |
+//! | `plan`        | decision | the expected state of an installed node (`plan.json`), from profile + node |
+//! | `render`      | decision | templates: iPXE scripts, kernel command line, preseed, node scripts, partman recipes |
+//! | `groups`      | decision | placement, replication ring, member views; `groups::store` is their SQL |
+//! | `durable`     | I/O      | atomic file writes |
+//! | `inventory`   | I/O      | SQLite: nodes, timeline events, tokens, leases; `inventory::state` is the state machine (pure) |
+//! | `events`      | I/O      | the batched timeline writer and change signal |
+//! | `ca`          | I/O      | rackseed's CA: server and node certificates |
+//! | `enroll`      | I/O      | enrollment: token check, facts against the plan, refusal reasons |
+//! | `images`      | I/O      | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
+//! | `tftp`        | I/O      | the async-tftp server; `tftp::tree` holds the names, path checks and session cap |
+//! | `syslog`      | I/O      | the installer log receiver; `syslog::line` parses and holds lines |
+//! | `http`        | I/O      | node-facing routes, installer events, the admin API, the agents' mTLS listener |
+//! | `state`       | I/O      | the shared `AppState` and start-up checks |
+//! | `fuzzing`     | top      | fuzz targets over the parsers, shared by `cargo test` and `cargo fuzz` |
+//! | `serve`       | top      | binding listeners and running every part |
+//! | `cli`         | top      | the command line, including the REST client |
+//! | `agent`       | top      | the node side: `rackseed agent`, collecting facts, replication |
+//!
+//! `fuzz` (test builds only) mutates checked-in seeds for the parsers' tests.
 
 pub mod agent;
 pub mod aptsources;
+pub mod bootfiles;
 pub mod ca;
+pub mod chunks;
 pub mod cli;
 pub mod config;
 pub mod dhcp;
@@ -42,7 +64,9 @@ pub mod images;
 pub mod inventory;
 pub mod mac;
 pub mod metrics;
+pub mod mirror;
 pub mod netif;
+pub mod node;
 pub mod plan;
 pub mod profiles;
 pub mod render;

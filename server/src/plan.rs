@@ -7,13 +7,13 @@
 //! it). Pure: no I/O. The JSON form is stable: fields are only added, and
 //! [`PLAN_VERSION`] changes when a field changes meaning.
 
-use crate::inventory::Node;
+use crate::node::Node;
 use crate::profiles::Resolved;
 use crate::profiles::model::{
     AddressMethod, BondMode, DiskSelection, LacpRate, RaidLevel, RootFilesystem, VdevKind,
     XmitHashPolicy,
 };
-use crate::profiles::validate::{DEFAULT_MTU, DEFAULT_ROOT_MIN};
+use crate::profiles::model::{DEFAULT_MTU, DEFAULT_ROOT_MIN};
 use crate::profiles::vars::{self, CheckedVars, VarsError};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,7 @@
 //! Pure: no clock, no inventory, no I/O. The watcher in `serve` reads the timeline,
 //! calls [`stall_of`] and records the `stalled` event it returns.
 
-use crate::inventory::{Event, NodeState, UnixMs};
+use crate::node::{Event, NodeState, UnixMs};
 use std::time::Duration;
 
 /// How long each step may take before a node counts as stalled.

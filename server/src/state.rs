@@ -12,7 +12,7 @@ use crate::inventory::{Inventory, InventoryError, UnixMs, now_ms};
 use crate::metrics::Metrics;
 use crate::profiles::{Catalog, ProfileErrors};
 use crate::render::{MirrorCtx, Templates};
-use crate::tftp::{Sessions, Tree};
+use crate::tftp::tree::{Sessions, Tree};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -149,7 +149,7 @@ pub struct AppState {
     pub tftp_tree: Tree,
     pub tftp_sessions: Arc<Sessions>,
     /// Reused buffers for file bodies sent over HTTP.
-    pub file_chunks: Arc<crate::http::files::ChunkPool>,
+    pub file_chunks: Arc<crate::chunks::ChunkPool>,
     pub mirror: MirrorCtx,
     pub ca: crate::ca::Ca,
     /// `https://<advertise>:<port>` when the agent HTTPS listener is on.
@@ -164,7 +164,7 @@ pub struct AppState {
     refusals: Mutex<HashMap<(i64, IpAddr), UnixMs>>,
     /// Each supervised service, up or down.
     pub health: Health,
-    held_syslog: Mutex<crate::syslog::Hold>,
+    held_syslog: Mutex<crate::syslog::line::Hold>,
 }
 
 /// At most one timeline event per node and refused address in this time.
@@ -290,7 +290,7 @@ impl AppState {
             .https
             .map(|a| format!("https://{}:{}", config.server.advertise, a.port()));
         let agent = agent_binary()?;
-        crate::groups::sync_config_groups(&inventory, &config.groups, now_ms())?;
+        crate::groups::store::sync_config_groups(&inventory, &config.groups, now_ms())?;
         Ok(AppState {
             ca,
             https_url,

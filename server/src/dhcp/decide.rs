@@ -6,9 +6,10 @@
 
 use super::classify::{Arch, BootClient, Request};
 use super::leases::LeaseTable;
+use crate::bootfiles::{IPXE_BIOS, IPXE_EFI, IPXE_SNPONLY, SHIM_EFI};
 use crate::config::{ChainloadPolicy, DhcpConfig, DhcpMode, EfiBinary, Subnet, UnknownPolicy};
-use crate::inventory::{LeaseWrite, UnixMs};
 use crate::mac::MacAddr;
+use crate::node::{LeaseWrite, UnixMs};
 use dhcproto::v4::{self, DhcpOption, Flags, Message, MessageType, Opcode};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -29,19 +30,6 @@ impl BootFile {
         }
     }
 }
-
-/// The TFTP names of the iPXE binaries in rackseed's tree.
-pub const IPXE_BIOS: &str = "undionly.kpxe";
-pub const IPXE_EFI: &str = "ipxe.efi";
-pub const IPXE_SNPONLY: &str = "snponly.efi";
-
-/// The signed UEFI chain, where Debian's netboot package and GRUB's built-in prefix
-/// put it: shim loads `grubx64.efi` from its own directory, GRUB reads
-/// `grub/grub.cfg` there, which loads the machine's own file under `grub/rackseed/`.
-pub const SHIM_EFI: &str = "debian-installer/amd64/bootnetx64.efi";
-pub const GRUB_EFI: &str = "debian-installer/amd64/grubx64.efi";
-pub const GRUB_CFG: &str = "debian-installer/amd64/grub/grub.cfg";
-pub const GRUB_NODE_DIR: &str = "debian-installer/amd64/grub/rackseed/";
 
 /// The URL of a node's iPXE script, as iPXE is told to fetch it.
 pub fn script_url(base_url: &str, mac: MacAddr) -> String {

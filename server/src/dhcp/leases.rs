@@ -5,8 +5,8 @@
 //! at start and persists the [`LeaseWrite`]s it returns before answering.
 
 use crate::config::Subnet;
-use crate::inventory::{LeaseRow, LeaseWrite, UnixMs};
 use crate::mac::MacAddr;
+use crate::node::{LeaseRow, LeaseWrite, UnixMs};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 

@@ -2,7 +2,7 @@
 //! minute (pure). A flood of random MACs on the provisioning LAN then fills neither the
 //! inventory nor the timeline; it is counted and warned about instead.
 
-use crate::inventory::UnixMs;
+use crate::node::UnixMs;
 
 /// The discovery budget.
 #[derive(Clone, Debug)]

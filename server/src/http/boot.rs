@@ -5,10 +5,10 @@
 //! whether a token ever existed.
 
 use super::ApiError;
-use crate::config::Config;
 use crate::identity::{Claimed, Verdict};
 use crate::inventory::{Node, NodeState, TokenKind, Transition, now_ms};
 use crate::mac::MacAddr;
+pub use crate::render::kernel::{installer_nic_of, kernel_args, node_domain};
 use crate::render::{self, InstallCtx, NodeCtx, ScriptInputs};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -42,60 +42,6 @@ fn install_text(file: &str, body: String) -> Response {
         body,
     )
         .into_response()
-}
-
-/// The domain a node's installer uses: from its hostname if qualified, else the
-/// domain of the subnet holding its address, else of the first subnet that has one.
-pub fn node_domain(cfg: &Config, node: &Node) -> String {
-    if let Some(h) = &node.hostname
-        && let Some((_, d)) = h.split_once('.')
-    {
-        return d.to_string();
-    }
-    let by_ip = node.ip.and_then(|ip| {
-        cfg.dhcp
-            .subnets
-            .iter()
-            .find(|s| s.network.contains(&ip))
-            .and_then(|s| s.domain.clone())
-    });
-    by_ip
-        .or_else(|| cfg.dhcp.subnets.iter().find_map(|s| s.domain.clone()))
-        .unwrap_or_default()
-}
-
-/// The installer's kernel command line for a node and its install token.
-///
-/// netcfg runs before the preseed is fetched, so the NIC it configures is settled
-/// here: `BOOTIF` names `installer_nic` (the boot NIC unless the node says
-/// otherwise) and `interface=auto` makes netcfg take the BOOTIF NIC without asking,
-/// whatever its position and whichever other NICs have link.
-pub fn kernel_args(cfg: &Config, node: &NodeCtx, installer_nic: MacAddr, token: &str) -> String {
-    let base = &cfg.server.base_url;
-    let mut a: Vec<String> = vec![
-        "auto=true".into(),
-        "priority=critical".into(),
-        format!("url={base}/install/{token}/preseed.cfg"),
-        format!("log_host={}", cfg.server.advertise),
-        format!("log_port={}", cfg.server.syslog.port()),
-    ];
-    if cfg.boot.installer_interface == crate::config::InstallerInterface::Bootif {
-        a.push(format!("BOOTIF=01-{}", installer_nic.hyphenated()));
-        a.push("interface=auto".into());
-    }
-    a.extend([
-        format!("hostname={}", node.hostname),
-        format!("domain={}", node.domain),
-        "locale=en_US.UTF-8".into(),
-        "keymap=us".into(),
-    ]);
-    a.extend(cfg.boot.kernel_args.iter().cloned());
-    if let Some(c) = &cfg.boot.console {
-        a.push(format!("console={c}"));
-        a.push("---".into());
-        a.push(format!("console={c}"));
-    }
-    a.join(" ")
 }
 
 /// `GET /boot.ipxe`: a generic script that chains to the per-MAC script.
@@ -242,17 +188,6 @@ fn claimed(state: &AppState, node: &Node) -> Claimed {
         macs.push(nic);
     }
     Claimed { id: node.id, macs }
-}
-
-/// The NIC the installer configures: the node's `installer_nic` var when set, else
-/// its profile's `installer_nic`, else the MAC it boots from.
-pub fn installer_nic_of(node: &Node, profile: Option<&crate::profiles::Profile>) -> MacAddr {
-    node.vars
-        .get("installer_nic")
-        .and_then(|v| v.as_str())
-        .or_else(|| profile.and_then(|p| p.installer_nic.as_deref()))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(node.mac)
 }
 
 #[derive(Deserialize)]
@@ -576,6 +511,7 @@ fn text_ok() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use std::net::Ipv4Addr;
 
     fn cfg() -> Config {

@@ -5,6 +5,7 @@
 //!
 //! Owns only the choice between the two and the body; no routing, no attribution.
 
+pub use crate::chunks::{CHUNK, ChunkPool};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -13,42 +14,10 @@ use http_body::Frame;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
-
-/// Bytes read and handed to hyper per frame: large enough that a 40 MB initrd costs a
-/// few hundred reads, small enough that hundreds of concurrent downloads stay within a
-/// few tens of MB of buffers.
-pub const CHUNK: usize = 128 * 1024;
-
-/// Most idle chunk buffers kept for reuse (8 MiB).
-const POOL_MAX: usize = 64;
-
-/// Chunk buffers returned by finished frames, reused by the next reads: no allocation,
-/// zeroing or page faults per chunk in steady state.
-#[derive(Debug, Default)]
-pub struct ChunkPool {
-    free: Mutex<Vec<Vec<u8>>>,
-}
-
-impl ChunkPool {
-    fn take(&self) -> Vec<u8> {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_else(|| vec![0u8; CHUNK])
-    }
-
-    fn put(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < POOL_MAX && buf.len() == CHUNK {
-            free.push(buf);
-        }
-    }
-}
 
 /// A chunk in flight: hyper holds it as `Bytes`; dropping it returns the buffer.
 struct Chunk {
@@ -289,7 +258,7 @@ mod tests {
         assert!(h[header::LAST_MODIFIED].to_str().unwrap().ends_with(" GMT"));
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.as_ref(), data.as_slice());
-        assert_eq!(pool.free.lock().unwrap().len(), 3, "every chunk came back");
+        assert_eq!(pool.idle(), 3, "every chunk came back");
     }
 
     #[tokio::test]

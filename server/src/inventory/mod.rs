@@ -7,25 +7,14 @@
 pub mod state;
 
 use crate::mac::MacAddr;
+pub use crate::node::{Event, LeaseRow, LeaseWrite, Node, UnixMs, now_ms};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 pub use state::{NodeState, Transition, TransitionError};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch, the unit of every stored time.
-pub type UnixMs = i64;
-
-/// The current wall-clock time in [`UnixMs`].
-pub fn now_ms() -> UnixMs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use std::time::Duration;
 
 /// A failed inventory operation.
 #[derive(Debug, thiserror::Error)]
@@ -161,47 +150,6 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nodes ADD COLUMN repl_key TEXT;",
 ];
 
-/// One machine rackseed knows about.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Node {
-    pub id: i64,
-    pub mac: MacAddr,
-    pub hostname: Option<String>,
-    pub profile: Option<String>,
-    pub ip: Option<Ipv4Addr>,
-    pub state: NodeState,
-    pub state_reason: Option<String>,
-    pub arch: Option<String>,
-    pub vendor_class: Option<String>,
-    pub image: Option<String>,
-    pub group: Option<String>,
-    pub failure_domain: Option<String>,
-    pub created_at: UnixMs,
-    pub updated_at: UnixMs,
-    pub last_seen_at: Option<UnixMs>,
-    /// Node-level values that override the profile (a JSON object; see `profiles`).
-    pub vars: serde_json::Value,
-}
-
-impl Node {
-    /// The hostname, or a name made from the MAC for nodes that have none.
-    pub fn display_name(&self) -> String {
-        self.hostname
-            .clone()
-            .unwrap_or_else(|| format!("node-{}", self.mac.hyphenated()))
-    }
-}
-
-/// One entry of a node's timeline.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Event {
-    pub id: i64,
-    pub node_id: i64,
-    pub at: UnixMs,
-    pub kind: String,
-    pub message: String,
-}
-
 /// What a new node is created with.
 #[derive(Clone, Debug, Default)]
 pub struct NewNode {
@@ -239,23 +187,6 @@ impl TokenKind {
             TokenKind::Enroll => "enroll",
         }
     }
-}
-
-/// A persisted DHCP lease (or a declined address, with no MAC).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseRow {
-    pub ip: Ipv4Addr,
-    pub mac: Option<MacAddr>,
-    pub state: String,
-    pub expires_at: UnixMs,
-    pub hostname: Option<String>,
-}
-
-/// A lease change for [`store_leases`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LeaseWrite {
-    Upsert(LeaseRow),
-    Delete(Ipv4Addr),
 }
 
 /// The fields of a node that DHCP decides on.

@@ -12,6 +12,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+/// The default MTU of an interface that sets none.
+pub const DEFAULT_MTU: u32 = 1500;
+/// The default smallest root partition.
+pub const DEFAULT_ROOT_MIN: Size = Size(8 << 30);
+
 /// A class of machine: how its disks, network and accounts are set up.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -11,10 +11,6 @@ use std::collections::BTreeMap;
 pub const MAX_MTU: u32 = 9216;
 /// Smallest MTU accepted (IPv4 minimum reassembly size).
 pub const MIN_MTU: u32 = 576;
-/// The default MTU of an interface that sets none.
-pub const DEFAULT_MTU: u32 = 1500;
-/// The default smallest root partition.
-pub const DEFAULT_ROOT_MIN: Size = Size(8 << 30);
 
 /// Names `zpool` reserves for vdev types; a pool cannot be called that.
 const RESERVED_POOL_NAMES: &[&str] = &[
@@ -108,7 +104,7 @@ fn accounts(c: &mut Check<'_>, p: &Profile) {
         );
     }
     for (i, s) in p.ntp.iter().enumerate() {
-        if !crate::inventory::valid_hostname(s) {
+        if !crate::facts::is_dns_name(s) {
             c.err(
                 &format!("ntp[{i}]"),
                 format!("`{s}` is not a host name or IPv4 address"),
@@ -117,7 +113,7 @@ fn accounts(c: &mut Check<'_>, p: &Profile) {
     }
     if let Some(m) = &p.mirror {
         if let Some(u) = &m.url
-            && crate::render::MirrorCtx::from_uri(u, "bookworm", None).is_none()
+            && crate::mirror::MirrorCtx::from_uri(u, "bookworm", None).is_none()
         {
             c.err(
                 "mirror.url",
@@ -713,7 +709,7 @@ fn network(c: &mut Check<'_>, n: &Network) {
     addresses(c, &names);
     if let Some(d) = &n.dns {
         for (i, s) in d.search.iter().enumerate() {
-            if !crate::inventory::valid_hostname(s) {
+            if !crate::facts::is_dns_name(s) {
                 c.err(
                     &format!("network.dns.search[{i}]"),
                     format!("`{s}` is not a domain name"),

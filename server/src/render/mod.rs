@@ -17,11 +17,12 @@ pub mod escape;
 mod examples;
 #[cfg(test)]
 mod hostile;
+pub mod kernel;
 pub mod network;
 pub mod partman;
 
 use crate::config::Config;
-use crate::inventory::{Node, NodeState};
+use crate::node::{Node, NodeState};
 use crate::plan::{Firmware, NodePlan, PlanError, PlanInputs};
 use crate::profiles::Resolved;
 use ipnet::Ipv4Net;
@@ -201,6 +202,7 @@ impl Templates {
     }
 }
 
+pub use crate::mirror::MirrorCtx;
 pub use escape::{grub_quote, ipxe_text, sh_quote};
 
 fn as_text(v: &minijinja::Value) -> String {
@@ -310,40 +312,6 @@ impl NodeCtx {
             state: node.state.to_string(),
             group: node.group.clone(),
         }
-    }
-}
-
-/// The Debian mirror as the installer's `mirror/*` questions want it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct MirrorCtx {
-    pub protocol: String,
-    pub host: String,
-    pub directory: String,
-    pub suite: String,
-    pub proxy: String,
-}
-
-impl MirrorCtx {
-    /// Splits a mirror URI like `http://host[:port]/debian`.
-    pub fn from_uri(uri: &str, suite: &str, proxy: Option<&str>) -> Option<MirrorCtx> {
-        let (protocol, rest) = uri.split_once("://")?;
-        if protocol != "http" && protocol != "https" {
-            return None;
-        }
-        let (host, dir) = match rest.split_once('/') {
-            Some((h, d)) => (h, format!("/{}", d.trim_end_matches('/'))),
-            None => (rest, "/".to_string()),
-        };
-        if host.is_empty() {
-            return None;
-        }
-        Some(MirrorCtx {
-            protocol: protocol.into(),
-            host: host.into(),
-            directory: if dir == "/" { "/".into() } else { dir },
-            suite: suite.into(),
-            proxy: proxy.unwrap_or("").into(),
-        })
     }
 }
 
@@ -551,7 +519,7 @@ pub fn node_ctx(
         node,
         profile,
         CtxInputs {
-            domain: crate::http::boot::node_domain(cfg, node),
+            domain: kernel::node_domain(cfg, node),
             mirror,
             urls: UrlsCtx::new(&cfg.server.base_url, token),
             provisioning_subnet,
@@ -657,7 +625,7 @@ pub fn ipxe_script(
 /// The TFTP name of a node's GRUB configuration (`mac` with colons, as GRUB's
 /// `$net_default_mac` spells it).
 pub fn grub_node_file(mac: &str) -> String {
-    format!("{}{mac}.cfg", crate::dhcp::decide::GRUB_NODE_DIR)
+    format!("{}{mac}.cfg", crate::bootfiles::GRUB_NODE_DIR)
 }
 
 /// The generic GRUB entry point (`grub/grub.cfg` of the signed chain).

@@ -8,7 +8,7 @@
 
 use crate::plan::{AddressPlan, NetworkPlan, NodePlan};
 use crate::profiles::model::AddressMethod;
-use crate::profiles::validate::DEFAULT_MTU;
+use crate::profiles::model::DEFAULT_MTU;
 use serde::Serialize;
 use std::fmt::Write;
 

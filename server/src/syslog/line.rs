@@ -1,14 +1,6 @@
-//! The installer log receiver: UDP syslog lines (the installer's `log_host`), stored in
-//! the timeline of the node that sent them, matched by source address.
-//!
-//! `parse_line` is pure; `run` owns the socket. Lines from an address no node is known
-//! by yet are held briefly (bounded) and attributed when the address becomes known.
-
-use crate::state::AppState;
-use std::sync::Arc;
-use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+//! Installer log lines as data: one datagram parsed into a line (`parse_line`), and
+//! the bounded hold of lines from addresses not yet known (`Hold`). Pure: no socket,
+//! no clock (the time is passed in), no shared state; the receiver in `syslog` calls it.
 
 /// Longest line kept; the rest is cut.
 pub const MAX_LINE: usize = 1024;
@@ -46,37 +38,6 @@ pub fn parse_line(bytes: &[u8]) -> Option<Line> {
         .collect();
     let text = text.trim().to_string();
     (!text.is_empty()).then_some(Line { severity, text })
-}
-
-/// Receives syslog datagrams on an already-bound socket until `cancel` fires.
-pub async fn run(state: Arc<AppState>, socket: UdpSocket, cancel: CancellationToken) {
-    info!(addr = ?socket.local_addr().ok(), "syslog listening");
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (len, from) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = socket.recv_from(&mut buf) => match r { Ok(x) => x, Err(e) => { debug!(error = %crate::error_chain(&e), "syslog receive failed"); continue; } },
-        };
-        let Some(line) = parse_line(&buf[..len]) else {
-            continue;
-        };
-        state.metrics.syslog_lines.inc();
-        let std::net::IpAddr::V4(ip) = from.ip() else {
-            continue;
-        };
-        match state.node_for_ip(from.ip()) {
-            Some(id) => {
-                if let Some(q) = crate::stall::question_in(&line.text) {
-                    state.events.emit(id, crate::stall::QUESTION, q);
-                }
-                state.events.emit(id, "syslog", line.text)
-            }
-            None => {
-                state.metrics.syslog_unattributed.inc();
-                state.hold_syslog(ip, line.text);
-            }
-        }
-    }
 }
 
 /// Lines from addresses no node is known by yet, held until a lease or a fetch names

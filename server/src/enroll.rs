@@ -526,7 +526,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
         let cat = crate::profiles::Catalog::load(&dir).unwrap();
         let p = cat.get("storage-node").unwrap();
-        let mut n = crate::profiles::cli::sample_node(
+        let mut n = crate::plan::sample_node(
             "storage-node",
             crate::plan::Firmware::Bios,
             serde_json::json!({"addresses": {"br-mgmt": "198.51.100.11", "br-storage": "203.0.113.11"}}),

@@ -13,14 +13,14 @@
 //! | `http`      | node-facing routes, installer events, the admin API |
 //! | `identity`  | whether a caller is the node its token belongs to (pure) |
 //! | `syslog`    | installer log lines per node |
-//! | `render`    | templates: iPXE scripts, preseed, installer and node scripts, partman recipes |
-//! | `profiles`  | the profile format, inheritance, validation, node vars, `rackseed profile` |
-//! | `plan`      | the expected state of an installed node (`plan.json`), from profile + node |
+//! | `render`    | templates: iPXE scripts, preseed, installer and node scripts, partman recipes; the render check of a profile |
+//! | `profiles`  | the profile format, inheritance, validation, node vars |
+//! | `plan`      | the expected state of an installed node (`plan.json`), from profile + node; the sample node of previews and checks |
 //! | `images`    | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
 //! | `stall`     | where a node is stuck: step limits and likely causes (pure) |
 //! | `state`     | the shared `AppState` and start-up checks |
 //! | `serve`     | binding listeners and running every part |
-//! | `cli`       | the command line, including the REST client |
+//! | `cli`       | the command line (`cli/`): clap definitions (`args`), the REST client (`client`), one file per command group (`serve`, `check`, `node`, `group`, `agent`, `image`, `profile`); nothing outside it imports it, and only it uses clap |
 
 pub mod agent;
 pub mod aptsources;

@@ -567,7 +567,8 @@ mod tests {
             "token used up"
         );
         let members =
-            crate::groups::store::members(&inv, &crate::groups::store::get(&inv, "rg1").unwrap()).unwrap();
+            crate::groups::store::members(&inv, &crate::groups::store::get(&inv, "rg1").unwrap())
+                .unwrap();
         assert_eq!(members.len(), 1);
     }
 
@@ -657,7 +658,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
         let cat = crate::profiles::Catalog::load(&dir).unwrap();
         let p = cat.get("storage-node").unwrap();
-        let mut n = crate::profiles::cli::sample_node(
+        let mut n = crate::plan::sample_node(
             "storage-node",
             crate::plan::Firmware::Bios,
             serde_json::json!({"addresses": {"br-mgmt": "198.51.100.11", "br-storage": "203.0.113.11"}}),

@@ -21,15 +21,15 @@
 //! | `identity`    | decision | whether a caller is the node its token belongs to |
 //! | `facts`       | decision | the facts format and its parsers |
 //! | `stall`       | decision | where a node is stuck: step limits and likely causes |
-//! | `profiles`    | decision | the profile format, inheritance, validation, node vars; `profiles::cli` is `rackseed profile` |
-//! | `plan`        | decision | the expected state of an installed node (`plan.json`), from profile + node |
-//! | `render`      | decision | templates: iPXE scripts, kernel command line, preseed, node scripts, partman recipes |
+//! | `profiles`    | decision | the profile format, inheritance, validation, node vars |
+//! | `plan`        | decision | the expected state of an installed node (`plan.json`), from profile + node; the sample node of previews and checks |
+//! | `render`      | decision | templates: iPXE scripts, kernel command line, preseed, node scripts, partman recipes; escaping per output language; the render check of a profile |
 //! | `groups`      | decision | placement, replication ring, member views; `groups::store` is their SQL |
 //! | `durable`     | I/O      | atomic file writes |
 //! | `inventory`   | I/O      | SQLite: nodes, timeline events, tokens, leases; `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
 //! | `ca`          | I/O      | rackseed's CA: server and node certificates |
-//! | `enroll`      | I/O      | enrollment: token check, facts against the plan, refusal reasons |
+//! | `enroll`      | I/O      | enrollment: the pure decision (`enroll::decide`), the token check, refusal reasons |
 //! | `images`      | I/O      | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
 //! | `tftp`        | I/O      | the async-tftp server; `tftp::tree` holds the names, path checks and session cap |
 //! | `syslog`      | I/O      | the installer log receiver; `syslog::line` parses and holds lines |
@@ -37,7 +37,7 @@
 //! | `state`       | I/O      | the shared `AppState` and start-up checks |
 //! | `fuzzing`     | top      | fuzz targets over the parsers, shared by `cargo test` and `cargo fuzz` |
 //! | `serve`       | top      | binding listeners and running every part |
-//! | `cli`         | top      | the command line, including the REST client |
+//! | `cli`         | top      | the command line (`cli/`): clap definitions (`args`), the REST client (`client`), one file per command group; nothing outside it imports it, and only it uses clap |
 //! | `agent`       | top      | the node side: `rackseed agent`, collecting facts, replication |
 //!
 //! `fuzz` (test builds only) mutates checked-in seeds for the parsers' tests.

@@ -88,6 +88,34 @@ impl std::str::FromStr for Firmware {
     }
 }
 
+/// A node for previews and checks: provisioning, the given firmware and vars.
+pub fn sample_node(profile: &str, firmware: Firmware, vars: serde_json::Value) -> Node {
+    Node {
+        id: 1,
+        mac: crate::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+        hostname: Some("node1".into()),
+        profile: Some(profile.into()),
+        ip: None,
+        state: crate::node::NodeState::Provisioning,
+        state_reason: None,
+        arch: Some(
+            match firmware {
+                Firmware::Bios => "bios",
+                Firmware::Uefi => "efi-x64",
+            }
+            .into(),
+        ),
+        vendor_class: None,
+        image: None,
+        group: None,
+        failure_domain: None,
+        created_at: 0,
+        updated_at: 0,
+        last_seen_at: None,
+        vars,
+    }
+}
+
 /// The root file system.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RootPlan {

@@ -5,7 +5,7 @@
 //!
 //! Owns the agent's config file, its state directory and the calls it makes. The
 //! decisions it relies on (facts parsing, replication rendering) are pure functions in
-//! `facts` and `agent::replication`.
+//! `facts` and `agent::replication`; its command line is in `cli::agent`.
 
 pub mod collect;
 pub mod replication;
@@ -13,7 +13,6 @@ pub mod replication;
 use crate::enroll::{EnrollRequest, EnrollResponse};
 use crate::groups::GroupView;
 use anyhow::{Context, Result, anyhow, bail};
-use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -50,64 +49,31 @@ fn default_scripts() -> PathBuf {
     "/usr/local/lib/rackseed".into()
 }
 
-/// The agent's commands.
-#[derive(Subcommand, Debug)]
-pub enum AgentCmd {
-    /// First boot: apply plans, collect facts, enroll, set up replication.
-    Run {
-        #[arg(long, default_value = "/etc/rackseed/agent.toml")]
-        config: PathBuf,
-    },
-    /// Fetch the group view and apply it; with --follow, keep watching for changes.
-    Sync {
-        #[arg(long, default_value = "/etc/rackseed/agent.toml")]
-        config: PathBuf,
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Push this member's datasets to its peer now (what the timer runs).
-    Replicate {
-        #[arg(long, default_value = "/etc/rackseed/agent.toml")]
-        config: PathBuf,
-    },
-    /// Print this machine's facts as JSON.
-    Facts,
-}
-
-/// Entry point of `rackseed agent …`.
-pub fn run(cmd: AgentCmd) -> Result<ExitCode> {
-    match cmd {
-        AgentCmd::Facts => {
-            println!("{}", serde_json::to_string_pretty(&collect::collect())?);
-            Ok(ExitCode::SUCCESS)
-        }
-        AgentCmd::Run { config } => first_boot(&load(&config)?),
-        AgentCmd::Sync { config, follow } => {
-            let cfg = load(&config)?;
-            let client = mtls_client(&cfg)?;
-            let mut version = None;
-            loop {
-                match sync_once(&cfg, &client, version, if follow { 55 } else { 0 }) {
-                    Ok(v) => version = v,
-                    Err(e) if follow => {
-                        eprintln!(
-                            "rackseed agent: sync failed: {}; retrying in 10s",
-                            crate::cli::chain(&e)
-                        );
-                        std::thread::sleep(Duration::from_secs(10));
-                    }
-                    Err(e) => return Err(e),
-                }
-                if !follow {
-                    return Ok(ExitCode::SUCCESS);
-                }
+/// Fetches the group view and applies it; with `follow`, keeps watching for changes
+/// and retries a failed sync every 10 seconds.
+pub fn sync(cfg: &AgentConfig, follow: bool) -> Result<ExitCode> {
+    let client = mtls_client(cfg)?;
+    let mut version = None;
+    loop {
+        match sync_once(cfg, &client, version, if follow { 55 } else { 0 }) {
+            Ok(v) => version = v,
+            Err(e) if follow => {
+                eprintln!(
+                    "rackseed agent: sync failed: {}; retrying in 10s",
+                    crate::error_chain(e.as_ref())
+                );
+                std::thread::sleep(Duration::from_secs(10));
             }
+            Err(e) => return Err(e),
         }
-        AgentCmd::Replicate { config } => replicate(&load(&config)?),
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
 }
 
-fn load(path: &Path) -> Result<AgentConfig> {
+/// The agent config at `path`.
+pub fn load(path: &Path) -> Result<AgentConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read agent config `{}`", path.display()))?;
     toml::from_str(&text).with_context(|| format!("agent config `{}` is invalid", path.display()))
@@ -192,8 +158,8 @@ fn enrolled_marker(cfg: &AgentConfig) -> PathBuf {
     cfg.state_dir.join("enrolled.json")
 }
 
-/// First boot.
-fn first_boot(cfg: &AgentConfig) -> Result<ExitCode> {
+/// First boot: apply the plans, collect facts, enroll, set up replication.
+pub fn first_boot(cfg: &AgentConfig) -> Result<ExitCode> {
     if enrolled_marker(cfg).exists() {
         println!("rackseed agent: already enrolled; syncing");
         let client = mtls_client(cfg)?;
@@ -213,7 +179,7 @@ fn first_boot(cfg: &AgentConfig) -> Result<ExitCode> {
     // node's facts are compared with its plan and the exact difference is recorded.
     for script in ["network.sh", "zfs.sh"] {
         if let Err(e) = run_script(cfg, script) {
-            eprintln!("rackseed agent: {}", crate::cli::chain(&e));
+            eprintln!("rackseed agent: {}", crate::error_chain(e.as_ref()));
         }
     }
     let facts = collect::collect();
@@ -429,7 +395,7 @@ pub fn apply(cfg: &AgentConfig, view: &GroupView) -> Result<()> {
 }
 
 /// Pushes the datasets now and reports the result to rackseed.
-fn replicate(cfg: &AgentConfig) -> Result<ExitCode> {
+pub fn replicate(cfg: &AgentConfig) -> Result<ExitCode> {
     let script = cfg.scripts_dir.join("replicate.sh");
     let out = Command::new("sh")
         .arg(&script)

@@ -13,14 +13,13 @@
 //! | `fetch`    | `image fetch`: the signed chain, then every file, then one commit |
 //! | `import`   | `image import`: files from a local directory, verified when the mirror answers |
 //! | `cpio`, `kernel` | the kernel version inside an initrd; the kernel/mirror check |
-//! | `cli`      | `rackseed image …` and the kernel check `rackseed check` prints |
 //!
-//! Nothing here serves files to nodes: the boot chain asks [`Store::image`] for paths.
+//! The `rackseed image …` commands are in `cli::image`. Nothing here serves files to
+//! nodes: the boot chain asks [`Store::image`] for paths.
 //! Nothing becomes visible in the store until every file of an image is complete and
 //! verified; a failed fetch or import leaves the store exactly as it was. No mirror host
 //! is built in: the mirror comes from the config or the host's APT sources.
 
-pub mod cli;
 pub mod cpio;
 pub mod drivers;
 pub mod fetch;
@@ -168,6 +167,34 @@ pub fn upstream_mirror(config: &crate::config::Config, root: &Path) -> Result<St
     }
     crate::aptsources::debian_mirror(&crate::aptsources::host_sources(root))
         .ok_or(ImageError::NoMirror)
+}
+
+/// Where partial downloads wait for a resume: beside the store, never inside it.
+pub fn partial_dir(config: &crate::config::Config) -> std::path::PathBuf {
+    config.server.data_dir.join("image-downloads")
+}
+
+/// Images nodes reference (the inventory's `nodes.image`), when an inventory exists.
+pub fn node_images(config: &crate::config::Config) -> Result<Vec<String>, ImageError> {
+    let path = config.server.data_dir.join("inventory.db");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let inv = crate::inventory::Inventory::open(&path).map_err(ImageError::Inventory)?;
+    let images = inv
+        .with_conn(|c| {
+            let q = |source| crate::inventory::InventoryError::Query {
+                doing: "listing node images",
+                source,
+            };
+            let mut st = c
+                .prepare("SELECT DISTINCT image FROM nodes WHERE image IS NOT NULL")
+                .map_err(q)?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(q)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(q)
+        })
+        .map_err(ImageError::Inventory)?;
+    Ok(images)
 }
 
 /// Hex SHA-256 of a byte slice.

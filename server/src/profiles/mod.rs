@@ -2,14 +2,13 @@
 //! `extends`, validated into typed values before any node can be assigned one.
 //!
 //! Owns the profile format (`model`), inheritance (here), validation and its messages
-//! (`validate`), node-level overrides (`vars`), the JSON Schema (`schema`) and the
-//! `rackseed profile` commands (`cli`). Does not render anything (see `render` and
-//! `plan`) and does no network I/O.
+//! (`validate`), node-level overrides (`vars`) and the JSON Schema (`schema`). Does not
+//! render anything (see `render` and `plan`) and does no network I/O; the `rackseed
+//! profile` commands are in `cli::profile`.
 //!
 //! Every message names the file, the key and the fix:
 //! `profiles/storage.yaml: storage.root.raid: raid1 needs 2 disks, found 1`.
 
-pub mod cli;
 pub mod model;
 pub mod schema;
 pub mod validate;
@@ -191,6 +190,20 @@ pub fn profile_name(p: &Path) -> String {
     p.file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default()
+}
+
+/// The profile names of `dir` (for messages).
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_profile_file(p))
+        .map(|p| profile_name(&p))
+        .collect();
+    v.sort();
+    v
 }
 
 struct RawFile {

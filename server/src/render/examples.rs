@@ -38,11 +38,8 @@ fn mirror() -> MirrorCtx {
 
 /// The sample node of `p` (its sample vars, an inventory address) with `firmware`.
 fn node(p: &Resolved, firmware: Firmware) -> Node {
-    let mut n = crate::profiles::cli::sample_node(
-        &p.name,
-        firmware,
-        crate::profiles::vars::sample(&p.profile),
-    );
+    let mut n =
+        crate::plan::sample_node(&p.name, firmware, crate::profiles::vars::sample(&p.profile));
     n.ip = Some(std::net::Ipv4Addr::new(192, 0, 2, 50));
     n
 }
@@ -154,7 +151,7 @@ fn every_rendered_preseed_reads_back_as_meant_and_its_recipes_pass_the_grammar()
     let cat = catalog();
     for name in cat.names() {
         let p = cat.get(name).expect("listed");
-        let problems = crate::profiles::cli::check_rendering(&t, &cfg, &mirror(), &p);
+        let problems = crate::render::check_rendering(&t, &cfg, &mirror(), &p);
         assert!(problems.is_empty(), "{problems:#?}");
     }
     for (profile, fw, file, body) in rendered() {
@@ -235,7 +232,7 @@ fn every_template_file_is_embedded_and_every_embedded_template_has_a_file() {
 #[test]
 fn every_profile_file_is_in_the_catalog() {
     let cat = catalog();
-    let names = crate::profiles::cli::names_in(&workspace().join("profiles"));
+    let names = crate::profiles::names_in(&workspace().join("profiles"));
     let loaded: Vec<&str> = cat.names().collect();
     assert_eq!(names, loaded);
     for want in ["storage-node", "hypervisor-pair", "lab-single-disk"] {

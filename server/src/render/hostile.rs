@@ -205,7 +205,7 @@ fn ifupdown_values_are_parsed_before_they_are_written() {
     .unwrap();
     let mirror = MirrorCtx::from_uri("http://mirror.example/debian", "bookworm", None).unwrap();
     for bad in hostile() {
-        let mut n = crate::profiles::cli::sample_node(
+        let mut n = crate::plan::sample_node(
             "hypervisor-pair",
             crate::plan::Firmware::Bios,
             serde_json::json!({"addresses": {"br-mgmt": bad, "br-repl": "203.0.113.21"}}),

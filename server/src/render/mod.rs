@@ -4,13 +4,15 @@
 //! Owns the template set (minijinja; the files in `preseed/`, embedded in the binary
 //! and overridable from a directory), the context each template sees ([`InstallCtx`],
 //! built around the node's [`NodePlan`]), the partman recipes (`partman`) and a reader
-//! of preseeds that behaves like the installer's (`debconf`). Does no I/O besides
-//! reading an override directory once.
+//! of preseeds that behaves like the installer's (`debconf`), and the check of a
+//! profile's rendered files (`check`). Does no I/O besides reading an override
+//! directory once.
 //!
 //! The install files of a node (its [`INSTALL_FILES`]) are served by `http::boot` with
 //! the node's install token and written by `rackseed profile render`; both go through
 //! [`install_file`], so a preview is byte for byte what a node receives.
 
+pub mod check;
 pub mod debconf;
 pub mod escape;
 #[cfg(test)]
@@ -20,6 +22,8 @@ mod hostile;
 pub mod kernel;
 pub mod network;
 pub mod partman;
+
+pub use check::check_rendering;
 
 use crate::config::Config;
 use crate::node::{Node, NodeState};

@@ -1,75 +1,26 @@
 //! `rackseed profile check|schema|render`: what a profile author runs before a profile
 //! reaches a node.
 //!
-//! Owns these commands' arguments, output and exit codes. `check` validates and
-//! renders every install file for a sample node with BIOS and UEFI, and runs the
-//! partman recipe checker on the result; `render` writes exactly what a node receives
-//! (the same [`crate::render::install_file`] the HTTP server uses).
+//! Owns these commands' output and exit codes. `check` validates and renders every
+//! install file for a sample node with BIOS and UEFI, and runs the partman recipe
+//! checker on the result ([`crate::render::check_rendering`]); `render` writes exactly
+//! what a node receives (the same [`crate::render::install_file`] the HTTP server uses).
 
-use super::{Catalog, Resolved};
-use crate::cli::ConfigArgs;
+use super::args::{ConfigArgs, ProfileCmd};
 use crate::config::Config;
-use crate::inventory::{Node, NodeState};
 use crate::mac::MacAddr;
-use crate::plan::Firmware;
-use crate::render::{self, MirrorCtx, Templates, debconf, partman};
+use crate::plan::sample_node;
+use crate::profiles::{Catalog, Resolved};
+use crate::render::{self, MirrorCtx, Templates, check_rendering};
 use anyhow::{Context, Result, bail};
-use clap::Subcommand;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-
-#[derive(Subcommand, Debug)]
-pub enum ProfileCmd {
-    /// Validate profiles and render every install file for a sample node (BIOS and
-    /// UEFI); exits non-zero on any error. Without FILES: the configured directory.
-    Check {
-        #[command(flatten)]
-        cfg: ConfigArgs,
-        /// Profile files; a profile they `extends` is read from beside them.
-        files: Vec<PathBuf>,
-    },
-    /// Print the JSON Schema of the profile format (for editors).
-    Schema,
-    /// Write the preseed and every script and config a node with this profile
-    /// receives, exactly as rackseed serves them.
-    Render {
-        #[command(flatten)]
-        cfg: ConfigArgs,
-        /// The profile name.
-        #[arg(long)]
-        profile: String,
-        /// The node's MAC (its provisioning NIC).
-        #[arg(long)]
-        mac: String,
-        /// The node's host name (default: `node-<mac>`).
-        #[arg(long)]
-        hostname: Option<String>,
-        /// The node's inventory address.
-        #[arg(long)]
-        ip: Option<std::net::Ipv4Addr>,
-        /// The node's vars (JSON), as for `node add --vars`. Default: sample vars.
-        #[arg(long)]
-        vars: Option<String>,
-        /// The node's redundancy group (overrides the profile's).
-        #[arg(long)]
-        group: Option<String>,
-        /// The firmware the node boots with.
-        #[arg(long, default_value = "bios")]
-        firmware: Firmware,
-        /// The install token placed in URLs.
-        #[arg(long, default_value = "TOKEN")]
-        token: String,
-        /// Write one file per install file into DIR instead of printing them.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-}
 
 /// Runs a `rackseed profile` command.
 pub fn run(cmd: ProfileCmd) -> Result<ExitCode> {
     match cmd {
         ProfileCmd::Schema => {
-            print!("{}", super::schema::profile_schema());
+            print!("{}", crate::profiles::schema::profile_schema());
             Ok(ExitCode::SUCCESS)
         }
         ProfileCmd::Check { cfg, files } => check(&cfg, &files),
@@ -99,7 +50,7 @@ pub fn run(cmd: ProfileCmd) -> Result<ExitCode> {
             let vars = match vars {
                 Some(v) => serde_json::from_str(&v).context("--vars must be a JSON object")?,
                 None => {
-                    let s = super::vars::sample(&resolved.profile);
+                    let s = crate::profiles::vars::sample(&resolved.profile);
                     if !s.is_null() {
                         eprintln!("rackseed: no --vars given; using sample vars {s}");
                     }
@@ -138,112 +89,6 @@ pub fn run(cmd: ProfileCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// A node for previews and checks: provisioning, the given firmware and vars.
-pub fn sample_node(profile: &str, firmware: Firmware, vars: serde_json::Value) -> Node {
-    Node {
-        id: 1,
-        mac: MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-        hostname: Some("node1".into()),
-        profile: Some(profile.into()),
-        ip: None,
-        state: NodeState::Provisioning,
-        state_reason: None,
-        arch: Some(
-            match firmware {
-                Firmware::Bios => "bios",
-                Firmware::Uefi => "efi-x64",
-            }
-            .into(),
-        ),
-        vendor_class: None,
-        image: None,
-        group: None,
-        failure_domain: None,
-        created_at: 0,
-        updated_at: 0,
-        last_seen_at: None,
-        vars,
-    }
-}
-
-/// Renders every install file of `profile` for a sample node with each firmware and
-/// checks the results: the partman recipes against the installer's grammar, the
-/// preseed as the installer reads it. Returns the problems found.
-pub fn check_rendering(
-    t: &Templates,
-    config: &Config,
-    mirror: &MirrorCtx,
-    profile: &Resolved,
-) -> Vec<String> {
-    let mut problems = Vec::new();
-    for firmware in [Firmware::Bios, Firmware::Uefi] {
-        let node = sample_node(
-            &profile.name,
-            firmware,
-            super::vars::sample(&profile.profile),
-        );
-        let what = format!("profile {} ({})", profile.name, firmware.as_str());
-        let ctx = match render::node_ctx(config, &node, profile, mirror.clone(), "TOKEN") {
-            Ok(c) => c,
-            Err(e) => {
-                problems.push(format!("{what}: {}", crate::error_chain(&e)));
-                continue;
-            }
-        };
-        let files = match render::install_files(t, &ctx) {
-            Ok(f) => f,
-            Err(e) => {
-                problems.push(format!("{what}: {}", crate::error_chain(&e)));
-                continue;
-            }
-        };
-        let recipe = partman::expert_recipe(&ctx.plan.root, firmware);
-        let parsed = match partman::check_expert_recipe(&recipe.one_line()) {
-            Ok(r) => r,
-            Err(e) => {
-                problems.push(format!("{what}: partman-auto/expert_recipe: {e}"));
-                continue;
-            }
-        };
-        if !ctx.partman.raid_arrays.is_empty() {
-            let disks: Vec<String> = (0..ctx.plan.root.disks)
-                .map(|i| format!("/dev/sd{}", char::from(b'a' + (i % 26) as u8)))
-                .collect();
-            let disks: Vec<&str> = disks.iter().map(String::as_str).collect();
-            let raid = partman::raid_recipe(&ctx.partman.raid_arrays, &disks);
-            match partman::check_raid_recipe(&raid) {
-                Ok(entries) => {
-                    if let Err(e) = partman::check_raid_against_recipe(&parsed, &entries, &disks) {
-                        problems.push(format!("{what}: partman-auto-raid/recipe: {e}"));
-                    }
-                }
-                Err(e) => problems.push(format!("{what}: partman-auto-raid/recipe: {e}")),
-            }
-        }
-        if let Some((_, preseed)) = files.iter().find(|(n, _)| *n == "preseed.cfg") {
-            match debconf::parse(preseed) {
-                Ok(sel) => {
-                    for l in debconf::lint(&sel) {
-                        problems.push(format!("{what}: preseed.cfg: {l}"));
-                    }
-                    let held = debconf::values(&sel);
-                    let got = held
-                        .iter()
-                        .find(|(q, _)| q == "partman-auto/expert_recipe")
-                        .map(|(_, v)| v.as_str());
-                    if got != Some(recipe.one_line().as_str()) {
-                        problems.push(format!(
-                            "{what}: preseed.cfg: the installer would read partman-auto/expert_recipe as {got:?}, not the recipe rackseed made"
-                        ));
-                    }
-                }
-                Err(e) => problems.push(format!("{what}: preseed.cfg: {e}")),
-            }
-        }
-    }
-    problems
 }
 
 fn check(cfg: &ConfigArgs, files: &[PathBuf]) -> Result<ExitCode> {
@@ -295,7 +140,10 @@ fn check(cfg: &ConfigArgs, files: &[PathBuf]) -> Result<ExitCode> {
         proxy: String::new(),
     });
     let t = Templates::embedded();
-    let wanted: Vec<String> = files.iter().map(|f| super::profile_name(f)).collect();
+    let wanted: Vec<String> = files
+        .iter()
+        .map(|f| crate::profiles::profile_name(f))
+        .collect();
     let mut problems = Vec::new();
     for name in catalog.names() {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
@@ -374,20 +222,6 @@ pub fn summary(p: &Resolved) -> String {
         parts.push(format!("group {g}"));
     }
     parts.join("; ")
-}
-
-/// The profile names of `dir` (for messages).
-pub fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| super::is_profile_file(p))
-        .map(|p| super::profile_name(&p))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Fills the agent part of a preview as the server would: this binary's digest, and,

@@ -1,65 +1,22 @@
-//! `rackseed image fetch|import|list|verify|gc`, and the kernel/mirror line that
-//! `rackseed check` prints.
+//! `rackseed image fetch|import|list|verify|gc|drivers`, and the kernel/mirror line
+//! that `rackseed check` prints.
 //!
-//! Owns arguments, human output and exit codes for images; uses `anyhow`. Progress goes
-//! to stderr (a bar on a terminal, plain lines otherwise), results to stdout.
+//! Owns output and exit codes for images; uses `anyhow`. Progress goes to stderr (a bar
+//! on a terminal, plain lines otherwise), results to stdout.
 
-use super::kernel::KernelCheck;
-use super::manifest::Catalog;
-use super::release::Keyring;
-use super::store::{FileState, ImageManifest, Store};
-use super::upstream::{Progress, Upstream};
-use super::{ImageError, fetch, import};
+use super::args::ImageCmd;
 use crate::config::Config;
+use crate::images::kernel::KernelCheck;
+use crate::images::manifest::Catalog;
+use crate::images::release::Keyring;
+use crate::images::store::{FileState, ImageManifest, Store};
+use crate::images::upstream::{Progress, Upstream};
+use crate::images::{ImageError, fetch, import, node_images, partial_dir};
 use anyhow::{Context, Result};
-use clap::Subcommand;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
-
-#[derive(Subcommand, Debug)]
-pub enum ImageCmd {
-    /// Download an image from the mirror, verified through InRelease → SHA256SUMS, and
-    /// store it. NAME is an image manifest (`images/NAME.toml`), e.g. bookworm-amd64.
-    Fetch { name: String },
-    /// Store the installer files of a local directory (by default from Debian's netboot
-    /// package), verified against the mirror's signed SHA256SUMS when it answers.
-    Import {
-        /// Directory holding `linux` and `initrd.gz` (default: `installer.dir`, the
-        /// `debian-installer-12-netboot-amd64` package's files).
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// Name to store the image under; defaults to the manifest's name.
-        #[arg(long)]
-        name: Option<String>,
-        /// Image manifest describing the files (suite, arch); found from the package
-        /// directory or --name when omitted.
-        #[arg(long)]
-        manifest: Option<String>,
-        /// Do not contact the mirror; the image is recorded as not verified.
-        #[arg(long)]
-        offline: bool,
-    },
-    /// List stored images.
-    List {
-        /// Also list older generations kept until `gc`.
-        #[arg(long)]
-        all: bool,
-        /// Print the manifests as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Re-hash stored files against their manifests; non-zero if any is missing or
-    /// corrupt. Checks every image when NAME is omitted.
-    Verify { name: Option<String> },
-    /// Remove older generations no node or config uses, unused files and leftovers.
-    Gc,
-    /// Fetch the disk-controller drivers (SATA/AHCI, NVMe module .udebs) of the
-    /// installer's kernel through the mirror's signed chain, so that early_command
-    /// sees SATA and NVMe disks.
-    Drivers,
-}
 
 /// Runs an image command.
 pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
@@ -67,8 +24,8 @@ pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
     match cmd {
         ImageCmd::Drivers => {
             let installer = crate::state::resolve_installer(config)?;
-            let kernel = super::kernel::initrd_kernel_version(&installer.initrd)?;
-            if let Some(set) = super::drivers::stored(store.root(), &kernel) {
+            let kernel = crate::images::kernel::initrd_kernel_version(&installer.initrd)?;
+            if let Some(set) = crate::images::drivers::stored(store.root(), &kernel) {
                 println!(
                     "drivers for kernel {kernel}: stored ({}; {})",
                     set.packages.keys().cloned().collect::<Vec<_>>().join(", "),
@@ -78,7 +35,7 @@ pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
             }
             let up = upstream(config)?;
             let keyring = Keyring::load(&config.images.keyring)?;
-            let set = runtime()?.block_on(super::drivers::fetch_drivers(
+            let set = runtime()?.block_on(crate::images::drivers::fetch_drivers(
                 &up,
                 &keyring,
                 &config.installer.suite,
@@ -269,7 +226,7 @@ pub fn run(cmd: ImageCmd, config: &Config) -> Result<ExitCode> {
 /// The kernel/mirror check for the installer the config serves, printed for
 /// `rackseed check`: a line on stdout when it matches, a warning on stderr otherwise.
 pub fn check_kernel(config: &Config) {
-    let c = super::check_installer_kernel(config);
+    let c = crate::images::check_installer_kernel(config);
     if c.is_warning() {
         eprintln!("warning: {c}");
     } else {
@@ -311,42 +268,14 @@ fn print_stored(m: &ImageManifest, store: &Store) {
 }
 
 fn upstream(config: &Config) -> Result<Upstream> {
-    let mirror = super::upstream_mirror(config, Path::new("/"))?;
+    let mirror = crate::images::upstream_mirror(config, Path::new("/"))?;
     Ok(Upstream::new(&mirror, config.images.proxy.as_deref())?)
-}
-
-/// Where partial downloads wait for a resume: beside the store, never inside it.
-pub fn partial_dir(config: &Config) -> PathBuf {
-    config.server.data_dir.join("image-downloads")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
-}
-
-/// Images nodes reference (the inventory's `nodes.image`), when an inventory exists.
-fn node_images(config: &Config) -> Result<Vec<String>> {
-    let path = config.server.data_dir.join("inventory.db");
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let inv = crate::inventory::Inventory::open(&path).map_err(ImageError::Inventory)?;
-    let images = inv
-        .with_conn(|c| {
-            let q = |source| crate::inventory::InventoryError::Query {
-                doing: "listing node images",
-                source,
-            };
-            let mut st = c
-                .prepare("SELECT DISTINCT image FROM nodes WHERE image IS NOT NULL")
-                .map_err(q)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(q)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(q)
-        })
-        .map_err(ImageError::Inventory)?;
-    Ok(images)
 }
 
 /// Progress on stderr: an indicatif bar on a terminal, plain lines otherwise.

@@ -1,0 +1,85 @@
+//! The REST client of the commands that talk to a running server (`node …`,
+//! `group …`): the base URL, the admin token, and decoding the one JSON error shape
+//! (`{"error": …}`) into a one-line message with the HTTP status.
+
+use super::args::ApiArgs;
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A blocking client for the admin API.
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    /// A client for the server `api` names.
+    pub fn new(api: &ApiArgs) -> Result<Client> {
+        let token = match &api.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(&api.token_file)
+                .with_context(|| {
+                    format!(
+                        "cannot read admin token `{}`; pass --token or --token-file",
+                        api.token_file.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()?;
+        Ok(Client {
+            base: api.url.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> Result<Value> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("cannot reach rackseed at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().unwrap_or_default();
+        if !status.is_success() {
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        if text.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_str(&text).context("server sent invalid JSON")
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+    }
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+    }
+}
+
+/// `s` percent-encoded for one path segment or query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

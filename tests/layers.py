@@ -32,6 +32,7 @@ DECISION = [
     "dhcp::decide",
     "dhcp::leases",
     "dhcp::limit",
+    "dhcp::report",
     "plan",
     "render",
     "profiles",
@@ -51,7 +52,6 @@ DECISION = [
 ]
 DECISION_EXCEPT = [
     "profiles::cli",  # `rackseed profile`: a command, not a decision
-    "groups::store",  # the groups' SQL
 ]
 
 # Crates that do I/O: sockets, SQLite, HTTP, TFTP, TLS streams, system calls, the async
@@ -83,7 +83,6 @@ IO_MODULES = [
     "tftp",
     "syslog",
     "dhcp::server",
-    "groups::store",
     "enroll",
     "images",
     "ca",

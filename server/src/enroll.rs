@@ -497,7 +497,7 @@ mod tests {
             replication_network: None,
             version: 0,
         };
-        crate::groups::store::create(&inv, &group, 0).unwrap();
+        crate::inventory::groups::create(&inv, &group, 0).unwrap();
         let mut tokens = Vec::new();
         for i in 1..=2u8 {
             let n = inv
@@ -566,9 +566,11 @@ mod tests {
             None,
             "token used up"
         );
-        let members =
-            crate::groups::store::members(&inv, &crate::groups::store::get(&inv, "rg1").unwrap())
-                .unwrap();
+        let members = crate::inventory::groups::members(
+            &inv,
+            &crate::inventory::groups::get(&inv, "rg1").unwrap(),
+        )
+        .unwrap();
         assert_eq!(members.len(), 1);
     }
 

@@ -24,9 +24,9 @@
 //! | `profiles`    | decision | the profile format, inheritance, validation, node vars |
 //! | `plan`        | decision | the expected state of an installed node (`plan.json`), from profile + node; the sample node of previews and checks |
 //! | `render`      | decision | templates: iPXE scripts, kernel command line, preseed, node scripts, partman recipes; escaping per output language; the render check of a profile |
-//! | `groups`      | decision | placement, replication ring, member views; `groups::store` is their SQL |
+//! | `groups`      | decision | placement, replication ring, member views (their SQL is `inventory::groups`) |
 //! | `durable`     | I/O      | atomic file writes |
-//! | `inventory`   | I/O      | SQLite: nodes, timeline events, tokens, leases; `inventory::state` is the state machine (pure) |
+//! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`); `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
 //! | `ca`          | I/O      | rackseed's CA: server and node certificates |
 //! | `enroll`      | I/O      | enrollment: the pure decision (`enroll::decide`), the token check, refusal reasons |

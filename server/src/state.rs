@@ -290,7 +290,7 @@ impl AppState {
             .https
             .map(|a| format!("https://{}:{}", config.server.advertise, a.port()));
         let agent = agent_binary()?;
-        crate::groups::store::sync_config_groups(&inventory, &config.groups, now_ms())?;
+        crate::inventory::groups::sync_config_groups(&inventory, &config.groups, now_ms())?;
         Ok(AppState {
             ca,
             https_url,

@@ -433,57 +433,16 @@ fn handle_packet(
     {
         m.insert(req.mac, now, window);
     }
-    let is_node = known.is_some() || discover;
-    let mut events = Vec::new();
-    let mut peer = None;
-    if is_node
-        && cfg.dhcp.mode == DhcpMode::Proxy
-        && outcome.reply.is_none()
-        && req.msg_type == dhcproto::v4::MessageType::Request
-        && let (Some(site), Some(ip)) = (req.server_id, req.requested_ip)
-        && site != cfg.server.advertise
-    {
-        // The node accepts an address from the site's DHCP server: remember it, so its
-        // TFTP, HTTP and syslog traffic is attributed from the first packet.
-        peer = Some(ip);
-        events.push((
-            "dhcp",
-            format!(
-                "REQUEST {ip} from site DHCP server {site} (observed) by {}",
-                req.client.describe()
-            ),
-        ));
-    }
-    if is_node
-        && let Some(r) = &outcome.reply
-        && matches!(
-            r.msg_type,
-            dhcproto::v4::MessageType::Ack | dhcproto::v4::MessageType::Offer
-        )
-        && (r.msg_type == dhcproto::v4::MessageType::Ack || cfg.dhcp.mode == DhcpMode::Proxy)
-    {
-        let addr = if r.yiaddr.is_unspecified() {
-            String::new()
-        } else {
-            format!(" {}", r.yiaddr)
-        };
-        let boot = match &r.boot {
-            Some(decide::BootFile::Tftp(f)) => format!("; boot file {f} via TFTP"),
-            Some(decide::BootFile::Http(u)) => format!("; boot file {u}"),
-            None => String::new(),
-        };
-        let port = if s.proxy_port { " (port 4011)" } else { "" };
-        let kind = format!("{:?}", r.msg_type).to_uppercase();
-        events.push((
-            "dhcp",
-            format!("{kind}{addr}{port} to {}{boot}", req.client.describe()),
-        ));
-        if !r.yiaddr.is_unspecified() {
-            peer = Some(r.yiaddr);
-        } else if !req.ciaddr.is_unspecified() {
-            peer = Some(req.ciaddr);
-        }
-    }
+    let report = super::report::report(
+        &req,
+        outcome.reply.as_ref(),
+        known.is_some() || discover,
+        super::report::Arrival {
+            mode: cfg.dhcp.mode,
+            advertise: cfg.server.advertise,
+            proxy_port: s.proxy_port,
+        },
+    );
     if let Some(r) = &outcome.reply
         && r.msg_type == dhcproto::v4::MessageType::Nak
     {
@@ -516,8 +475,8 @@ fn handle_packet(
         discover: discover.then(|| info.clone()),
         seen: node.map(|_| info),
         write: outcome.persist,
-        events,
-        peer,
+        events: report.events,
+        peer: report.address,
         send,
     })
 }

@@ -2,10 +2,8 @@
 //!
 //! Owns the group records, placement rules (members must not share a failure domain),
 //! the replication plan (two members: each to the other; more: a ring) and the view
-//! each member is served. Planning, placement and checks are pure functions; [`store`]
-//! reads and writes the inventory's `groups` table and `nodes.grp`.
-
-pub mod store;
+//! each member is served. Planning, placement and checks are pure functions;
+//! `inventory::groups` reads and writes the inventory's `groups` table and `nodes.grp`.
 
 use crate::facts::Facts;
 use crate::node::NodeState;

@@ -84,8 +84,8 @@ pub async fn post_enroll(
         // The decision is pure; its inputs are read here.
         let group = match group_of(&state, &node)
             .map(|g| -> Result<_, crate::inventory::InventoryError> {
-                let grp = groups::store::get(&state.inventory, &g)?;
-                let members = groups::store::members(&state.inventory, &grp)?;
+                let grp = crate::inventory::groups::get(&state.inventory, &g)?;
+                let members = crate::inventory::groups::members(&state.inventory, &grp)?;
                 Ok((grp, members))
             })
             .transpose()
@@ -258,9 +258,9 @@ pub async fn view(
                         Json(json!({ "group": null, "node": node.display_name() })).into_response(),
                     ));
                 };
-                let g = groups::store::get(&state.inventory, &gname)?;
+                let g = crate::inventory::groups::get(&state.inventory, &gname)?;
                 if version != Some(g.version) || past {
-                    let members = groups::store::members(&state.inventory, &g)?;
+                    let members = crate::inventory::groups::members(&state.inventory, &g)?;
                     let v = groups::view_for(&g, &members, &node.display_name());
                     return Ok(Some(Json(v).into_response()));
                 }

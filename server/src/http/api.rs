@@ -415,8 +415,8 @@ async fn list_groups(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     crate::state::blocking(&state, move |state| {
         let mut out = Vec::new();
-        for g in crate::groups::store::list(&state.inventory)? {
-            let members = crate::groups::store::members(&state.inventory, &g)?
+        for g in crate::inventory::groups::list(&state.inventory)? {
+            let members = crate::inventory::groups::members(&state.inventory, &g)?
                 .into_iter()
                 .map(|m| m.hostname)
                 .collect();
@@ -434,7 +434,7 @@ async fn create_group(
     crate::state::blocking(&state, move |state| {
         let body = json(body)?;
         let g = crate::groups::check_new_group(&body).map_err(ApiError::bad_request)?;
-        crate::groups::store::create(&state.inventory, &g, now_ms())?;
+        crate::inventory::groups::create(&state.inventory, &g, now_ms())?;
         info!(group = %g.name, "group created");
         Ok((StatusCode::CREATED, Json(g)).into_response())
     })
@@ -455,8 +455,8 @@ async fn show_group(
     Path(name): Path<String>,
 ) -> Result<Json<GroupDetail>, ApiError> {
     crate::state::blocking(&state, move |state| {
-        let group = crate::groups::store::get(&state.inventory, &name)?;
-        let members = crate::groups::store::members(&state.inventory, &group)?;
+        let group = crate::inventory::groups::get(&state.inventory, &name)?;
+        let members = crate::inventory::groups::members(&state.inventory, &group)?;
         let replication = crate::groups::replication_targets(&members);
         Ok(Json(GroupDetail {
             group,
@@ -472,7 +472,7 @@ async fn delete_group(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     crate::state::blocking(&state, move |state| {
-        crate::groups::store::delete(&state.inventory, &name)?;
+        crate::inventory::groups::delete(&state.inventory, &name)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -493,8 +493,8 @@ async fn add_member(
     let n = name.clone();
     crate::state::blocking(&state, move |state| -> Result<(), ApiError> {
         let node = state.inventory.find_node(&body.node)?;
-        crate::groups::store::get(&state.inventory, &n)?;
-        crate::groups::store::set_membership(&state.inventory, node.id, Some(&n))?;
+        crate::inventory::groups::get(&state.inventory, &n)?;
+        crate::inventory::groups::set_membership(&state.inventory, node.id, Some(&n))?;
         state
             .events
             .emit(node.id, "group", format!("added to group {n}"));
@@ -517,7 +517,7 @@ async fn remove_member(
                 "node {key} is not a member of group {n}"
             )));
         }
-        crate::groups::store::set_membership(&state.inventory, node.id, None)?;
+        crate::inventory::groups::set_membership(&state.inventory, node.id, None)?;
         state
             .events
             .emit(node.id, "group", format!("removed from group {n}"));

@@ -1,16 +1,14 @@
 //! The groups' SQL: group records in the inventory's `groups` table and membership in
-//! `nodes.grp`. Only reads and writes; placement and planning are in `groups`.
+//! `nodes.grp`. Only reads and writes; placement and planning are in `crate::groups`.
 
-use super::{Group, Member, check_placement, member_from};
 use crate::config::GroupConfig;
 use crate::facts::Facts;
+use crate::groups::{Group, Member, check_placement, member_from};
 use crate::inventory::{Inventory, InventoryError};
 use crate::node::{NodeState, UnixMs};
 use rusqlite::{OptionalExtension, params};
 
-fn q(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> InventoryError {
-    move |source| InventoryError::Query { doing, source }
-}
+use super::q;
 
 fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
     let datasets: String = r.get(5)?;

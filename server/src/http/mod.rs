@@ -9,6 +9,8 @@ pub mod agent;
 pub mod api;
 pub mod boot;
 pub mod files;
+#[cfg(test)]
+mod router_tests;
 
 use crate::inventory::InventoryError;
 use crate::state::AppState;

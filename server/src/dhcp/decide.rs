@@ -196,157 +196,205 @@ pub fn decide_authoritative(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable
             format!("no subnet contains relay address {}", req.giaddr)
         });
     };
-    let boot = boot_file_for(
-        &req.client,
-        ctx.dhcp.chainload,
-        ctx.chainloaded_recently,
-        ctx.efi_binary,
-        req.mac,
-        ctx.base_url,
-    );
-    let secs = lease_secs(ctx, subnet);
-    let hostname = ctx.node.and_then(|n| n.hostname.clone());
-    let reply = |msg_type, yiaddr, lease| Reply {
-        msg_type,
-        yiaddr,
-        boot: if msg_type == MessageType::Nak {
-            None
-        } else {
-            boot.clone()
-        },
-        lease_secs: lease,
-        subnet: Some(subnet.clone()),
-        hostname: hostname.clone(),
-        dest: destination(req, msg_type),
-        vendor_class: vendor_class_for(&req.client),
+    let a = Answer {
+        req,
+        ctx,
+        subnet,
+        boot: boot_file_for(
+            &req.client,
+            ctx.dhcp.chainload,
+            ctx.chainloaded_recently,
+            ctx.efi_binary,
+            req.mac,
+            ctx.base_url,
+        ),
+        secs: lease_secs(ctx, subnet),
+        hostname: ctx.node.and_then(|n| n.hostname.clone()),
     };
-    let nak = |note: String| Outcome {
-        reply: Some(Reply {
-            subnet: None,
-            hostname: None,
-            vendor_class: None,
-            ..reply(MessageType::Nak, Ipv4Addr::UNSPECIFIED, None)
-        }),
-        persist: None,
-        note,
-        chainloads: false,
-    };
-    let chainloads = matches!(boot, Some(BootFile::Tftp(_)));
     match req.msg_type {
-        MessageType::Discover => match table.pick(req.mac, subnet, req.requested_ip, ctx.now) {
-            Ok(ip) => {
-                table.offer(
-                    req.mac,
-                    ip,
-                    ctx.now + ctx.dhcp.offer_hold.as_millis() as i64,
-                );
-                Outcome {
-                    reply: Some(reply(MessageType::Offer, ip, Some(secs))),
-                    persist: None,
-                    note: format!("offer {ip}"),
-                    chainloads: false,
-                }
-            }
-            Err(e) => Outcome::silent(e.to_string()),
-        },
-        MessageType::Request => {
-            let selecting = req.server_id.is_some();
-            if let Some(sid) = req.server_id
-                && sid != ctx.server_ip
-            {
-                table.forget_offer(req.mac);
-                return Outcome::silent(format!("client chose server {sid}"));
-            }
-            // SELECTING and INIT-REBOOT name the address in option 50; RENEWING and
-            // REBINDING in ciaddr.
-            let Some(wanted) = req
-                .requested_ip
-                .or((!req.ciaddr.is_unspecified()).then_some(req.ciaddr))
-            else {
-                return nak("REQUEST names no address".into());
-            };
-            if !subnet.network.contains(&wanted) {
-                return nak(format!("{wanted} is not in {}", subnet.network));
-            }
-            let ours = table.lease_of(req.mac).map(|l| l.ip);
-            let reserved = table.reservation(req.mac, subnet);
-            let acceptable = match reserved {
-                Some(r) => r == wanted,
-                None => {
-                    ours == Some(wanted)
-                        || (!selecting
-                            && subnet
-                                .range
-                                .is_some_and(|(a, b)| wanted >= a && wanted <= b)
-                            && table.available_to(wanted, req.mac, subnet, ctx.now))
-                }
-            };
-            if !acceptable {
-                if !selecting
-                    && ours.is_none()
-                    && reserved.is_none()
-                    && table
-                        .lease_at(wanted)
-                        .is_none_or(|l| l.expires_at <= ctx.now)
-                {
-                    // RFC 2131 4.3.2: no record of this client and the address is not
-                    // taken → stay silent in INIT-REBOOT.
-                    return Outcome::silent(format!("no record of {} for {wanted}", req.mac));
-                }
-                return nak(format!("{wanted} is not leased to {}", req.mac));
-            }
-            let until = ctx.now + i64::from(secs) * 1000;
-            let write = table.bind(
+        MessageType::Discover => on_discover(&a, table),
+        MessageType::Request => on_request(&a, table),
+        MessageType::Release => on_release(req, table),
+        MessageType::Decline => on_decline(req, ctx, table),
+        MessageType::Inform => on_inform(&a),
+        other => Outcome::silent(format!("{other:?} is not handled")),
+    }
+}
+
+/// What every authoritative answer to one request shares: the subnet, boot file,
+/// lease time and hostname.
+struct Answer<'a> {
+    req: &'a Request,
+    ctx: &'a Ctx<'a>,
+    subnet: &'a Subnet,
+    boot: Option<BootFile>,
+    secs: u32,
+    hostname: Option<String>,
+}
+
+impl Answer<'_> {
+    fn reply(&self, msg_type: MessageType, yiaddr: Ipv4Addr, lease: Option<u32>) -> Reply {
+        Reply {
+            msg_type,
+            yiaddr,
+            boot: if msg_type == MessageType::Nak {
+                None
+            } else {
+                self.boot.clone()
+            },
+            lease_secs: lease,
+            subnet: Some(self.subnet.clone()),
+            hostname: self.hostname.clone(),
+            dest: destination(self.req, msg_type),
+            vendor_class: vendor_class_for(&self.req.client),
+        }
+    }
+
+    fn nak(&self, note: String) -> Outcome {
+        Outcome {
+            reply: Some(Reply {
+                subnet: None,
+                hostname: None,
+                vendor_class: None,
+                ..self.reply(MessageType::Nak, Ipv4Addr::UNSPECIFIED, None)
+            }),
+            persist: None,
+            note,
+            chainloads: false,
+        }
+    }
+}
+
+/// DISCOVER: offer an address (held for `dhcp.offer_hold`), or stay silent when the
+/// pool has none.
+fn on_discover(a: &Answer<'_>, table: &mut LeaseTable) -> Outcome {
+    let (req, ctx) = (a.req, a.ctx);
+    match table.pick(req.mac, a.subnet, req.requested_ip, ctx.now) {
+        Ok(ip) => {
+            table.offer(
                 req.mac,
-                wanted,
-                until,
-                hostname.clone().or(req.hostname.clone()),
+                ip,
+                ctx.now + ctx.dhcp.offer_hold.as_millis() as i64,
             );
             Outcome {
-                reply: Some(reply(MessageType::Ack, wanted, Some(secs))),
-                persist: Some(write),
-                note: format!("ack {wanted}"),
-                chainloads,
-            }
-        }
-        MessageType::Release => match table.release(req.mac, req.ciaddr) {
-            Some(w) => Outcome {
-                reply: None,
-                persist: Some(w),
-                note: format!("released {}", req.ciaddr),
-                chainloads: false,
-            },
-            None => Outcome::silent(format!("release of {} not held by {}", req.ciaddr, req.mac)),
-        },
-        MessageType::Decline => {
-            let Some(ip) = req.requested_ip else {
-                return Outcome::silent("DECLINE without option 50");
-            };
-            let until = ctx.now + ctx.dhcp.decline_hold.as_millis() as i64;
-            match table.decline(req.mac, ip, until) {
-                Some(w) => Outcome {
-                    reply: None,
-                    persist: Some(w),
-                    note: format!("declined {ip}"),
-                    chainloads: false,
-                },
-                None => Outcome::silent(format!("decline of {ip} not held by {}", req.mac)),
-            }
-        }
-        MessageType::Inform => {
-            if req.ciaddr.is_unspecified() {
-                return Outcome::silent("INFORM without ciaddr");
-            }
-            let mut r = reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
-            r.dest = destination(req, MessageType::Ack);
-            Outcome {
-                reply: Some(r),
+                reply: Some(a.reply(MessageType::Offer, ip, Some(a.secs))),
                 persist: None,
-                note: format!("inform from {}", req.ciaddr),
+                note: format!("offer {ip}"),
                 chainloads: false,
             }
         }
-        other => Outcome::silent(format!("{other:?} is not handled")),
+        Err(e) => Outcome::silent(e.to_string()),
+    }
+}
+
+/// REQUEST (SELECTING, INIT-REBOOT, RENEWING, REBINDING): ACK and bind the address the
+/// client may have, NAK one it may not, stay silent where RFC 2131 says so.
+fn on_request(a: &Answer<'_>, table: &mut LeaseTable) -> Outcome {
+    let (req, ctx, subnet) = (a.req, a.ctx, a.subnet);
+    let selecting = req.server_id.is_some();
+    if let Some(sid) = req.server_id
+        && sid != ctx.server_ip
+    {
+        table.forget_offer(req.mac);
+        return Outcome::silent(format!("client chose server {sid}"));
+    }
+    // SELECTING and INIT-REBOOT name the address in option 50; RENEWING and
+    // REBINDING in ciaddr.
+    let Some(wanted) = req
+        .requested_ip
+        .or((!req.ciaddr.is_unspecified()).then_some(req.ciaddr))
+    else {
+        return a.nak("REQUEST names no address".into());
+    };
+    if !subnet.network.contains(&wanted) {
+        return a.nak(format!("{wanted} is not in {}", subnet.network));
+    }
+    let ours = table.lease_of(req.mac).map(|l| l.ip);
+    let reserved = table.reservation(req.mac, subnet);
+    let acceptable = match reserved {
+        Some(r) => r == wanted,
+        None => {
+            ours == Some(wanted)
+                || (!selecting
+                    && subnet
+                        .range
+                        .is_some_and(|(lo, hi)| wanted >= lo && wanted <= hi)
+                    && table.available_to(wanted, req.mac, subnet, ctx.now))
+        }
+    };
+    if !acceptable {
+        if !selecting
+            && ours.is_none()
+            && reserved.is_none()
+            && table
+                .lease_at(wanted)
+                .is_none_or(|l| l.expires_at <= ctx.now)
+        {
+            // RFC 2131 4.3.2: no record of this client and the address is not
+            // taken → stay silent in INIT-REBOOT.
+            return Outcome::silent(format!("no record of {} for {wanted}", req.mac));
+        }
+        return a.nak(format!("{wanted} is not leased to {}", req.mac));
+    }
+    let until = ctx.now + i64::from(a.secs) * 1000;
+    let write = table.bind(
+        req.mac,
+        wanted,
+        until,
+        a.hostname.clone().or(req.hostname.clone()),
+    );
+    Outcome {
+        reply: Some(a.reply(MessageType::Ack, wanted, Some(a.secs))),
+        persist: Some(write),
+        note: format!("ack {wanted}"),
+        chainloads: matches!(a.boot, Some(BootFile::Tftp(_))),
+    }
+}
+
+/// RELEASE: the client gives its address back.
+fn on_release(req: &Request, table: &mut LeaseTable) -> Outcome {
+    match table.release(req.mac, req.ciaddr) {
+        Some(w) => Outcome {
+            reply: None,
+            persist: Some(w),
+            note: format!("released {}", req.ciaddr),
+            chainloads: false,
+        },
+        None => Outcome::silent(format!("release of {} not held by {}", req.ciaddr, req.mac)),
+    }
+}
+
+/// DECLINE: the address is in use by someone else; hold it out of the pool for
+/// `dhcp.decline_hold`.
+fn on_decline(req: &Request, ctx: &Ctx<'_>, table: &mut LeaseTable) -> Outcome {
+    let Some(ip) = req.requested_ip else {
+        return Outcome::silent("DECLINE without option 50");
+    };
+    let until = ctx.now + ctx.dhcp.decline_hold.as_millis() as i64;
+    match table.decline(req.mac, ip, until) {
+        Some(w) => Outcome {
+            reply: None,
+            persist: Some(w),
+            note: format!("declined {ip}"),
+            chainloads: false,
+        },
+        None => Outcome::silent(format!("decline of {ip} not held by {}", req.mac)),
+    }
+}
+
+/// INFORM: configuration (and boot file) for a client that has its address already.
+fn on_inform(a: &Answer<'_>) -> Outcome {
+    let req = a.req;
+    if req.ciaddr.is_unspecified() {
+        return Outcome::silent("INFORM without ciaddr");
+    }
+    let mut r = a.reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
+    r.dest = destination(req, MessageType::Ack);
+    Outcome {
+        reply: Some(r),
+        persist: None,
+        note: format!("inform from {}", req.ciaddr),
+        chainloads: false,
     }
 }
 

@@ -132,7 +132,7 @@ pub fn http_path(data: &[u8]) {
         assert_eq!(back.len(), 17, "{back}");
         assert!(back.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'));
     }
-    if crate::http::boot::valid_kind(&s) {
+    if crate::node::valid_kind(&s) {
         assert!(s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     }
     if let Ok(v) = HeaderValue::from_bytes(data) {

@@ -78,3 +78,67 @@ pub enum LeaseWrite {
     Upsert(LeaseRow),
     Delete(Ipv4Addr),
 }
+
+/// The largest event body a node may post.
+pub const MAX_EVENT: usize = 64 * 1024;
+
+/// Why a posted timeline event was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventRejected {
+    #[error("`{0}` is not an event kind (1 to 32 lowercase letters and `_`)")]
+    Kind(String),
+    #[error("event body over {MAX_EVENT} bytes")]
+    TooLarge,
+}
+
+/// Whether `kind` names an event: 1 to 32 lowercase ASCII letters and `_`.
+pub fn valid_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 32
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// A timeline event a node posts (installer step, enrollment or agent report): the kind
+/// is checked and the body becomes its text, as UTF-8 (invalid bytes replaced), with
+/// every control character but newline and tab dropped and the ends trimmed. The one
+/// check of every route that takes events.
+pub fn event_text(kind: &str, body: &[u8]) -> Result<String, EventRejected> {
+    if !valid_kind(kind) {
+        return Err(EventRejected::Kind(kind.escape_debug().to_string()));
+    }
+    if body.len() > MAX_EVENT {
+        return Err(EventRejected::TooLarge);
+    }
+    let text: String = String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
+    Ok(text.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posted_events_are_checked_once_for_every_route() {
+        assert_eq!(
+            event_text("early_command", b" ok\r\n\x1b[2Jx\ty \n"),
+            Ok("ok\n[2Jx\ty".into())
+        );
+        assert!(matches!(
+            event_text("Bad-Kind", b""),
+            Err(EventRejected::Kind(_))
+        ));
+        assert!(matches!(event_text("", b""), Err(EventRejected::Kind(_))));
+        assert_eq!(
+            event_text(&"a".repeat(33), b""),
+            Err(EventRejected::Kind("a".repeat(33)))
+        );
+        assert_eq!(
+            event_text("x", &vec![b'a'; MAX_EVENT + 1]),
+            Err(EventRejected::TooLarge)
+        );
+        assert_eq!(event_text("x", &[0xff, b'a']), Ok("\u{fffd}a".into()));
+    }
+}

@@ -187,20 +187,7 @@ pub async fn enroll_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     crate::state::blocking(&state, move |state| {
-        if kind.is_empty()
-            || kind.len() > 32
-            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        {
-            return Err(ApiError::bad_request(
-                "event kind must be lowercase letters and `_`",
-            ));
-        }
-        if body.len() > 64 * 1024 {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "event body over 65536 bytes",
-            ));
-        }
+        let text = crate::node::event_text(&kind, &body)?;
         let now = now_ms();
         let (node_id, used, expires) = state
             .inventory
@@ -209,10 +196,6 @@ pub async fn enroll_event(
         if used.is_some() || expires <= now {
             return Err(ApiError::not_found("not found"));
         }
-        let text: String = String::from_utf8_lossy(&body)
-            .chars()
-            .filter(|c| !c.is_control() || *c == '\n')
-            .collect();
         state
             .inventory
             .record_event(node_id, &kind, text.trim(), now)?;
@@ -287,24 +270,7 @@ pub async fn agent_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     crate::state::blocking(&state, move |state| {
-        if kind.is_empty()
-            || kind.len() > 32
-            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        {
-            return Err(ApiError::bad_request(
-                "event kind must be lowercase letters and `_`",
-            ));
-        }
-        if body.len() > 64 * 1024 {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "event body over 65536 bytes",
-            ));
-        }
-        let text: String = String::from_utf8_lossy(&body)
-            .chars()
-            .filter(|c| !c.is_control() || *c == '\n')
-            .collect();
+        let text = crate::node::event_text(&kind, &body)?;
         state
             .inventory
             .record_event(id.node_id, &kind, text.trim(), now_ms())?;

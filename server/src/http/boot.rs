@@ -426,14 +426,7 @@ pub async fn agent_binary(
     serve_file(&state, &state.agent.path, req).await
 }
 
-/// Largest event body accepted from an installer.
-const MAX_EVENT: usize = 64 * 1024;
-
-pub fn valid_kind(kind: &str) -> bool {
-    !kind.is_empty()
-        && kind.len() <= 32
-        && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-}
+pub use crate::node::valid_kind;
 
 /// `POST /install/{token}/events/{kind}`: an installer step report. `early_command`
 /// and `late_command` move the node (installing, installed); `error` fails it.
@@ -444,24 +437,8 @@ pub async fn install_event(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     crate::state::blocking(&state, move |state| {
-        if !valid_kind(&kind) {
-            return Err(ApiError::bad_request(format!(
-                "`{}` is not an event kind (lowercase letters and `_`)",
-                kind.escape_debug()
-            )));
-        }
-        if body.len() > MAX_EVENT {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("event body over {MAX_EVENT} bytes"),
-            ));
-        }
+        let text = crate::node::event_text(&kind, &body)?;
         let node = installing_node(&state, &token, peer.ip(), &format!("a `{kind}` event"))?;
-        let text: String = String::from_utf8_lossy(&body)
-            .chars()
-            .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-            .collect();
-        let text = text.trim().to_string();
         let ttl = state.config.boot.token_ttl;
         let transition = match kind.as_str() {
             "early_command" => Some(Transition::EarlyCommand),

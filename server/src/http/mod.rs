@@ -111,6 +111,17 @@ impl From<InventoryError> for ApiError {
     }
 }
 
+impl From<crate::node::EventRejected> for ApiError {
+    fn from(e: crate::node::EventRejected) -> ApiError {
+        match e {
+            crate::node::EventRejected::Kind(_) => ApiError::bad_request(e.to_string()),
+            crate::node::EventRejected::TooLarge => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+        }
+    }
+}
+
 impl From<crate::enroll::Refusal> for ApiError {
     fn from(r: crate::enroll::Refusal) -> ApiError {
         use crate::enroll::Refusal as R;

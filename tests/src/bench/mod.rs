@@ -361,7 +361,14 @@ pub fn start_rackseed(
     extra: &str,
     prepare: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<Server> {
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", extra);
+    // The load generators are unknown PXE machines by the thousand and every one becomes
+    // a discovered node: lift the discovery limits (which would ignore them, measuring
+    // the limit instead of the server).
+    let cfg = lab_config(Path::new("@DIR@"), "authoritative", extra).replacen(
+        "[dhcp]\n",
+        "[dhcp]\ndiscover_max = 100000000\ndiscover_per_minute = 100000000\n",
+        1,
+    );
     let mut s = Server::prepare(&net.lab, &cfg)?;
     s.log_filter = "info".into();
     let data = s.dir.path().join("data");

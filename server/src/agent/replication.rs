@@ -210,13 +210,14 @@ pub fn replica_parents(v: &GroupView) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::groups::{Group, GroupView, PeerView, Push, ReplicationPlan};
     use crate::inventory::NodeState;
     use crate::sshkey::tests::ed25519;
 
-    fn view() -> GroupView {
+    /// A two-member group view as node1 sees it (node2 its peer), for tests.
+    pub(crate) fn view() -> GroupView {
         let peer = PeerView {
             hostname: "node2".into(),
             address: Some("203.0.113.12".into()),

@@ -8,7 +8,6 @@
 
 use super::*;
 use crate::agent::replication;
-use crate::groups::{Group, GroupView, PeerView, Push, ReplicationPlan};
 use std::process::Command;
 
 /// The hostile values: line breaks, quotes, command substitution, backticks, NUL,
@@ -223,40 +222,7 @@ fn ed25519(n: u8) -> String {
     crate::sshkey::tests::ed25519(n)
 }
 
-fn view() -> GroupView {
-    let peer = PeerView {
-        hostname: "node2".into(),
-        address: Some("203.0.113.12".into()),
-        ssh_host_keys: vec![ed25519(2)],
-        replication_key: Some(format!("{} root@node2", ed25519(12))),
-        state: crate::inventory::NodeState::Enrolled,
-    };
-    GroupView {
-        group: Group {
-            name: "rg1".into(),
-            min_members: 2,
-            failure_domain: None,
-            interval_secs: 900,
-            retention: "frequently=4,hourly=24".into(),
-            datasets: vec!["tank/data".into()],
-            replication_network: Some("br-storage".into()),
-            version: 7,
-        },
-        me: "node1".into(),
-        members: 2,
-        below_minimum: false,
-        peers: vec![peer.clone()],
-        replication: ReplicationPlan {
-            push_to: Some("node2".into()),
-            push_address: Some("203.0.113.12".into()),
-            pushes: vec![Push {
-                source: "tank/data".into(),
-                target: "tank/replicas/node1/data".into(),
-            }],
-            accept_from: vec![peer],
-        },
-    }
-}
+use crate::agent::replication::tests::view;
 
 /// Every file the agent writes from a group view, with `bad` in every field a peer or
 /// the group can carry.

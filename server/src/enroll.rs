@@ -6,7 +6,7 @@
 //! the facts-versus-plan comparison. Refusals change nothing but the timeline.
 
 use crate::facts::Facts;
-use crate::inventory::{Inventory, Node, NodeState, UnixMs};
+use crate::node::{Node, NodeState, UnixMs};
 use crate::mac::MacAddr;
 use crate::plan::NodePlan;
 use crate::profiles::model::{RaidLevel, VdevKind};
@@ -119,27 +119,35 @@ pub fn decide(
     Ok(())
 }
 
-/// Checks the token and the node it is bound to; returns the node.
-pub fn check_token(inv: &Inventory, req: &EnrollRequest, now: UnixMs) -> Result<Node, Refusal> {
+/// What the inventory holds for an enrollment token: the row of the token (its node,
+/// when it was used, when it expires) and the node it is bound to.
+pub struct TokenRecord {
+    pub node_id: i64,
+    pub used: Option<UnixMs>,
+    pub expires: UnixMs,
+    pub node: Option<Node>,
+}
+
+/// Judges an enrollment request's token against what the inventory holds for it
+/// (`None`: no such token); returns the node it may enroll as.
+pub fn judge_token(
+    req: &EnrollRequest,
+    record: Option<TokenRecord>,
+    now: UnixMs,
+) -> Result<Node, Refusal> {
     let claimed: MacAddr = req
         .node
         .parse()
         .map_err(|e: crate::mac::MacParseError| Refusal::BadRequest(format!("node: {e}")))?;
-    let (node_id, used, expires) = inv
-        .enroll_token(&req.token)
-        .map_err(|e| Refusal::Internal(crate::error_chain(&e)))?
-        .ok_or(Refusal::UnknownToken)?;
-    let node = inv
-        .node_by_id(node_id)
-        .map_err(|e| Refusal::Internal(crate::error_chain(&e)))?
-        .ok_or(Refusal::UnknownToken)?;
+    let record = record.ok_or(Refusal::UnknownToken)?;
+    let node = record.node.ok_or(Refusal::UnknownToken)?;
     if node.mac != claimed {
         return Err(Refusal::WrongNode);
     }
-    if used.is_some() {
+    if record.used.is_some() {
         return Err(Refusal::TokenUsed);
     }
-    if expires <= now {
+    if record.expires <= now {
         return Err(Refusal::TokenExpired);
     }
     if node.state != NodeState::Installed {
@@ -165,18 +173,23 @@ pub fn facts_belong_to(node: &Node, facts: &Facts) -> Result<(), Refusal> {
     }
 }
 
-/// The plan of `node` (the same plan its scripts were rendered from).
-pub fn plan_of(state: &crate::state::AppState, node: &Node) -> Result<NodePlan, Refusal> {
-    let profile_name = node.profile.clone().unwrap_or_default();
-    let profile = state.catalog().get(&profile_name).ok_or_else(|| {
+/// The plan of `node` (the same plan its scripts were rendered from), given its
+/// profile as loaded (`None`: not loaded).
+pub fn plan_of(
+    cfg: &crate::config::Config,
+    profile: Option<&crate::profiles::Resolved>,
+    mirror: crate::mirror::MirrorCtx,
+    node: &Node,
+) -> Result<NodePlan, Refusal> {
+    let profile_name = node.profile.as_deref().unwrap_or_default();
+    let profile = profile.ok_or_else(|| {
         Refusal::BadRequest(format!(
             "node has profile `{profile_name}`, which is not loaded"
         ))
     })?;
-    let ctx = crate::render::node_ctx(&state.config, node, &profile, state.mirror.clone(), "")
-        .map_err(|e| {
-            Refusal::BadRequest(format!("no plan for this node: {}", crate::error_chain(&e)))
-        })?;
+    let ctx = crate::render::node_ctx(cfg, node, profile, mirror, "").map_err(|e| {
+        Refusal::BadRequest(format!("no plan for this node: {}", crate::error_chain(&e)))
+    })?;
     Ok(ctx.plan)
 }
 
@@ -426,7 +439,7 @@ fn same_property(want: &str, got: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Enrollment, NewNode, Transition};
+    use crate::inventory::{Enrollment, Inventory, NewNode, Transition};
     use std::time::Duration;
 
     fn enrollment<'a>(
@@ -443,6 +456,11 @@ mod tests {
             message,
             group: None,
         }
+    }
+
+    /// The handler's token check: the stored record, judged.
+    fn check_token(inv: &Inventory, req: &EnrollRequest, now: UnixMs) -> Result<Node, Refusal> {
+        judge_token(req, inv.enroll_token_record(&req.token).unwrap(), now)
     }
 
     fn setup() -> (tempfile::TempDir, Inventory, Node) {

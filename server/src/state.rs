@@ -385,6 +385,22 @@ impl AppState {
         self.seen_on(ip)
     }
 
+    /// [`AppState::node_for_ip`] for async callers: the lease table and the seen
+    /// addresses are memory; only a lease holder's node is looked up in the inventory,
+    /// on a blocking thread, so a slow inventory never stalls the executor.
+    pub async fn node_for_ip_async(self: &Arc<Self>, ip: IpAddr) -> Option<i64> {
+        let IpAddr::V4(v4) = ip else { return None };
+        let holder = self
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .holder_of(v4, now_ms());
+        match holder {
+            None => self.seen_on(ip),
+            Some(_) => blocking(self, move |st| st.node_for_ip(ip)).await,
+        }
+    }
+
     fn seen_on(&self, ip: IpAddr) -> Option<i64> {
         let IpAddr::V4(ip) = ip else { return None };
         self.peers

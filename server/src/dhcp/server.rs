@@ -8,6 +8,7 @@
 //! MAC is which node is answered from a bounded cache, emptied whenever the inventory
 //! says nodes were added, renamed or deleted.
 
+use super::classify::Request;
 use super::decide::{self, Ctx, Destination, NodeView, Outcome};
 use crate::config::{DhcpMode, UnknownPolicy};
 use crate::inventory::UnixMs;
@@ -205,20 +206,28 @@ fn discovered_count(state: &AppState) -> usize {
 impl Shared {
     /// Whether one more unknown machine may become a discovered node now; counted and
     /// warned about (once a minute) when a limit stops it.
-    fn admit_discovery(&self, now: UnixMs) -> bool {
+    fn admit_discovery(self: &Arc<Self>, now: UnixMs) -> bool {
         let cfg = &self.state.config.dhcp;
         let mut g = self.discovery.lock().unwrap_or_else(|p| p.into_inner());
         let (limit, recounted, warned) = &mut *g;
-        let mut r = limit.admit(now);
+        let r = limit.admit(now);
         if r == Err(super::limit::Limited::Total) && now - *recounted > 10_000 {
-            // Operators may have deleted or assigned discovered nodes since.
+            // Operators may have deleted or assigned discovered nodes since: recounted
+            // on a blocking thread (this packet stays refused; later ones see the count).
             *recounted = now;
-            *limit = super::limit::DiscoveryLimit::new(
-                cfg.discover_max,
-                cfg.discover_per_minute,
-                discovered_count(&self.state),
-            );
-            r = limit.admit(now);
+            let shared = self.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(move || {
+                    let n = discovered_count(&shared.state);
+                    let cfg = &shared.state.config.dhcp;
+                    let mut g = shared.discovery.lock().unwrap_or_else(|p| p.into_inner());
+                    g.0 = super::limit::DiscoveryLimit::new(
+                        cfg.discover_max,
+                        cfg.discover_per_minute,
+                        n,
+                    );
+                });
+            }
         }
         match r {
             Ok(()) => true,
@@ -243,21 +252,30 @@ impl Shared {
 }
 
 impl Shared {
-    /// The node with this MAC: from the cache, else from the inventory (and cached).
-    fn node_key(&self, mac: MacAddr) -> Result<Option<NodeKey>, inventory::InventoryError> {
-        let inv = &self.state.inventory;
-        let generation = inv.generation();
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if c.generation != generation {
-                c.map.clear();
-                c.generation = generation;
-            }
-            if let Some(k) = c.map.get(&mac) {
-                return Ok(k.clone());
-            }
+    /// The node with this MAC from the cache; `None` when the cache does not know.
+    fn cached_key(&self, mac: MacAddr) -> Option<Option<NodeKey>> {
+        let generation = self.state.inventory.generation();
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.generation != generation {
+            c.map.clear();
+            c.generation = generation;
         }
-        let key = inv.node_key_by_mac(mac)?;
+        c.map.get(&mac).cloned()
+    }
+
+    /// The node with this MAC: from the cache, else from the inventory on a blocking
+    /// thread (one of its read connections) and cached. The socket task waits for the
+    /// lookup; other tasks and services keep running on the executor meanwhile.
+    async fn node_key(
+        self: &Arc<Self>,
+        mac: MacAddr,
+    ) -> Result<Option<NodeKey>, inventory::InventoryError> {
+        if let Some(k) = self.cached_key(mac) {
+            return Ok(k);
+        }
+        let generation = self.state.inventory.generation();
+        let key = crate::state::blocking(&self.state, move |st| st.inventory.node_key_by_mac(mac))
+            .await?;
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.generation == generation {
             c.insert(mac, key.clone());
@@ -321,7 +339,18 @@ async fn serve_socket(
         let SocketAddr::V4(from) = from else { continue };
         shared.state.metrics.dhcp_received.inc();
         let span = info_span!("dhcp", iface = s.iface.as_deref().unwrap_or("*"), %from);
-        let pending = span.in_scope(|| handle_packet(&shared, &s, &buf[..len], from));
+        let Some((msg, req)) = span.in_scope(|| parse(&shared.state, &buf[..len], from)) else {
+            continue;
+        };
+        let known = match shared.node_key(req.mac).await {
+            Ok(k) => k,
+            Err(e) => {
+                let _g = span.enter();
+                warn!(error = %crate::error_chain(&e), mac = %req.mac, "inventory lookup failed; packet dropped");
+                continue;
+            }
+        };
+        let pending = span.in_scope(|| handle_packet(&shared, &s, &msg, req, known, from));
         let Some(mut p) = pending else { continue };
         if p.write.is_none()
             && let Some((bytes, dest, sock)) = p.send.take()
@@ -341,36 +370,41 @@ async fn serve_socket(
     }
 }
 
-fn handle_packet(
-    shared: &Shared,
-    s: &DhcpSocket,
+/// The packet parsed, or `None` (counted and logged) when it is dropped.
+fn parse(
+    state: &AppState,
     bytes: &[u8],
     from: SocketAddrV4,
-) -> Option<Pending> {
-    let state = &shared.state;
-    let (msg, req) = match crate::dhcp::classify::parse_packet(bytes) {
-        Ok(x) => x,
+) -> Option<(dhcproto::v4::Message, Request)> {
+    match crate::dhcp::classify::parse_packet(bytes) {
+        Ok(x) => Some(x),
         Err(e) => {
             state.metrics.dhcp_dropped.inc();
             if matches!(e, crate::dhcp::classify::Drop::Wire(_)) {
                 state.metrics.dhcp_malformed.inc();
             }
             debug!(error = %e, len = bytes.len(), from = %from, "DHCP packet dropped");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// What a parsed packet from a client, which is node `known` (or no node), leads to:
+/// the decision, the reply and what the writer must store. No inventory I/O.
+fn handle_packet(
+    shared: &Arc<Shared>,
+    s: &DhcpSocket,
+    msg: &dhcproto::v4::Message,
+    req: Request,
+    known: Option<NodeKey>,
+    from: SocketAddrV4,
+) -> Option<Pending> {
+    let state = &shared.state;
     let cfg = &state.config;
     let now = now_ms();
     let info = Discovery {
         arch: req.client.arch().map(|a| a.as_str()),
         vendor_class: req.vendor_class.clone(),
-    };
-    let known = match shared.node_key(req.mac) {
-        Ok(n) => n,
-        Err(e) => {
-            warn!(error = %crate::error_chain(&e), mac = %req.mac, "inventory lookup failed; packet dropped");
-            return None;
-        }
     };
     let discover =
         known.is_none() && req.client.is_boot() && cfg.dhcp.unknown == UnknownPolicy::Discover;
@@ -451,7 +485,7 @@ fn handle_packet(
     let send = match &outcome.reply {
         None => None,
         Some(reply) => {
-            let out = decide::encode_reply(&msg, &req, reply, cfg.server.advertise);
+            let out = decide::encode_reply(msg, &req, reply, cfg.server.advertise);
             match out.to_vec() {
                 Ok(b) => {
                     let dest: SocketAddr = match reply.dest {

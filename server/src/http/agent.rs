@@ -68,18 +68,16 @@ pub async fn post_enroll(
             }
         };
         let now = now_ms();
-        let node = match enroll::check_token(&state.inventory, &req, now) {
+        let record = state.inventory.enroll_token_record(&req.token);
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        let owner = record.as_ref().map(|r| r.node_id);
+        let node = match enroll::judge_token(&req, record, now) {
             Ok(n) => n,
-            Err(r) => {
-                // Tell the owner of the token (if any) that someone tried to use it.
-                let owner = state
-                    .inventory
-                    .enroll_token(&req.token)
-                    .ok()
-                    .flatten()
-                    .map(|(id, _, _)| id);
-                return refused(&state, owner, &r);
-            }
+            // Tell the owner of the token (if any) that someone tried to use it.
+            Err(r) => return refused(&state, owner, &r),
         };
         // The decision is pure; its inputs are read here.
         let group = match group_of(&state, &node)
@@ -96,7 +94,9 @@ pub async fn post_enroll(
             }
             Err(e) => return ApiError::from(e).into_response(),
         };
-        let plan = match enroll::plan_of(&state, &node) {
+        let catalog = state.catalog();
+        let profile = catalog.get(node.profile.as_deref().unwrap_or_default());
+        let plan = match enroll::plan_of(&state.config, profile.as_deref(), state.mirror.clone(), &node) {
             Ok(p) => p,
             Err(r) => return refused(&state, Some(node.id), &r),
         };

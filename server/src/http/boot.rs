@@ -503,21 +503,9 @@ mod tests {
     fn node() -> Node {
         Node {
             id: 7,
-            mac: "52:54:00:12:34:56".parse().unwrap(),
             hostname: Some("web1".into()),
-            profile: Some("lab".into()),
             ip: Some(Ipv4Addr::new(192, 0, 2, 20)),
-            state: NodeState::Provisioning,
-            state_reason: None,
-            arch: None,
-            vendor_class: None,
-            image: None,
-            group: None,
-            failure_domain: None,
-            created_at: 0,
-            updated_at: 0,
-            last_seen_at: None,
-            vars: serde_json::Value::Null,
+            ..crate::plan::sample_node("lab", crate::plan::Firmware::Bios, serde_json::Value::Null)
         }
     }
 

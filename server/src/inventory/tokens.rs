@@ -70,6 +70,19 @@ impl Inventory {
         })
     }
 
+    /// What is stored for an enrollment token: its row and the node it is bound to.
+    pub fn enroll_token_record(&self, token: &str) -> Result<Option<crate::enroll::TokenRecord>> {
+        let Some((node_id, used, expires)) = self.enroll_token(token)? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::enroll::TokenRecord {
+            node_id,
+            used,
+            expires,
+            node: self.node_by_id(node_id)?,
+        }))
+    }
+
     /// The node's unused, unexpired enrollment token, if it has one.
     pub fn current_enroll_token(&self, node_id: i64, now: UnixMs) -> Result<Option<String>> {
         self.read(|c| {

@@ -139,7 +139,7 @@ pub fn network_files(plan: &NodePlan) -> Option<NetworkFiles> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Node, NodeState};
+    use crate::inventory::Node;
     use crate::plan::{PlanInputs, plan_for};
     use crate::profiles::{Resolved, parse_str, validate};
 
@@ -152,22 +152,8 @@ mod tests {
             profile,
         };
         let node = Node {
-            id: 1,
-            mac: "52:54:00:12:34:56".parse().unwrap(),
             hostname: Some("h1".into()),
-            profile: Some("t".into()),
-            ip: None,
-            state: NodeState::Provisioning,
-            state_reason: None,
-            arch: None,
-            vendor_class: None,
-            image: None,
-            group: None,
-            failure_domain: None,
-            created_at: 0,
-            updated_at: 0,
-            last_seen_at: None,
-            vars,
+            ..crate::plan::sample_node("t", crate::plan::Firmware::Bios, vars)
         };
         plan_for(&r, &node, &PlanInputs::default()).unwrap()
     }

@@ -32,7 +32,7 @@ pub async fn run(state: Arc<AppState>, socket: UdpSocket, cancel: CancellationTo
         let std::net::IpAddr::V4(ip) = from.ip() else {
             continue;
         };
-        match state.node_for_ip(from.ip()) {
+        match state.node_for_ip_async(from.ip()).await {
             Some(id) => {
                 if let Some(q) = crate::stall::question_in(&line.text) {
                     state.events.emit(id, crate::stall::QUESTION, q);

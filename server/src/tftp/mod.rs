@@ -65,38 +65,47 @@ impl futures_lite::AsyncRead for FileReader {
 impl Drop for FileReader {
     fn drop(&mut self) {
         self.state.metrics.tftp_bytes.add(self.pos);
-        let node = self.state.node_for_ip(self.peer.ip());
         let complete = self.pos >= self.size;
         if complete {
             info!(file = %self.name, peer = %self.peer, bytes = self.pos, "tftp transfer complete");
         } else {
             info!(file = %self.name, peer = %self.peer, bytes = self.pos, size = self.size, "tftp transfer ended early");
         }
-        if let Some(id) = node {
-            // The installer kernel and initrd are steps of their own on the timeline
-            // (GRUB on the signed chain loads them over TFTP).
-            let kind = match self.name.as_str() {
-                "installer/linux" => "kernel",
-                "installer/initrd.gz" => "initrd",
-                _ => "tftp",
-            };
-            let msg = if complete {
-                format!(
-                    "TFTP sent {} ({} bytes) to {}",
-                    self.name,
-                    self.size,
-                    self.peer.ip()
-                )
-            } else {
-                format!(
-                    "TFTP transfer of {} to {} stopped after {} of {} bytes",
-                    self.name,
-                    self.peer.ip(),
-                    self.pos,
-                    self.size
-                )
-            };
-            self.state.events.emit(id, kind, msg);
+        // The installer kernel and initrd are steps of their own on the timeline (GRUB
+        // on the signed chain loads them over TFTP).
+        let kind = match self.name.as_str() {
+            "installer/linux" => "kernel",
+            "installer/initrd.gz" => "initrd",
+            _ => "tftp",
+        };
+        let msg = if complete {
+            format!(
+                "TFTP sent {} ({} bytes) to {}",
+                self.name,
+                self.size,
+                self.peer.ip()
+            )
+        } else {
+            format!(
+                "TFTP transfer of {} to {} stopped after {} of {} bytes",
+                self.name,
+                self.peer.ip(),
+                self.pos,
+                self.size
+            )
+        };
+        // Which node the peer is may need the inventory: looked up off this task (and
+        // off the executor), then put on the timeline.
+        let (state, ip) = (self.state.clone(), self.peer.ip());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Some(id) = state.node_for_ip_async(ip).await {
+                        state.events.emit(id, kind, msg);
+                    }
+                });
+            }
+            Err(_) => debug!(peer = %ip, "tftp transfer not put on a timeline: no runtime"),
         }
     }
 }

@@ -39,6 +39,8 @@ DECISION = [
     "groups",
     "identity",
     "enroll",
+    "console",
+    "accounts",
     "stall",
     "facts",
     "sshkey",

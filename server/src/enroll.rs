@@ -6,8 +6,8 @@
 //! the facts-versus-plan comparison. Refusals change nothing but the timeline.
 
 use crate::facts::Facts;
-use crate::node::{Node, NodeState, UnixMs};
 use crate::mac::MacAddr;
+use crate::node::{Node, NodeState, UnixMs};
 use crate::plan::NodePlan;
 use crate::profiles::model::{RaidLevel, VdevKind};
 use serde::{Deserialize, Serialize};

@@ -42,6 +42,7 @@
 //!
 //! `fuzz` (test builds only) mutates checked-in seeds for the parsers' tests.
 
+pub mod accounts;
 pub mod agent;
 pub mod aptsources;
 pub mod bootfiles;
@@ -49,6 +50,7 @@ pub mod ca;
 pub mod chunks;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dhcp;
 pub mod durable;
 pub mod enroll;

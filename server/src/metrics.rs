@@ -39,6 +39,7 @@ pub struct Metrics {
     pub syslog_unattributed: Counter,
     pub stalls: Counter,
     pub token_refused: Counter,
+    pub console_login_refused: Counter,
 }
 
 impl Metrics {
@@ -117,6 +118,11 @@ impl Metrics {
             "token_refused_total",
             "requests with a node's token refused because they came from another address",
             self.token_refused.get(),
+        );
+        c(
+            "console_login_refused_total",
+            "console logins refused: wrong user name or password",
+            self.console_login_refused.get(),
         );
         let _ = writeln!(
             out,

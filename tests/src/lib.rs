@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod bench;
+pub mod browser;
 pub mod qemu;
 
 /// The workspace root.

@@ -54,6 +54,9 @@ pub enum Command {
     /// Manage redundancy groups on a running server.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Manage console (web UI) accounts on a running server.
+    #[command(subcommand)]
+    User(UserCmd),
     /// Run on an installed node: apply plans, enroll, keep replication in line.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -263,6 +266,30 @@ pub enum GroupCmd {
         api: ApiArgs,
         name: String,
         node: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add an account; the password is read from the first line of standard input.
+    Add {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
+        /// `admin` (every action) or `read-only` (look only).
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+    /// List the accounts.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete an account and end its sessions.
+    Delete {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: String,
     },
 }
 

@@ -66,6 +66,38 @@ impl Client {
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
     }
+    /// A Server-Sent Events stream at `path`: its lines, read as they arrive, until
+    /// the server ends it or `limit` (the whole request) passes.
+    pub fn stream(
+        &self,
+        path: &str,
+        limit: Option<Duration>,
+    ) -> Result<std::io::Lines<std::io::BufReader<reqwest::blocking::Response>>> {
+        use std::io::BufRead;
+        let mut b = reqwest::blocking::Client::builder();
+        b = match limit {
+            Some(t) => b.timeout(t),
+            None => b.timeout(None),
+        };
+        let resp = b
+            .build()?
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("accept", "text/event-stream")
+            .send()
+            .with_context(|| format!("cannot reach rackseed at {}", self.base))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().unwrap_or_default();
+            let msg = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(std::io::BufReader::new(resp).lines())
+    }
+
     pub fn delete(&self, path: &str) -> Result<Value> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
     }

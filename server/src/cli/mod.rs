@@ -9,7 +9,7 @@
 //! | `args`    | the clap definitions of every command |
 //! | `client`  | the REST client: base URL, admin token, the JSON error shape |
 //! | `serve`, `check` | `rackseed serve`, `rackseed check` |
-//! | `node`, `group` | `rackseed node …`, `rackseed group …` over the REST API |
+//! | `node`, `group`, `user` | `rackseed node …`, `rackseed group …`, `rackseed user …` over the REST API |
 //! | `agent`   | `rackseed agent …`, handed to [`crate::agent`] |
 //! | `image`   | `rackseed image …` and the kernel check `rackseed check` prints |
 //! | `profile` | `rackseed profile …`: check, schema, render |
@@ -25,6 +25,7 @@ pub mod image;
 pub mod node;
 pub mod profile;
 pub mod serve;
+pub mod user;
 
 use anyhow::Result;
 use args::{Cli, Command, LogFormat};
@@ -75,6 +76,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(args) => check::run(&args),
         Command::Node(cmd) => node::run(cmd),
         Command::Group(cmd) => group::run(cmd),
+        Command::User(cmd) => user::run(cmd),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Image { cfg, cmd } => image::run(cmd, &cfg.load()?),
         Command::Profile(cmd) => profile::run(cmd),

@@ -288,42 +288,74 @@ fn follow_events(
     kind: Option<&str>,
 ) -> Result<ExitCode> {
     let c = Client::new(api)?;
-    let started = Instant::now();
-    let mut after = 0i64;
-    loop {
-        let wait = if follow { 25 } else { 0 };
-        let mut path = format!("/api/nodes/{}/events?after={after}&wait={wait}", enc(node));
-        if let Some(k) = kind {
-            path.push_str(&format!("&kind={}", enc(k)));
+    let print = |e: &Event| -> Result<()> {
+        if api.json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            print_event(e);
         }
-        let page = c.get(&path)?;
+        Ok(())
+    };
+    let kind_q = kind
+        .map(|k| format!("&kind={}", enc(k)))
+        .unwrap_or_default();
+    if !follow {
+        let page = c.get(&format!("/api/nodes/{}/events?after=0{kind_q}", enc(node)))?;
         let events: Vec<Event> = serde_json::from_value(page["events"].clone())
             .map_err(|e| anyhow!("bad event page: {e}"))?;
         for e in &events {
-            if api.json {
-                println!("{}", serde_json::to_string(e)?);
-            } else {
-                print_event(e);
+            print(e)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Following reads the server's event stream (Server-Sent Events), the one the
+    // console uses; it reconnects after the last event seen if the server ends it.
+    let started = Instant::now();
+    let limit = timeout.map(Duration::from_secs);
+    let (mut after, mut state) = (0i64, String::new());
+    let reached = |state: &str| until.is_some_and(|u| state == u.as_str());
+    loop {
+        let left = limit.map(|l| l.saturating_sub(started.elapsed()));
+        if left.is_some_and(|l| l.is_zero()) {
+            break;
+        }
+        let path = format!(
+            "/api/events/stream?node={}&after={after}{kind_q}",
+            enc(node)
+        );
+        let lines = c.stream(&path, left)?;
+        let (mut name, mut data) = (String::new(), String::new());
+        for line in lines {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if line.is_empty() && !data.is_empty() {
+                let v: Value = serde_json::from_str(&data)
+                    .map_err(|e| anyhow!("bad event from the server: {e}"))?;
+                data.clear();
+                if let Some(s) = v["node"]["state"].as_str() {
+                    state = s.to_string();
+                }
+                if name == "timeline" {
+                    let e: Event = serde_json::from_value(v["event"].clone())
+                        .map_err(|e| anyhow!("bad event from the server: {e}"))?;
+                    after = e.id;
+                    print(&e)?;
+                }
+                if reached(&state) {
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
         }
-        after = page["last"].as_i64().unwrap_or(after);
-        let state = page["node"]["state"].as_str().unwrap_or("");
-        if let Some(u) = until
-            && state == u.as_str()
-        {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        if let Some(t) = timeout
-            && started.elapsed() > Duration::from_secs(t)
-        {
-            eprintln!(
-                "rackseed: node {node} is {state} after {t}s{}",
-                until.map(|u| format!(", not {u}")).unwrap_or_default()
-            );
-            return Ok(ExitCode::FAILURE);
-        }
+        let pause = Duration::from_secs(1);
+        std::thread::sleep(left.map_or(pause, |l| l.min(pause)));
     }
+    let t = timeout.unwrap_or_default();
+    eprintln!(
+        "rackseed: node {node} is {state} after {t}s{}",
+        until.map(|u| format!(", not {u}")).unwrap_or_default()
+    );
+    Ok(ExitCode::FAILURE)
 }

@@ -27,21 +27,85 @@ pub fn tokens_match(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// The session cookie of the console.
+pub const SESSION_COOKIE: &str = "rackseed_session";
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The live console session a request's cookie names, if any (a lookup on a read
+/// connection, off the executor).
+pub async fn session_of(
+    state: &Arc<AppState>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<crate::accounts::Session>, ApiError> {
+    let Some(id) = cookie(headers, SESSION_COOKIE).filter(|v| v.len() == 64) else {
+        return Ok(None);
+    };
+    let digest = crate::accounts::session_digest(id);
+    Ok(crate::state::blocking(state, move |s| s.inventory.session(&digest, now_ms())).await?)
+}
+
+/// Who is calling: the admin token's bearer or a console session (cookie); actions
+/// of a session need its CSRF token in `X-CSRF-Token` and an admin account. The caller
+/// is put into the request's extensions as an [`crate::accounts::Principal`].
+async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    use crate::accounts::{Principal, authorize};
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if tokens_match(t.trim(), &state.admin_token) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>`; the token is in <data_dir>/admin.token",
-        )
-        .into_response(),
+    let principal = match given {
+        Some(t) if tokens_match(t.trim(), &state.admin_token) => Principal::Token,
+        Some(_) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response();
+        }
+        None => match session_of(&state, req.headers()).await {
+            Ok(Some(s)) => Principal::User(s),
+            Ok(None) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing `Authorization: Bearer <token>` (the token is in <data_dir>/admin.token) or a console session (log in at /ui/login)",
+                )
+                .into_response();
+            }
+            Err(e) => return e.into_response(),
+        },
+    };
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let csrf = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok());
+    if let Err(d) = authorize(&principal, safe, csrf) {
+        let code = match d {
+            crate::accounts::Denied::Csrf(_) => "csrf",
+            crate::accounts::Denied::ReadOnly(_) => "read_only",
+        };
+        tracing::warn!(caller = principal.name(), method = %req.method(), path = %req.uri().path(), reason = %d, "admin request refused");
+        return ApiError::new(StatusCode::FORBIDDEN, d.to_string())
+            .with_code(code)
+            .into_response();
     }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }
 
 /// The `/api` routes, all behind the admin token.
@@ -61,6 +125,9 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             axum::routing::delete(remove_member),
         )
         .route("/leases", get(list_leases))
+        .route("/events/stream", get(event_stream))
+        .route("/users", get(list_users).post(add_user))
+        .route("/users/{name}", axum::routing::delete(delete_user))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -552,4 +619,204 @@ mod tests {
         assert!(!tokens_match("abc", "abd"));
         assert!(!tokens_match("abc", "abcd"));
     }
+}
+
+/// `GET /api/events/stream[?node=KEY][&after=ID][&kind=KIND]`: the timeline as
+/// Server-Sent Events, live. Each event is `event: timeline`, `id: <event id>` and
+/// `data: {"event": {…}, "node": {…}}` (the node as it is when the event is sent, so a
+/// follower sees state changes); a reconnecting `EventSource` resumes after
+/// `Last-Event-ID`. Without `node` it carries every node's events (the console's
+/// overview) and starts at the newest unless `after` is given. The console and
+/// `rackseed node events --follow` read it.
+async fn event_stream(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let node = match q.node.clone() {
+        Some(k) => Some(crate::state::blocking(&state, move |s| s.inventory.find_node(&k)).await?),
+        None => None,
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let after = match (resume.or(q.after), &node) {
+        (Some(a), _) => a,
+        (None, Some(_)) => 0,
+        (None, None) => crate::state::blocking(&state, |s| s.inventory.last_event_id()).await?,
+    };
+    let hello = node.as_ref().map(|n| {
+        Sse::default()
+            .event("node")
+            .json_data(serde_json::json!({ "node": n }))
+            .unwrap_or_default()
+    });
+    let feed = Feed {
+        state: state.clone(),
+        node: node.map(|n| n.id),
+        kind: q.kind,
+        after,
+        changed: state.events.subscribe(),
+        queue: std::collections::VecDeque::new(),
+        states: std::collections::HashMap::new(),
+    };
+    let stream = futures_lite::stream::unfold(feed, |mut f| async move {
+        loop {
+            if let Some(item) = f.queue.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(item), f));
+            }
+            match f.fill().await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    if f.changed.changed().await.is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "event stream ended");
+                    return None;
+                }
+            }
+        }
+    });
+    let stream = futures_lite::StreamExt::chain(futures_lite::stream::iter(hello.map(Ok)), stream);
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    node: Option<String>,
+    after: Option<i64>,
+    kind: Option<String>,
+}
+
+/// The state of one event stream.
+struct Feed {
+    state: Arc<AppState>,
+    node: Option<i64>,
+    kind: Option<String>,
+    after: i64,
+    changed: tokio::sync::watch::Receiver<u64>,
+    queue: std::collections::VecDeque<axum::response::sse::Event>,
+    /// The state last sent for each node.
+    states: std::collections::HashMap<i64, Option<crate::inventory::NodeState>>,
+}
+
+impl Feed {
+    /// Reads what was stored after `after` into the queue; whether anything was read.
+    async fn fill(&mut self) -> Result<bool, crate::inventory::InventoryError> {
+        let (after, node) = (self.after, self.node);
+        let (events, nodes) = crate::state::blocking(&self.state, move |s| {
+            let events = match node {
+                Some(id) => s.inventory.events(id, after, 500)?,
+                None => s.inventory.events_after(after, 500)?,
+            };
+            let mut nodes = std::collections::HashMap::new();
+            for e in &events {
+                if let std::collections::hash_map::Entry::Vacant(v) = nodes.entry(e.node_id)
+                    && let Some(n) = s.inventory.node_by_id(e.node_id)?
+                {
+                    v.insert(n);
+                }
+            }
+            Ok::<_, crate::inventory::InventoryError>((events, nodes))
+        })
+        .await?;
+        let Some(last) = events.last().map(|e| e.id) else {
+            return Ok(false);
+        };
+        self.after = last;
+        for e in events {
+            let node = nodes.get(&e.node_id);
+            let state = node.map(|n| n.state);
+            let changed = self.states.insert(e.node_id, state) != Some(state);
+            if self.kind.as_ref().is_some_and(|k| *k != e.kind) {
+                // Filtered out; a follower still learns of the node's new state.
+                if changed
+                    && let Ok(ev) = axum::response::sse::Event::default()
+                        .event("node")
+                        .json_data(serde_json::json!({ "node": node }))
+                {
+                    self.queue.push_back(ev);
+                }
+                continue;
+            }
+            let data = serde_json::json!({ "event": e, "node": node });
+            if let Ok(ev) = axum::response::sse::Event::default()
+                .event("timeline")
+                .id(e.id.to_string())
+                .json_data(data)
+            {
+                self.queue.push_back(ev);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    pub name: String,
+    pub role: String,
+    pub password: String,
+}
+
+/// Only the admin token or an admin account manages accounts.
+fn must_be_admin(p: Option<&crate::accounts::Principal>) -> Result<(), ApiError> {
+    use crate::accounts::{Principal, Role};
+    match p {
+        Some(Principal::Token) => Ok(()),
+        Some(Principal::User(s)) if s.role == Role::Admin => Ok(()),
+        _ => Err(
+            ApiError::new(StatusCode::FORBIDDEN, "only an admin manages accounts")
+                .with_code("read_only"),
+        ),
+    }
+}
+
+/// `GET /api/users`: the console accounts (names, roles; never hashes).
+async fn list_users(
+    State(state): State<Arc<AppState>>,
+    p: Option<axum::Extension<crate::accounts::Principal>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    must_be_admin(p.as_deref())?;
+    let users = crate::state::blocking(&state, |s| s.inventory.users()).await?;
+    Ok(Json(serde_json::json!({ "users": users })))
+}
+
+/// `POST /api/users` `{"name", "role": "admin"|"read-only", "password"}`: a console
+/// account (the first admin is made with the admin token: `rackseed user add`).
+async fn add_user(
+    State(state): State<Arc<AppState>>,
+    p: Option<axum::Extension<crate::accounts::Principal>>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    must_be_admin(p.as_deref())?;
+    let by = p.map(|p| p.name().to_string()).unwrap_or_default();
+    let u = json(body)?;
+    crate::state::blocking(&state, move |state| {
+        let bad = |e: crate::accounts::AccountError| ApiError::bad_request(e.to_string());
+        crate::accounts::check_name(&u.name).map_err(bad)?;
+        let role: crate::accounts::Role = u.role.parse().map_err(bad)?;
+        let hash = crate::accounts::hash_password(&u.password).map_err(bad)?;
+        let user = state.inventory.add_user(&u.name, role, &hash, now_ms())?;
+        info!(user = %user.name, role = %user.role, by = %by, "console account added");
+        Ok((StatusCode::CREATED, Json(user)).into_response())
+    })
+    .await
+}
+
+/// `DELETE /api/users/{name}`: removes an account and ends its sessions.
+async fn delete_user(
+    State(state): State<Arc<AppState>>,
+    p: Option<axum::Extension<crate::accounts::Principal>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    must_be_admin(p.as_deref())?;
+    crate::state::blocking(&state, move |s| s.inventory.delete_user(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

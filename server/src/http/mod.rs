@@ -11,6 +11,7 @@ pub mod boot;
 pub mod files;
 #[cfg(test)]
 mod router_tests;
+pub mod ui;
 
 use crate::inventory::InventoryError;
 use crate::state::AppState;
@@ -193,6 +194,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api", api::router(state.clone()))
+        .merge(ui::routes(state.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), log_requests))
         .with_state(state)

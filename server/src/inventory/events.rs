@@ -52,6 +52,57 @@ impl Inventory {
     }
 }
 
+impl Inventory {
+    /// Events of every node after event `after`, oldest first (the console's feed).
+    pub fn events_after(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT id, node_id, at, kind, message FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .map_err(q("reading events"))?;
+            let rows = st
+                .query_map(params![after, limit], |r| {
+                    Ok(Event { id: r.get(0)?, node_id: r.get(1)?, at: r.get(2)?, kind: r.get(3)?, message: r.get(4)? })
+                })
+                .map_err(q("reading events"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q("reading events"))
+        })
+    }
+
+    /// The newest event id (0 when there is none).
+    pub fn last_event_id(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+                .map_err(q("reading events"))
+        })
+    }
+
+    /// Each node's newest event among `kinds` (or of any kind but those, with
+    /// `exclude`), by node id.
+    pub fn latest_events(&self, kinds: &[&str], exclude: bool) -> Result<Vec<Event>> {
+        let list = kinds.iter().map(|_| "?").collect::<Vec<_>>().join(", ");
+        let not = if exclude { "NOT " } else { "" };
+        let sql = format!(
+            "SELECT e.id, e.node_id, e.at, e.kind, e.message FROM events e JOIN (SELECT node_id, MAX(id) AS id FROM events WHERE kind {not}IN ({list}) GROUP BY node_id) m ON m.id = e.id"
+        );
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sql).map_err(q("reading latest events"))?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(kinds.iter()), |r| {
+                    Ok(Event {
+                        id: r.get(0)?,
+                        node_id: r.get(1)?,
+                        at: r.get(2)?,
+                        kind: r.get(3)?,
+                        message: r.get(4)?,
+                    })
+                })
+                .map_err(q("reading latest events"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(q("reading latest events"))
+        })
+    }
+}
+
 /// How many timeline events are kept: the newest `per_node` of each node and about the
 /// newest `total` in all; older ones are deleted as new ones arrive.
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ mod nodes;
 mod schema;
 pub mod state;
 mod tokens;
+mod users;
 
 use events::insert_event;
 pub use events::{Retention, store_events, store_events_kept};
@@ -20,6 +21,7 @@ pub use schema::connect;
 use schema::{create_private, migrate};
 use tokens::issue_token_tx;
 pub use tokens::{Enrollment, new_token};
+pub use users::User;
 
 use crate::mac::MacAddr;
 pub use crate::node::{Event, LeaseRow, LeaseWrite, Node, UnixMs, now_ms};

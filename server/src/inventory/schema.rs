@@ -65,6 +65,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nodes ADD COLUMN vars TEXT NOT NULL DEFAULT '{}';",
     // 4: the replication public key a node sends at enrollment.
     "ALTER TABLE nodes ADD COLUMN repl_key TEXT;",
+    // 5: console accounts and their sessions (ids stored as SHA-256 digests).
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        digest TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions(user);",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 pub mod bench;
 pub mod browser;
+pub mod config;
 pub mod qemu;
+
+pub use config::LabConfig;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -327,25 +330,11 @@ pub struct Server {
     child: Option<Child>,
 }
 
-/// A lab config: authoritative DHCP on br0 (192.0.2.100–199), DNS and router set,
-/// data and profiles in the server's temp dir. `extra` is appended (TOML).
-pub fn lab_config(dir: &Path, mode: &str, extra: &str) -> String {
-    let subnets = if mode == "authoritative" {
-        "[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.199\"\nrouter = \"192.0.2.1\"\ndns = [\"192.0.2.1\"]\ndomain = \"prov.example\"\n"
-    } else {
-        ""
-    };
-    format!(
-        "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"{data}\"\n\n[dhcp]\nmode = \"{mode}\"\ninterfaces = [\"br0\"]\n\n{subnets}\n[boot]\nconsole = \"ttyS0,115200n8\"\nretry_interval = \"5s\"\n\n[installer]\nmirror = \"http://mirror.example/debian\"\n\n[profiles]\ndir = \"{profiles}\"\n\n{extra}\n",
-        data = dir.join("data").display(),
-        profiles = workspace().join("profiles").display(),
-    )
-}
-
 impl Server {
-    /// Writes `config` into a fresh temp dir (the string `@DIR@` is replaced by it),
-    /// starts the server in `lab` and waits until `/healthz` answers.
-    pub fn start(lab: &Lab, config: &str) -> Result<Server> {
+    /// Writes `config` into a fresh temp dir (rendered for it, see
+    /// [`LabConfig::render_in`]), starts the server in `lab` and waits until `/healthz`
+    /// answers.
+    pub fn start(lab: &Lab, config: &LabConfig) -> Result<Server> {
         let mut s = Server::prepare(lab, config)?;
         s.spawn()?;
         Ok(s)
@@ -353,13 +342,11 @@ impl Server {
 
     /// Like [`Server::start`] without starting: for steps that must run before (such
     /// as importing an installer image into the data directory).
-    pub fn prepare(lab: &Lab, config: &str) -> Result<Server> {
+    pub fn prepare(lab: &Lab, config: &LabConfig) -> Result<Server> {
         let dir = tempfile::Builder::new().prefix("rackseed-test").tempdir()?;
         let config_path = dir.path().join("rackseed.toml");
-        fs::write(
-            &config_path,
-            config.replace("@DIR@", &dir.path().display().to_string()),
-        )?;
+        fs::write(&config_path, config.render_in(dir.path()))
+            .with_context(|| format!("cannot write the config ({})", config.layers()))?;
         Ok(Server {
             log: dir.path().join("rackseed.log"),
             config: config_path,

@@ -8,7 +8,7 @@
 //! then bisecting), and the latency at a fixed rate.
 
 use super::refs::{self, RefServer};
-use super::{Better, Net, Opts, RACKSEED_EXTRA, RELAY_IP, SERVER_IP, Table};
+use super::{Better, Net, Opts, RELAY_IP, SERVER_IP, Table};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -196,7 +196,11 @@ pub enum Running {
 
 fn start(net: &Net, name: &str) -> Result<Running> {
     Ok(match name {
-        "rackseed" => Running::Rackseed(super::start_rackseed(net, RACKSEED_EXTRA, |_| Ok(()))?),
+        "rackseed" => Running::Rackseed(super::start_rackseed(
+            net,
+            &super::rackseed_config(),
+            |_| Ok(()),
+        )?),
         "kea" => Running::Ref(refs::kea(net, 0)?),
         "dnsmasq" => Running::Ref(refs::dnsmasq_dhcp(net)?),
         other => anyhow::bail!("unknown DHCP server {other}"),

@@ -3,7 +3,7 @@
 //! aggregate throughput is the bytes read over the period. Against nginx with sendfile.
 
 use super::refs::{self, RefServer, Tree};
-use super::{Better, Net, Opts, RACKSEED_EXTRA, SERVER_IP, Table};
+use super::{Better, Net, Opts, SERVER_IP, Table};
 use anyhow::{Result, bail};
 use std::time::Duration;
 
@@ -92,9 +92,11 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
     for name in opts.order(SERVERS, 0) {
         let net = Net::new()?;
         let server = match name {
-            "rackseed" => {
-                Running::Rackseed(super::start_rackseed(&net, RACKSEED_EXTRA, |_| Ok(()))?)
-            }
+            "rackseed" => Running::Rackseed(super::start_rackseed(
+                &net,
+                &super::rackseed_config(),
+                |_| Ok(()),
+            )?),
             _ => Running::Ref(refs::nginx(&net, tree.root())?),
         };
         up.push((name, net, server));

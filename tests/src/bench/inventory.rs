@@ -3,7 +3,7 @@
 //! answers, resident memory, and the latency of the admin API's node list. There is no
 //! reference server for this; the empty inventory is the baseline.
 
-use super::{Better, Net, Opts, RACKSEED_EXTRA, Table};
+use super::{Better, Net, Opts, Table};
 use anyhow::Result;
 use rackseed::inventory::{Inventory, InventoryError, NewNode};
 use std::path::Path;
@@ -73,7 +73,7 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
         for (label, n) in [(cols[0], 0usize), (cols[1], big)] {
             eprintln!(" run {}/{} {label}", run + 1, opts.runs);
             let net = Net::new()?;
-            let cfg = crate::lab_config(Path::new("@DIR@"), "authoritative", RACKSEED_EXTRA);
+            let cfg = super::rackseed_config();
             let mut s = crate::Server::prepare(&net.lab, &cfg)?;
             s.log_filter = "info".into();
             let data = s.dir.path().join("data");

@@ -16,7 +16,7 @@ pub mod refs;
 pub mod storm;
 pub mod tftp;
 
-use crate::{Lab, Netns, Server, lab_config};
+use crate::{Lab, LabConfig, Netns, Server};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -354,21 +354,17 @@ impl Net {
     }
 }
 
-/// `rackseed serve` in `net` with the lab config plus `extra`, logging at `info` (its
-/// default), optionally with an inventory prepared before start.
+/// `rackseed serve` in `net` with `cfg`, logging at `info` (its default), optionally
+/// with an inventory prepared before start.
 pub fn start_rackseed(
     net: &Net,
-    extra: &str,
+    cfg: &LabConfig,
     prepare: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<Server> {
     // The load generators are unknown PXE machines by the thousand and every one becomes
     // a discovered node: lift the discovery limits (which would ignore them, measuring
     // the limit instead of the server).
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", extra).replacen(
-        "[dhcp]\n",
-        "[dhcp]\ndiscover_max = 100000000\ndiscover_per_minute = 100000000\n",
-        1,
-    );
+    let cfg = cfg.clone().with("bench-unlimited-discovery");
     let mut s = Server::prepare(&net.lab, &cfg)?;
     s.log_filter = "info".into();
     let data = s.dir.path().join("data");
@@ -378,9 +374,11 @@ pub fn start_rackseed(
     Ok(s)
 }
 
-/// The extra lab config every rackseed run uses: a second subnet for relayed DHCP
-/// (perfdhcp), the pool of the boot storm on the bridge.
-pub const RACKSEED_EXTRA: &str = "[[dhcp.subnets]]\nnetwork = \"198.51.100.0/24\"\nrange = \"198.51.100.10-198.51.100.250\"\nrouter = \"198.51.100.1\"\ndns = [\"192.0.2.1\"]\n";
+/// The lab config every rackseed run uses: with a second subnet for relayed DHCP
+/// (perfdhcp).
+pub fn rackseed_config() -> LabConfig {
+    LabConfig::lab().with("relay-subnet")
+}
 
 /// A field of `/proc/<pid>/status` in kB (`VmHWM`, `VmRSS`).
 pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {

@@ -184,11 +184,6 @@ fn run_client(net: &Net, nodes: usize, timeout: u64) -> Result<StormReport> {
     Ok(serde_json::from_str(line)?)
 }
 
-/// The storm config for rackseed: the pool of the bridge subnet widened to POOL.
-fn storm_config_extra() -> &'static str {
-    ""
-}
-
 fn summarize(name: &str, r: &StormReport) {
     let failed: Vec<&NodeResult> = r.results.iter().filter(|x| !x.ok).collect();
     eprintln!(
@@ -256,12 +251,11 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
             let net = Net::new()?;
             add_pool_addresses(&net)?;
             let report = if name == "rackseed" {
-                let cfg =
-                    crate::lab_config(Path::new("@DIR@"), "authoritative", storm_config_extra())
-                        .replace(
-                            "range = \"192.0.2.100-192.0.2.199\"",
-                            &format!("range = \"192.0.2.{}-192.0.2.{}\"", POOL.0, POOL.1),
-                        );
+                // The pool of the bridge subnet widened to POOL.
+                let cfg = crate::LabConfig::lab().set(
+                    "dhcp.subnets.0.range",
+                    format!("192.0.2.{}-192.0.2.{}", POOL.0, POOL.1),
+                );
                 let mut s = crate::Server::prepare(&net.lab, &cfg)?;
                 s.log_filter = "info".into();
                 let data = s.dir.path().join("data");

@@ -7,7 +7,7 @@
 //! same names. A transfer counts only if the file arrived whole (size checked).
 
 use super::refs::{self, RefServer, Tree};
-use super::{Better, INITRD, IPXE, Net, Opts, RACKSEED_EXTRA, SERVER_IP, Table};
+use super::{Better, INITRD, IPXE, Net, Opts, SERVER_IP, Table};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -23,7 +23,11 @@ pub enum Running {
 
 fn start(net: &Net, name: &str, tree: &Tree) -> Result<Running> {
     Ok(match name {
-        "rackseed" => Running::Rackseed(super::start_rackseed(net, RACKSEED_EXTRA, |_| Ok(()))?),
+        "rackseed" => Running::Rackseed(super::start_rackseed(
+            net,
+            &super::rackseed_config(),
+            |_| Ok(()),
+        )?),
         "tftpd-hpa" => Running::Ref(refs::tftpd(net, tree.root())?),
         "atftpd" => Running::Ref(refs::atftpd(net, tree.root())?),
         "dnsmasq" => Running::Ref(refs::dnsmasq_tftp(net, tree.root())?),

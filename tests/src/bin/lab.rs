@@ -7,8 +7,7 @@
 
 use anyhow::{Context, Result, bail};
 use rackseed_tests::qemu::{Firmware, Vm, VmSpec};
-use rackseed_tests::{Lab, Server, lab_config, rackseed_bin};
-use std::path::Path;
+use rackseed_tests::{Lab, LabConfig, Server, rackseed_bin};
 use std::process::Command;
 use std::time::Instant;
 
@@ -60,10 +59,7 @@ fn main() -> Result<()> {
     );
     let lab = Lab::new()?;
     // The mirror is taken from this host's APT sources (rackseed's default).
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "").replace(
-        "[installer]\nmirror = \"http://mirror.example/debian\"\n",
-        "[installer]\n",
-    );
+    let cfg = LabConfig::lab().remove("installer.mirror");
     let srv = Server::start(&lab, &cfg)?;
     println!(
         "rackseed {} is ready (log: {})",

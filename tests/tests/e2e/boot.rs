@@ -5,8 +5,7 @@
 
 use anyhow::Result;
 use rackseed_tests::qemu::{self, Firmware, Vm, VmSpec};
-use rackseed_tests::{Lab, Netns, Server, assert_in_order, lab_config};
-use std::path::Path;
+use rackseed_tests::{Lab, LabConfig, Netns, Server, assert_in_order};
 use std::time::{Duration, Instant};
 
 /// Boots a VM and waits until its node is `installing`; returns the timeline.
@@ -60,15 +59,9 @@ fn bios_node_pxe_boots_into_the_installer() -> Result<()> {
     // which then asks again as iPXE and gets its script (so the real BIOS binary runs).
     // DEBCONF_DEBUG=developer makes the installer log each question it shows, which
     // rackseed names on the timeline.
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "")
-        .replace(
-            "interfaces = [\"br0\"]",
-            "interfaces = [\"br0\"]\nchainload = \"always-once\"",
-        )
-        .replace(
-            "[boot]\n",
-            "[boot]\nkernel_args = [\"DEBCONF_DEBUG=developer\"]\n",
-        );
+    let cfg = LabConfig::lab()
+        .with("chainload-always-once")
+        .with("debconf-debug");
     let srv = Server::start(&lab, &cfg)?;
     let mac = "52:54:00:10:00:01";
     srv.add_node(mac, "bios1", "lab-single-disk", &[])?;
@@ -138,12 +131,10 @@ fn uefi_node_pxe_boots_through_ipxe_efi_from_a_verified_image() -> Result<()> {
     let lab = Lab::new()?;
     // The real mirror (this host's APT sources) verifies the import; the lab network
     // itself never reaches it.
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "")
-        .replace(
-            "[installer]\nmirror = \"http://mirror.example/debian\"\n",
-            "[installer]\nimage = \"bookworm-amd64\"\n",
-        )
-        .replace("[boot]\n", "[boot]\nefi_binary = \"ipxe\"\n");
+    let cfg = LabConfig::lab()
+        .remove("installer.mirror")
+        .with("installer-image-bookworm")
+        .with("ipxe-on-uefi");
     let mut srv = Server::prepare(&lab, &cfg)?;
     let out = rackseed_tests::run(
         std::process::Command::new(rackseed_tests::rackseed_bin())
@@ -239,15 +230,15 @@ fn proxy_boot(
     firmware: Firmware,
     mac: &str,
     host: &str,
-    boot_keys: &str,
+    efi_binary: Option<&str>,
 ) -> Result<Vec<(String, String)>> {
     let _q = qemu::exclusive();
     let lab = Lab::new()?;
     let _site = site_dhcp(&lab)?;
-    let cfg = lab_config(Path::new("@DIR@"), "proxy", "").replace(
-        "retry_interval = \"5s\"",
-        &format!("retry_interval = \"5s\"\n{boot_keys}"),
-    );
+    let cfg = match efi_binary {
+        Some(b) => LabConfig::proxy().set("boot.efi_binary", b),
+        None => LabConfig::proxy(),
+    };
     let srv = Server::start(&lab, &cfg)?;
     srv.add_node(mac, host, "lab-single-disk", &[])?;
     let t = boot_to_installing(&lab, &srv, firmware, mac, host)?;
@@ -284,7 +275,7 @@ fn proxy_boot(
 /// `protocol::proxy_answers_pxe_boot_server_requests_on_port_4011`.
 #[test]
 fn proxy_dhcp_boots_a_bios_node_beside_a_site_dhcp_server() -> Result<()> {
-    let t = proxy_boot(Firmware::Bios, "52:54:00:10:00:03", "proxy1", "")?;
+    let t = proxy_boot(Firmware::Bios, "52:54:00:10:00:03", "proxy1", None)?;
     assert_in_order(
         &t,
         &[
@@ -316,7 +307,7 @@ fn proxy_dhcp_boots_a_uefi_node_through_snponly_efi() -> Result<()> {
         Firmware::Uefi,
         "52:54:00:10:00:04",
         "proxy2",
-        "efi_binary = \"snponly\"",
+        Some("snponly"),
     )?;
     assert_in_order(
         &t,
@@ -362,12 +353,7 @@ fn proxy_dhcp_boots_a_uefi_node_through_snponly_efi() -> Result<()> {
 fn a_node_stopped_at_an_installer_question_is_reported_stalled() -> Result<()> {
     let _q = qemu::exclusive();
     let lab = Lab::new()?;
-    let cfg = lab_config(
-        Path::new("@DIR@"),
-        "authoritative",
-        "[stall]\ninstaller = \"45s\"\n",
-    )
-    .replace("[boot]\n", "[boot]\ninstaller_interface = \"ask\"\n");
+    let cfg = LabConfig::lab().with("stall-ask-interface");
     let srv = Server::start(&lab, &cfg)?;
     let (first, mac, host) = ("52:54:00:10:00:30", "52:54:00:10:00:31", "stall1");
     srv.add_node(mac, host, "lab-single-disk", &[])?;
@@ -443,15 +429,12 @@ fn a_node_stopped_at_an_installer_question_is_reported_stalled() -> Result<()> {
 fn secure_boot_node_boots_the_signed_chain_and_refuses_ipxe() -> Result<()> {
     let _q = qemu::exclusive();
     let lab = Lab::new()?;
-    let base = lab_config(Path::new("@DIR@"), "authoritative", "");
+    let base = LabConfig::lab();
     let (mac, host) = ("52:54:00:10:00:40", "sb1");
 
     // Enforcement: iPXE (unsigned) is loaded by the firmware and refused.
     {
-        let srv = Server::start(
-            &lab,
-            &base.replace("[boot]\n", "[boot]\nefi_binary = \"ipxe\"\n"),
-        )?;
+        let srv = Server::start(&lab, &base.clone().with("ipxe-on-uefi"))?;
         srv.add_node(mac, host, "lab-single-disk", &[])?;
         let vm = Vm::start(
             &lab.srv,

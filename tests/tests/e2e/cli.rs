@@ -3,7 +3,7 @@
 //! `node show`'s human summary against a running server.
 
 use anyhow::{Context, Result};
-use rackseed_tests::{Lab, Server, lab_config, rackseed_bin, wait_for, workspace};
+use rackseed_tests::{Lab, LabConfig, Server, rackseed_bin, wait_for, workspace};
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -102,7 +102,7 @@ fn readme_examples_without_a_server_work_as_written() -> Result<()> {
 #[test]
 fn serve_writes_plain_text_logs_to_a_file_and_json_on_request() -> Result<()> {
     let lab = Lab::new()?;
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "");
+    let cfg = LabConfig::lab();
     let mut srv = Server::prepare(&lab, &cfg)?;
     srv.spawn()?;
     srv.add_node("52:54:00:31:00:01", "logs1", "lab-single-disk", &[])?;
@@ -151,7 +151,7 @@ fn serve_writes_plain_text_logs_to_a_file_and_json_on_request() -> Result<()> {
 #[test]
 fn node_show_prints_a_summary_and_json_on_request() -> Result<()> {
     let lab = Lab::new()?;
-    let srv = Server::start(&lab, &lab_config(Path::new("@DIR@"), "authoritative", ""))?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     srv.add_node("52:54:00:31:00:02", "show1", "lab-single-disk", &[])?;
     let text = srv.cli(&["node", "show", "show1"])?;
     let first = text.lines().next().unwrap_or_default();

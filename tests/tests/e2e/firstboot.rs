@@ -6,11 +6,9 @@
 use anyhow::Result;
 use rackseed::facts;
 use rackseed_tests::qemu::{self, Vm};
-use rackseed_tests::{Lab, Server, lab_config, node_image, node_vm, wait_for};
+use rackseed_tests::{Lab, LabConfig, Server, node_image, node_vm, wait_for};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-const GROUP: &str = "[[groups]]\nname = \"rg1\"\nmin_members = 2\nfailure_domain = \"rack\"\ninterval = \"15m\"\nretention = \"frequently=4,hourly=24,daily=7\"\ndatasets = [\"tank/data\"]\nreplication_network = \"br-storage\"\n";
 
 /// Adds a storage node and moves it to `installing` the way the installer's
 /// early_command does, from the node's own leased address; returns its preseed URL.
@@ -192,10 +190,7 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
     let _q = qemu::exclusive();
     let image = node_image()?;
     let lab = Lab::new()?;
-    let srv = Server::start(
-        &lab,
-        &lab_config(std::path::Path::new("@DIR@"), "authoritative", GROUP),
-    )?;
+    let srv = Server::start(&lab, &LabConfig::lab().with("group-rg1"))?;
     let (m1, m2, m3) = (
         "52:54:00:20:00:01",
         "52:54:00:20:00:02",
@@ -624,7 +619,7 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
     let image = node_image()?;
     let lab = Lab::new()?;
     // The default UEFI chain with authoritative DHCP: shim → GRUB.
-    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "");
+    let cfg = LabConfig::lab();
     let srv = Server::start(&lab, &cfg)?;
     let (mac, host) = ("52:54:00:23:00:01", "uefi9");
     srv.add_node(mac, host, "lab-single-disk", &["--ip", "192.0.2.31"])?;

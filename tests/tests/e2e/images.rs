@@ -17,7 +17,7 @@
 use anyhow::{Context, Result, bail};
 use rackseed::images::cpio::newc_archive;
 use rackseed::images::sha256_hex;
-use rackseed_tests::{Lab, Server, rackseed_bin};
+use rackseed_tests::{Lab, LabConfig, Server, rackseed_bin};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -427,7 +427,7 @@ impl Fixture {
         f.write(&format!("debian/{IMAGES}/{NETBOOT}/initrd.gz"), &f.initrd)?;
         f.write_sums()?;
         f.write_release()?;
-        f.write_config("")?;
+        f.write_config(&f.fixture_config())?;
         Ok(f)
     }
 
@@ -486,26 +486,26 @@ impl Fixture {
         self.dir.path().join("rackseed.toml")
     }
 
-    /// The config: data and keyring in the fixture dir, the fixture mirror; `extra`
-    /// goes into `[installer]`, after which `[images]` follows.
-    fn write_config_with(
-        &self,
-        mirror: &str,
-        installer_extra: &str,
-        images_extra: &str,
-    ) -> Result<()> {
-        let d = self.dir.path().display();
-        std::fs::write(
-            self.config(),
-            format!(
-                "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"{d}/data\"\n\n[dhcp]\nmode = \"disabled\"\n\n[installer]\nsuite = \"bookworm\"\nmirror = \"{mirror}\"\n{installer_extra}\n[images]\nkeyring = \"{d}/keyring.gpg\"\nmanifests = \"{d}/manifests\"\n{images_extra}\n[profiles]\ndir = \"{d}/profiles\"\n"
-            ),
-        )?;
-        Ok(())
+    /// The config with `mirror`: the images base with data, keyring, manifests and
+    /// profiles in the fixture dir.
+    fn config_with(&self, mirror: &str) -> LabConfig {
+        let d = self.dir.path();
+        let at = |rel: &str| d.join(rel).display().to_string();
+        LabConfig::file("images")
+            .set("server.data_dir", at("data"))
+            .set("installer.mirror", mirror)
+            .set("images.keyring", at("keyring.gpg"))
+            .set("images.manifests", at("manifests"))
+            .set("profiles.dir", at("profiles"))
     }
 
-    fn write_config(&self, installer_extra: &str) -> Result<()> {
-        self.write_config_with(&self.mirror.url(), installer_extra, "")
+    /// The config with the fixture mirror.
+    fn fixture_config(&self) -> LabConfig {
+        self.config_with(&self.mirror.url())
+    }
+
+    fn write_config(&self, config: &LabConfig) -> Result<()> {
+        config.write(&self.config())
     }
 
     fn image(&self, args: &[&str]) -> Result<Out> {
@@ -771,7 +771,7 @@ fn fetch_refuses_when_the_mirror_disappears_then_resumes_elsewhere() -> Result<(
 
     // The same files from another mirror: the download resumes where it stopped.
     let other = Mirror::start(&f.dir.path().join("www"))?;
-    f.write_config_with(&other.url(), "", "")?;
+    f.write_config(&f.config_with(&other.url()))?;
     let m = f.fetch_good()?;
     assert_eq!(m["files"]["linux"]["sha256"], sha256_hex(&newer));
     let linux: Vec<_> = other
@@ -788,10 +788,9 @@ fn fetch_refuses_when_the_mirror_disappears_then_resumes_elsewhere() -> Result<(
 fn fetch_goes_through_the_configured_upstream_proxy() -> Result<()> {
     let f = Fixture::new(MIRROR_KERNEL)?;
     // `.invalid` never resolves: only the proxy can answer.
-    f.write_config_with(
-        "http://mirror.invalid/debian",
-        "",
-        &format!("proxy = \"http://{}\"", f.mirror.addr),
+    f.write_config(
+        &f.config_with("http://mirror.invalid/debian")
+            .set("images.proxy", format!("http://{}", f.mirror.addr)),
     )?;
     let m = f.fetch_good()?;
     assert_eq!(m["verified"], true);
@@ -824,7 +823,7 @@ fn kernel_mismatch_is_warned_by_fetch_and_check() -> Result<()> {
     );
     assert!(out.stderr.contains(&warning), "{}", out.stderr);
 
-    f.write_config("image = \"bookworm-amd64\"\n")?;
+    f.write_config(&f.fixture_config().with("installer-image-bookworm"))?;
     let check = Command::new(rackseed_bin())
         .args(["check", "--config"])
         .arg(f.config())
@@ -896,7 +895,10 @@ fn gc_keeps_generations_that_nodes_and_the_config_reference() -> Result<()> {
             })
     })?;
     drop(inv);
-    f.write_config(&format!("image = \"lab@{}\"\n", ids[1]))?;
+    f.write_config(
+        &f.fixture_config()
+            .set("installer.image", format!("lab@{}", ids[1])),
+    )?;
     std::fs::write(f.store().join("tmp/leftover"), b"x")?;
 
     let out = f.image(&["gc"])?;
@@ -1007,7 +1009,7 @@ fn import_is_checked_against_the_signed_chain_when_the_mirror_answers() -> Resul
 fn import_of_the_local_package_works_without_network() -> Result<()> {
     let f = Fixture::new(MIRROR_KERNEL)?;
     // Port 9 (discard) on loopback: nothing listens, every connection is refused.
-    f.write_config_with("http://127.0.0.1:9/debian", "", "")?;
+    f.write_config(&f.config_with("http://127.0.0.1:9/debian"))?;
     let out = f.image(&["import", "--from", PACKAGE_DIR])?;
     assert!(out.ok, "{}", out.all());
     assert!(
@@ -1035,7 +1037,7 @@ fn import_of_the_local_package_works_without_network() -> Result<()> {
 #[test]
 fn an_imported_image_is_what_nodes_are_served() -> Result<()> {
     let f = Fixture::new(MIRROR_KERNEL)?;
-    f.write_config_with("http://127.0.0.1:9/debian", "", "")?;
+    f.write_config(&f.config_with("http://127.0.0.1:9/debian"))?;
     let out = f.image(&[
         "import",
         "--from",
@@ -1047,11 +1049,12 @@ fn an_imported_image_is_what_nodes_are_served() -> Result<()> {
     assert!(out.ok, "{}", out.all());
     std::fs::create_dir_all(f.dir.path().join("profiles"))?;
     let lab = Lab::new()?;
-    let config = format!(
-        "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"@DIR@/data\"\n\n[dhcp]\nmode = \"disabled\"\n\n[installer]\nimage = \"served\"\nmirror = \"http://127.0.0.1:9/debian\"\n\n[images]\nstore = \"{}\"\n\n[profiles]\ndir = \"{}\"\n",
-        f.store().display(),
-        f.dir.path().join("profiles").display()
-    );
+    let config = LabConfig::file("images-served")
+        .set("images.store", f.store().display().to_string())
+        .set(
+            "profiles.dir",
+            f.dir.path().join("profiles").display().to_string(),
+        );
     let srv = Server::start(&lab, &config)?;
     for name in ["linux", "initrd.gz"] {
         let (code, body) =
@@ -1078,27 +1081,31 @@ fn package_version() -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A config that uses the host's APT sources and the Debian archive keyring.
-fn real_config(dir: &Path, installer_extra: &str) -> Result<PathBuf> {
+/// A config that uses the host's APT sources and the Debian archive keyring, with
+/// `overlay` (a tests/configs file) over it when given.
+fn real_config(dir: &Path, overlay: Option<&str>) -> Result<PathBuf> {
     let mirror =
         rackseed::aptsources::debian_mirror(&rackseed::aptsources::host_sources(Path::new("/")))
             .context("this host's APT sources name no Debian mirror")?;
     eprintln!("real archive: {mirror} (from this host's APT sources)");
     let path = dir.join("rackseed.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"{d}/data\"\n\n[dhcp]\nmode = \"disabled\"\n\n[installer]\nsuite = \"bookworm\"\n{installer_extra}\n[images]\nmanifests = \"{d}/manifests\"\n",
-            d = dir.display()
-        ),
-    )?;
+    let mut config = LabConfig::file("images")
+        .set("server.data_dir", dir.join("data").display().to_string())
+        .set(
+            "images.manifests",
+            dir.join("manifests").display().to_string(),
+        );
+    if let Some(o) = overlay {
+        config = config.with(o);
+    }
+    config.write(&path)?;
     Ok(path)
 }
 
 #[test]
 fn real_archive_verifies_the_local_package_import() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("rsimg").tempdir()?;
-    let config = real_config(dir.path(), "")?;
+    let config = real_config(dir.path(), None)?;
     let out = rackseed(&config, &["import", "--from", PACKAGE_DIR])?;
     assert!(out.ok, "{}", out.all());
     let m = manifest(&dir.path().join("data/images"), "bookworm-amd64")?;
@@ -1141,7 +1148,7 @@ fn real_archive_verifies_the_local_package_import() -> Result<()> {
         out.all()
     );
     // And `rackseed check` serving that image does not warn about it.
-    real_config(dir.path(), "image = \"bookworm-amd64\"\n")?;
+    real_config(dir.path(), Some("installer-image-bookworm"))?;
     let check = Command::new(rackseed_bin())
         .args(["check", "--config"])
         .arg(&config)
@@ -1161,7 +1168,7 @@ fn real_archive_verifies_the_local_package_import() -> Result<()> {
 #[test]
 fn real_archive_fetch_verifies_the_chain_then_reports_the_missing_files() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("rsimg").tempdir()?;
-    let config = real_config(dir.path(), "")?;
+    let config = real_config(dir.path(), None)?;
     let store = dir.path().join("data/images");
     rackseed::images::Store::open(&store)?;
     let before = snapshot(&store);

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use rackseed::render::{INSTALL_FILES, debconf, partman};
 use rackseed_tests::qemu::{self, qcow2};
-use rackseed_tests::{Lab, Server, assert_in_order, lab_config, rackseed_bin, run, workspace};
+use rackseed_tests::{Lab, LabConfig, Server, assert_in_order, rackseed_bin, run, workspace};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs;
@@ -65,10 +65,7 @@ fn serve_refuses_to_start_with_a_broken_profile() -> Result<()> {
         "disks: {count: 1, min_size: 8G}",
     );
     let profiles = profiles_copy("storage-node", Some(&broken))?;
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "").replace(
-        &format!("dir = \"{}\"", workspace().join("profiles").display()),
-        &format!("dir = \"{}\"", profiles.path().display()),
-    );
+    let cfg = LabConfig::lab().set("profiles.dir", profiles.path().display().to_string());
     let mut srv = Server::prepare(&lab, &cfg)?;
     let err = srv
         .spawn()
@@ -91,7 +88,7 @@ fn serve_refuses_to_start_with_a_broken_profile() -> Result<()> {
 #[test]
 fn node_add_refuses_unknown_profiles_and_vars_that_do_not_fit() -> Result<()> {
     let lab = Lab::new()?;
-    let srv = Server::start(&lab, &lab_config(Path::new("@DIR@"), "authoritative", ""))?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let add = |body: Value| -> Result<(u16, String)> {
         let (code, v) = srv.api_post("/api/nodes", &body)?;
         Ok((code, v["error"].as_str().unwrap_or_default().to_string()))
@@ -215,7 +212,7 @@ fn node_add_refuses_unknown_profiles_and_vars_that_do_not_fit() -> Result<()> {
 #[test]
 fn profile_render_writes_exactly_what_http_serves() -> Result<()> {
     let lab = Lab::new()?;
-    let srv = Server::start(&lab, &lab_config(Path::new("@DIR@"), "authoritative", ""))?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let (mac, host, ip) = ("52:54:00:20:00:02", "store2", "192.0.2.42");
     srv.add_node(
         mac,
@@ -579,7 +576,7 @@ fn storage_node_vm(lab: &Lab, name: &str, macs: [&str; 2], dir: &Path) -> Result
 fn storage_node_installer_parses_the_preseed_as_rendered() -> Result<()> {
     let _q = qemu::exclusive();
     let lab = Lab::new()?;
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "");
+    let cfg = LabConfig::lab();
     let srv = Server::start(&lab, &cfg)?;
     // The first NIC is not the boot NIC and is unknown to rackseed; the node is
     // registered by the MAC it PXE-boots from.
@@ -736,12 +733,9 @@ fn hypervisor_pair_installer_picks_sata_root_and_nvme_pool_disks() -> Result<()>
     let lab = Lab::new()?;
     // The real mirror (this host's APT sources) for the driver packages; the lab
     // network itself never reaches it. iPXE over HTTP keeps the boot short.
-    let cfg = lab_config(Path::new("@DIR@"), "authoritative", "")
-        .replace(
-            "[installer]\nmirror = \"http://mirror.example/debian\"\n",
-            "[installer]\n",
-        )
-        .replace("[boot]\n", "[boot]\nefi_binary = \"ipxe\"\n");
+    let cfg = LabConfig::lab()
+        .remove("installer.mirror")
+        .with("ipxe-on-uefi");
     let mut srv = Server::prepare(&lab, &cfg)?;
     let out = run(Command::new(rackseed_bin())
         .args(["image", "--config"])

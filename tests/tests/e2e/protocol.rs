@@ -2,13 +2,9 @@
 //! TFTP and HTTP clients (udhcpc, dhclient, perfdhcp, atftp, curl).
 
 use anyhow::Result;
-use rackseed_tests::{Lab, Server, lab_config, wait_for};
+use rackseed_tests::{Lab, LabConfig, Server, wait_for};
 use serde_json::json;
 use std::time::Duration;
-
-fn server(lab: &Lab, mode: &str, extra: &str) -> Result<Server> {
-    Server::start(lab, &lab_config(std::path::Path::new("@DIR@"), mode, extra))
-}
 
 /// Runs udhcpc once on a client's eth0 and returns the leased address.
 fn udhcpc(ns: &rackseed_tests::Netns, request: Option<&str>) -> Result<String> {
@@ -27,7 +23,7 @@ fn udhcpc(ns: &rackseed_tests::Netns, request: Option<&str>) -> Result<String> {
 #[test]
 fn udhcpc_and_dhclient_get_leases_that_survive_a_restart() -> Result<()> {
     let mut lab = Lab::new()?;
-    let mut srv = server(&lab, "authoritative", "")?;
+    let mut srv = Server::start(&lab, &LabConfig::lab())?;
     let a = lab.client("52:54:00:01:00:01", None)?.name.clone();
     let b = lab.client("52:54:00:01:00:02", None)?.name.clone();
     let ns = |n: &str| lab.clients.iter().find(|c| c.name == n).expect("client");
@@ -91,7 +87,7 @@ fn udhcpc_and_dhclient_get_leases_that_survive_a_restart() -> Result<()> {
 #[test]
 fn requesting_someone_elses_address_gets_a_nak() -> Result<()> {
     let mut lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let a = lab.client("52:54:00:02:00:01", None)?.name.clone();
     let b = lab.client("52:54:00:02:00:02", None)?.name.clone();
     let ip_a = udhcpc(lab.clients.iter().find(|x| x.name == a).unwrap(), None)?;
@@ -113,8 +109,7 @@ fn perfdhcp_load_through_a_relay_has_no_drops() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.srv
         .ip(&["addr", "add", "198.51.100.1/24", "dev", "br0"])?;
-    let extra = "[[dhcp.subnets]]\nnetwork = \"198.51.100.0/24\"\nrange = \"198.51.100.10-198.51.100.250\"\nrouter = \"198.51.100.1\"\ndns = [\"192.0.2.1\"]\n";
-    let srv = server(&lab, "authoritative", extra)?;
+    let srv = Server::start(&lab, &LabConfig::lab().with("relay-subnet"))?;
     let relay = lab.client("52:54:00:03:00:01", Some("198.51.100.2/24"))?;
     let out = relay.sh("perfdhcp -4 -l 198.51.100.2 -r 50 -R 200 -p 4 -t 1 192.0.2.1 2>&1")?;
     let num = |key: &str| -> u64 {
@@ -157,8 +152,7 @@ fn kill_9_during_perfdhcp_load_loses_no_acked_lease() -> Result<()> {
     let mut lab = Lab::new()?;
     lab.srv
         .ip(&["addr", "add", "198.51.100.1/24", "dev", "br0"])?;
-    let extra = "[[dhcp.subnets]]\nnetwork = \"198.51.100.0/24\"\nrange = \"198.51.100.10-198.51.100.250\"\nrouter = \"198.51.100.1\"\ndns = [\"192.0.2.1\"]\n";
-    let mut srv = server(&lab, "authoritative", extra)?;
+    let mut srv = Server::start(&lab, &LabConfig::lab().with("relay-subnet"))?;
     let relay = lab.client("52:54:00:03:00:02", Some("198.51.100.2/24"))?;
     let acks = srv.dir.path().join("acks.txt");
     let sniff = format!(
@@ -279,10 +273,7 @@ while time.time() < end:
 #[test]
 fn a_full_disk_refuses_new_work_and_keeps_stored_data() -> Result<()> {
     let mut lab = Lab::new()?;
-    let mut srv = Server::prepare(
-        &lab,
-        &lab_config(std::path::Path::new("@DIR@"), "authoritative", ""),
-    )?;
+    let mut srv = Server::prepare(&lab, &LabConfig::lab())?;
     let data = srv.dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     rackseed_tests::run(
@@ -388,10 +379,7 @@ fn a_full_disk_refuses_new_work_and_keeps_stored_data() -> Result<()> {
 #[test]
 fn http_closes_slow_and_excess_connections() -> Result<()> {
     let mut lab = Lab::new()?;
-    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "").replace(
-        "[server]\n",
-        "[server]\nmax_connections = 4\nheader_timeout = \"2s\"\nidle_timeout = \"3s\"\n",
-    );
+    let cfg = LabConfig::lab().with("http-tight-limits");
     let srv = Server::start(&lab, &cfg)?;
     let c = lab.client("52:54:00:0f:00:01", Some("192.0.2.57/24"))?;
     let probe = r#"
@@ -441,11 +429,7 @@ for s in held:
 #[test]
 fn ignore_policy_answers_known_machines_only() -> Result<()> {
     let mut lab = Lab::new()?;
-    let mut cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "");
-    cfg = cfg.replace(
-        "interfaces = [\"br0\"]",
-        "interfaces = [\"br0\"]\nunknown = \"ignore\"",
-    );
+    let cfg = LabConfig::lab().with("unknown-ignore");
     let srv = Server::start(&lab, &cfg)?;
     let unknown = lab.client("52:54:00:04:00:01", None)?;
     let (ok, out) = unknown.try_sh("udhcpc -f -q -n -t 2 -T 1 -i eth0 -s /bin/true 2>&1");
@@ -466,11 +450,7 @@ fn ipxe_bytes(name: &str) -> Vec<u8> {
 #[test]
 fn tftp_clamps_hostile_options_and_caps_sessions_per_client() -> Result<()> {
     let mut lab = Lab::new()?;
-    let _srv = server(
-        &lab,
-        "authoritative",
-        "[tftp]\nmax_sessions_per_client = 3\n",
-    )?;
+    let _srv = Server::start(&lab, &LabConfig::lab().with("tftp-per-client-cap"))?;
     let c = lab.client("52:54:00:05:00:02", Some("192.0.2.51/24"))?;
     // Raw RRQs that ask for the largest options, each from its own port, never ACKed.
     let probe = r#"
@@ -520,7 +500,7 @@ for s in socks:
 #[test]
 fn atftp_and_curl_fetch_ipxe_binaries_byte_exact() -> Result<()> {
     let mut lab = Lab::new()?;
-    let _srv = server(&lab, "authoritative", "")?;
+    let _srv = Server::start(&lab, &LabConfig::lab())?;
     let c = lab.client("52:54:00:05:00:01", Some("192.0.2.50/24"))?;
     let tmp = tempfile::tempdir()?;
     for name in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
@@ -565,8 +545,8 @@ fn hostile_tftp_names_and_writes_are_refused() -> Result<()> {
     std::fs::write(extra_dir.path().join("ok.txt"), "inside the tree\n")?;
     std::os::unix::fs::symlink("/etc/passwd", extra_dir.path().join("evil"))?;
     std::os::unix::fs::symlink("/etc", extra_dir.path().join("etc"))?;
-    let extra = format!("[tftp]\nextra_dir = \"{}\"\n", extra_dir.path().display());
-    let _srv = server(&lab, "authoritative", &extra)?;
+    let cfg = LabConfig::lab().set("tftp.extra_dir", extra_dir.path().display().to_string());
+    let _srv = Server::start(&lab, &cfg)?;
     let c = lab.client("52:54:00:06:00:01", Some("192.0.2.51/24"))?;
     let tmp = tempfile::tempdir()?;
     let get = |name: &str| {
@@ -618,11 +598,7 @@ fn hostile_tftp_names_and_writes_are_refused() -> Result<()> {
 #[test]
 fn tftp_session_cap_refuses_past_the_limit() -> Result<()> {
     let mut lab = Lab::new()?;
-    let _srv = server(
-        &lab,
-        "authoritative",
-        "[tftp]\nmax_sessions = 1\ntimeout = \"3s\"\n",
-    )?;
+    let _srv = Server::start(&lab, &LabConfig::lab().with("tftp-single-session"))?;
     let c = lab.client("52:54:00:07:00:01", Some("192.0.2.52/24"))?;
     // A client that asks and never acknowledges holds the only session.
     let script = "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.sendto(b'\\x00\\x01installer/initrd.gz\\x00octet\\x00',('192.0.2.1',69))\ns.settimeout(5)\nd,a=s.recvfrom(2000)\nprint('held', d[:2].hex(), flush=True)\ntime.sleep(12)\n";
@@ -664,7 +640,7 @@ fn tftp_session_cap_refuses_past_the_limit() -> Result<()> {
 #[test]
 fn curl_gets_installer_files_with_range_and_head() -> Result<()> {
     let mut lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let c = lab.client("52:54:00:08:00:01", Some("192.0.2.53/24"))?;
     let dir = rackseed::config::PACKAGE_INSTALLER_DIR;
     for file in ["linux", "initrd.gz"] {
@@ -724,7 +700,7 @@ fn token_from_script(script: &str) -> String {
 #[test]
 fn preseed_needs_the_nodes_live_token() -> Result<()> {
     let mut lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     srv.add_node("52:54:00:09:00:01", "web1", "lab-single-disk", &[])?;
     srv.add_node("52:54:00:09:00:02", "web2", "lab-single-disk", &["--ready"])?;
     let node = lab.node_client("52:54:00:09:00:01")?;
@@ -919,7 +895,7 @@ fn preseed_needs_the_nodes_live_token() -> Result<()> {
 #[test]
 fn an_event_body_cannot_inject_into_the_next_boot_script() -> Result<()> {
     let lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let mac = "52:54:00:09:00:07";
     srv.add_node(mac, "inject1", "lab-single-disk", &[])?;
     let node = lab.node_client(mac)?;
@@ -969,10 +945,7 @@ fn an_event_body_cannot_inject_into_the_next_boot_script() -> Result<()> {
 #[test]
 fn expired_preseed_token_gets_404_and_the_node_fails_visibly() -> Result<()> {
     let lab = Lab::new()?;
-    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "").replace(
-        "retry_interval = \"5s\"",
-        "retry_interval = \"5s\"\ntoken_ttl = \"2s\"",
-    );
+    let cfg = LabConfig::lab().with("short-token-ttl");
     let srv = Server::start(&lab, &cfg)?;
     srv.add_node("52:54:00:0a:00:01", "late1", "lab-single-disk", &[])?;
     let node = lab.node_client("52:54:00:0a:00:01")?;
@@ -996,7 +969,7 @@ fn expired_preseed_token_gets_404_and_the_node_fails_visibly() -> Result<()> {
 #[test]
 fn admin_api_checks_token_and_input() -> Result<()> {
     let lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let admin = format!("{}/api/nodes", rackseed_tests::ADMIN);
     let (code, body) = srv.curl(&[&admin])?;
     assert_eq!(code, 401);
@@ -1073,7 +1046,7 @@ fn admin_api_checks_token_and_input() -> Result<()> {
 #[test]
 fn malformed_dhcp_packets_are_dropped_and_the_server_keeps_answering() -> Result<()> {
     let mut lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     let c = lab.client("52:54:00:0c:00:01", Some("192.0.2.54/24"))?;
     // Garbage, a truncated BOOTP header, and a packet with an option overrunning its end.
     let junk = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_BROADCAST,1)\nfor p in [b'x', b'\\x01\\x01\\x06\\x00'+b'\\x00'*20, b'\\x01\\x01\\x06\\x00'+b'\\x00'*232+b'\\x63\\x82\\x53\\x63\\x35\\x05\\x01', bytes(range(256))*2]:\n    s.sendto(p,('192.0.2.1',67))\n";
@@ -1102,10 +1075,7 @@ fn malformed_dhcp_packets_are_dropped_and_the_server_keeps_answering() -> Result
 fn a_flood_of_new_macs_is_rate_limited_and_dhcp_keeps_answering() -> Result<()> {
     let mut lab = Lab::new()?;
     // The limits sit in [dhcp].
-    let cfg = lab_config(std::path::Path::new("@DIR@"), "authoritative", "").replace(
-        "[dhcp]\n",
-        "[dhcp]\ndiscover_per_minute = 5\ndiscover_max = 8\n",
-    );
+    let cfg = LabConfig::lab().with("discovery-limits");
     let srv = Server::start(&lab, &cfg)?;
     let c = lab.client("52:54:00:0c:00:02", Some("192.0.2.55/24"))?;
     let flood = r#"
@@ -1158,7 +1128,7 @@ for extra in [bytes([94, 2, 1, 2]), bytes([93, 1, 0]), bytes([81, 1, 0]), bytes(
 #[test]
 fn proxy_answers_pxe_boot_server_requests_on_port_4011() -> Result<()> {
     let mut lab = Lab::new()?;
-    let srv = server(&lab, "proxy", "")?;
+    let srv = Server::start(&lab, &LabConfig::proxy())?;
     srv.add_node("52:54:00:0d:00:01", "pxe4011", "lab-single-disk", &[])?;
     let c = lab.client("52:54:00:0d:00:01", Some("192.0.2.167/24"))?;
     let script = r#"
@@ -1209,10 +1179,7 @@ for vendor in [b'PXEClient:Arch:00000:UNDI:002001', b'']:
 #[test]
 fn a_dying_service_ends_the_process_with_its_name_and_reason() -> Result<()> {
     let lab = Lab::new()?;
-    let mut srv = Server::prepare(
-        &lab,
-        &lab_config(std::path::Path::new("@DIR@"), "authoritative", ""),
-    )?;
+    let mut srv = Server::prepare(&lab, &LabConfig::lab())?;
     srv.env
         .push(("RACKSEED_FAILPOINT".into(), "tftp:3000".into()));
     srv.spawn()?;
@@ -1268,7 +1235,7 @@ except socket.timeout:
 #[test]
 fn a_long_inventory_write_stalls_no_dhcp_tftp_or_health_answer() -> Result<()> {
     let lab = Lab::new()?;
-    let srv = server(&lab, "authoritative", "")?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
     srv.add_node("52:54:00:0f:00:01", "leased", "lab-single-disk", &[])?;
     srv.add_node("52:54:00:0f:00:02", "asking", "lab-single-disk", &[])?;
     let leased = lab.node_client("52:54:00:0f:00:01")?;

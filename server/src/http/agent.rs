@@ -141,6 +141,7 @@ pub async fn post_enroll(
             .filter(|k| !k.is_empty());
         // One transaction: re-reads the group's members, consumes the token, enrolls
         // and sets membership; a placement conflict found there undoes all of it.
+        let installed_since = state.inventory.state_since(node.id).ok().flatten();
         let node = match state.inventory.complete_enrollment(
             node.id,
             &crate::inventory::Enrollment {
@@ -153,7 +154,15 @@ pub async fn post_enroll(
             },
             now,
         ) {
-            Ok(n) => n,
+            Ok(n) => {
+                if let Some(since) = installed_since {
+                    state.metrics.observe_step(
+                        crate::metrics::step::FIRST_BOOT,
+                        (now - since) as f64 / 1000.0,
+                    );
+                }
+                n
+            }
             Err(crate::inventory::InventoryError::Placement(why)) => {
                 return refused(&state, Some(node.id), &Refusal::Placement(why));
             }

@@ -383,6 +383,17 @@ pub async fn install_file(
             ApiError::internal(format!("{file} failed to render"))
         })?;
         let kind = if file == "preseed.cfg" {
+            // The first preseed of this install ends the boot: DHCP → preseed.
+            let inv = &state.inventory;
+            if let (Ok(Some(dhcp)), Ok(None)) = (
+                inv.first_since_state(node.id, "dhcp"),
+                inv.first_since_state(node.id, "preseed"),
+            ) {
+                state.metrics.observe_step(
+                    crate::metrics::step::DHCP_TO_PRESEED,
+                    (now_ms() - dhcp) as f64 / 1000.0,
+                );
+            }
             "preseed"
         } else {
             "script"
@@ -458,6 +469,15 @@ pub async fn install_event(
         } else {
             text.clone()
         };
+        if kind == "late_command"
+            && node.state == crate::inventory::NodeState::Installing
+            && let Ok(Some(since)) = state.inventory.state_since(node.id)
+        {
+            state.metrics.observe_step(
+                crate::metrics::step::INSTALL,
+                (now_ms() - since) as f64 / 1000.0,
+            );
+        }
         match transition {
             Some(t) => {
                 let n = state.inventory.transition_with_event(

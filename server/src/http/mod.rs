@@ -182,7 +182,10 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<String, ApiError> {
     crate::state::blocking(&state, move |state| {
         let counts = state.inventory.count_by_state()?;
-        Ok(state.metrics.render(&counts, state.tftp_sessions.active()))
+        let stalled = state.stalled.read().map_or(0, |m| m.len());
+        Ok(state
+            .metrics
+            .render(&counts, stalled, state.tftp_sessions.active()))
     })
     .await
 }

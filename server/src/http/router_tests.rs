@@ -154,3 +154,311 @@ fn internal_errors_send_no_detail() {
     assert_eq!(e.code, "internal");
     assert!(!e.message.contains("listing nodes"), "{}", e.message);
 }
+
+/// One request to the admin router as a browser on 127.0.0.1 sends it.
+async fn browser(
+    a: &Api,
+    method: &str,
+    path: &str,
+    cookies: &str,
+    headers: &[(&str, &str)],
+    form: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = axum::http::Request::builder().method(method).uri(path);
+    if !cookies.is_empty() {
+        req = req.header(header::COOKIE, cookies);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if form.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    let mut req = req
+        .body(Body::from(form.unwrap_or("").to_string()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [127, 0, 0, 1],
+            50_000,
+        ))));
+    let resp = admin_router(a.state.clone()).oneshot(req).await.unwrap();
+    let (status, h) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, h, String::from_utf8_lossy(&bytes).to_string())
+}
+
+/// `name=value` of the cookie `name` that a response sets.
+fn set_cookie(h: &axum::http::HeaderMap, name: &str) -> String {
+    h.get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no cookie {name} in {h:?}"))
+        .to_string()
+}
+
+/// Logs `user` in; returns the session cookie (`name=value`) and the CSRF token.
+async fn session(a: &Api, user: &str, password: &str) -> (String, String) {
+    let (_, h, body) = browser(a, "GET", "/ui/login", "", &[], None).await;
+    let login = set_cookie(&h, "rackseed_login");
+    let login = login.split(';').next().unwrap().to_string();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let form = format!("user={user}&password={password}&csrf={csrf}");
+    let (s, h, body) = browser(a, "POST", "/ui/login", &login, &[], Some(&form)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let c = set_cookie(&h, "rackseed_session");
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(c.contains(attr), "{c}");
+    }
+    let cookie = c.split(';').next().unwrap().to_string();
+    let (_, _, page) = browser(a, "GET", "/ui/", &cookie, &[], None).await;
+    let token = page
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    (cookie, token)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_logins_sessions_and_csrf() {
+    let a = api();
+    // Accounts: made with the admin token; bad values refused with the one shape.
+    for (body, status, code) in [
+        (
+            r#"{"name": "tech", "role": "admin", "password": "tech-password-1"}"#,
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            r#"{"name": "viewer", "role": "read-only", "password": "viewer-password-1"}"#,
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            r#"{"name": "tech", "role": "admin", "password": "tech-password-2"}"#,
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            r#"{"name": "Bad Name", "role": "admin", "password": "tech-password-1"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            r#"{"name": "x", "role": "root", "password": "tech-password-1"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            r#"{"name": "x", "role": "admin", "password": "short"}"#,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        let (s, v) = a.admin("POST", "/api/users", Some(body)).await;
+        assert_eq!(s, status, "{body}: {v}");
+        if !code.is_empty() {
+            assert_error(&v, code);
+        }
+    }
+    let (_, v) = a.admin("GET", "/api/users", None).await;
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(!v.to_string().contains("argon2"), "hashes listed: {v}");
+
+    // Pages need a session.
+    let (s, h, _) = browser(&a, "GET", "/ui/", "", &[], None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h[header::LOCATION], "/ui/login");
+    // The login form's token must come back with the browser's login cookie.
+    let (_, h, body) = browser(&a, "GET", "/ui/login", "", &[], None).await;
+    let login = set_cookie(&h, "rackseed_login");
+    let login = login.split(';').next().unwrap();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let (s, _, body) = browser(
+        &a,
+        "POST",
+        "/ui/login",
+        "",
+        &[],
+        Some(&format!("user=tech&password=tech-password-1&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "no login cookie: {body}");
+    let (s, _, _) = browser(
+        &a,
+        "POST",
+        "/ui/login",
+        login,
+        &[],
+        Some("user=tech&password=tech-password-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "no csrf field");
+    for (user, pw) in [("tech", "wrong-password"), ("nobody", "tech-password-1")] {
+        let form = format!("user={user}&password={pw}&csrf={csrf}");
+        let (s, h, body) = browser(&a, "POST", "/ui/login", login, &[], Some(&form)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{user}");
+        assert!(body.contains("Wrong user name or password."), "{body}");
+        assert!(
+            h.get_all(header::SET_COOKIE)
+                .iter()
+                .all(|c| !c.to_str().unwrap().starts_with("rackseed_session="))
+        );
+    }
+
+    let (cookie, token) = session(&a, "tech", "tech-password-1").await;
+    let node = r#"{"mac": "52:54:00:aa:00:07", "hostname": "web7", "profile": "lab-single-disk"}"#;
+    let post = |cookie: String, hdrs: Vec<(&'static str, String)>| {
+        let a = &a;
+        async move {
+            let mut req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/nodes")
+                .header(header::COOKIE, cookie)
+                .header(header::CONTENT_TYPE, "application/json");
+            for (k, v) in hdrs {
+                req = req.header(k, v);
+            }
+            let resp = admin_router(a.state.clone())
+                .oneshot(req.body(Body::from(node)).unwrap())
+                .await
+                .unwrap();
+            let s = resp.status();
+            let b = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                s,
+                serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default(),
+            )
+        }
+    };
+    let (s, v) = post(cookie.clone(), vec![]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_error(&v, "csrf");
+    let (s, v) = post(cookie.clone(), vec![("x-csrf-token", "0".repeat(64))]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_error(&v, "csrf");
+    let (s, v) = post(cookie.clone(), vec![("x-csrf-token", token.clone())]).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Every page renders, with the console's headers.
+    for path in [
+        "/ui/",
+        "/ui/?state=provisioning",
+        "/ui/fragments/nodes",
+        "/ui/nodes/web7",
+        "/ui/groups",
+        "/ui/images",
+    ] {
+        let (s, h, body) = browser(&a, "GET", path, &cookie, &[], None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+        assert!(
+            h[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        if path.starts_with("/ui/nodes") || path.starts_with("/ui/?") || path == "/ui/" {
+            assert!(body.contains("web7"), "{path}: {body}");
+        }
+    }
+    let (_, _, page) = browser(&a, "GET", "/ui/nodes/web7", &cookie, &[], None).await;
+    // (`/` is HTML-escaped in the page.)
+    assert!(
+        page.contains("install&#x2f;INSTALL-TOKEN&#x2f;"),
+        "preview without placeholder"
+    );
+    // A read-only account looks but does not act, and does not manage accounts.
+    let (viewer, vtoken) = session(&a, "viewer", "viewer-password-1").await;
+    let (s, v) = post(viewer.clone(), vec![("x-csrf-token", vtoken)]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_error(&v, "read_only");
+    let (s, _, _) = browser(&a, "GET", "/ui/nodes/web7", &viewer, &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, body) = browser(&a, "GET", "/api/users", &viewer, &[], None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    // Logging out ends the session.
+    let (s, _, _) = browser(&a, "POST", "/ui/logout", &cookie, &[], Some("csrf=bad")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = browser(
+        &a,
+        "POST",
+        "/ui/logout",
+        &cookie,
+        &[],
+        Some(&format!("csrf={token}")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (s, _, _) = browser(&a, "GET", "/ui/", &cookie, &[], None).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "session still valid after logout");
+    let (s, _, _) = browser(&a, "GET", "/api/nodes", &cookie, &[], None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_sends_the_timeline_and_follows_it() {
+    let a = api();
+    let body = r#"{"mac": "52:54:00:aa:00:08", "hostname": "web8", "profile": "lab-single-disk"}"#;
+    let (s, _) = a.admin("POST", "/api/nodes", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let token = a.state.admin_token.clone();
+    let req = axum::http::Request::builder()
+        .uri("/api/events/stream?node=web8")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = admin_router(a.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut read_until = async |want: &str, text: &mut String| {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !text.contains(want) {
+            let f = tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("no {want:?} in the stream: {text}"))
+                .unwrap()
+                .unwrap();
+            if let Ok(d) = f.into_data() {
+                text.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    };
+    read_until("event: timeline", &mut text).await;
+    assert!(text.starts_with("event: node\n"), "{text}");
+    assert!(text.contains("added as provisioning"), "{text}");
+    // A new event arrives on the open stream, with the node's new state.
+    a.state.events.emit(1, "ipxe", "iPXE script served");
+    read_until("iPXE script served", &mut text).await;
+    let t = crate::inventory::Transition::Fail {
+        reason: "disk missing".into(),
+    };
+    a.state
+        .inventory
+        .transition(
+            1,
+            &t,
+            std::time::Duration::from_secs(60),
+            crate::node::now_ms(),
+        )
+        .unwrap();
+    a.state.events.notify();
+    read_until("provisioning → failed: disk missing", &mut text).await;
+    let last = text.rsplit("data: ").next().unwrap();
+    assert!(last.contains("\"state\":\"failed\""), "{last}");
+}

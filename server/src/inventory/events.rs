@@ -68,6 +68,30 @@ impl Inventory {
         })
     }
 
+    /// When the node's current state began (its newest `state` event).
+    pub fn state_since(&self, node_id: i64) -> Result<Option<UnixMs>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MAX(at) FROM events WHERE node_id = ?1 AND kind = 'state'",
+                [node_id],
+                |r| r.get(0),
+            )
+            .map_err(q("reading events"))
+        })
+    }
+
+    /// When the node's first event of `kind` since its current state began was stored.
+    pub fn first_since_state(&self, node_id: i64, kind: &str) -> Result<Option<UnixMs>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MIN(at) FROM events WHERE node_id = ?1 AND kind = ?2 AND id > (SELECT COALESCE(MAX(id), 0) FROM events WHERE node_id = ?1 AND kind = 'state')",
+                params![node_id, kind],
+                |r| r.get(0),
+            )
+            .map_err(q("reading events"))
+        })
+    }
+
     /// The newest event id (0 when there is none).
     pub fn last_event_id(&self) -> Result<i64> {
         self.read(|c| {

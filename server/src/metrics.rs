@@ -39,6 +39,13 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// The labels of a group member's gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabel {
+    pub group: String,
+    pub node: String,
+}
+
 /// The steps whose durations are kept as histograms.
 pub mod step {
     /// The node's first DHCP request of an install to the installer fetching its preseed.
@@ -75,9 +82,11 @@ pub struct Metrics {
     pub stalls: Counter,
     pub token_refused: Counter,
     pub console_login_refused: Counter,
+    pub replication_lag_alarms: Counter,
     /// Seconds per step of an install, by step ([`step`]).
     pub step_seconds: Family<StepLabel, Histogram, fn() -> Histogram>,
     nodes: Family<StateLabel, Gauge>,
+    replication_lag: Family<MemberLabel, Gauge>,
     stalled: Gauge,
     tftp_sessions: Gauge,
     registry: Registry,
@@ -102,8 +111,10 @@ impl Default for Metrics {
             stalls: Counter::default(),
             token_refused: Counter::default(),
             console_login_refused: Counter::default(),
+            replication_lag_alarms: Counter::default(),
             step_seconds: Family::new_with_constructor(step_histogram as fn() -> Histogram),
             nodes: Family::default(),
+            replication_lag: Family::default(),
             stalled: Gauge::default(),
             tftp_sessions: Gauge::default(),
             registry: Registry::with_prefix("rackseed"),
@@ -178,6 +189,16 @@ impl Default for Metrics {
             m.console_login_refused.0.clone(),
         );
         r.register(
+            "replication_lag_alarms",
+            "replication lag alarms raised: a group member's last successful replication is older than two intervals",
+            m.replication_lag_alarms.0.clone(),
+        );
+        r.register(
+            "replication_lag_seconds",
+            "seconds since each group member's last successful replication (or since it joined)",
+            m.replication_lag.clone(),
+        );
+        r.register(
             "step_seconds",
             "seconds a node took for a step of its install: dhcp_to_preseed, install (early_command to late_command), first_boot_to_enrolled",
             m.step_seconds.clone(),
@@ -204,6 +225,20 @@ impl Metrics {
         self.step_seconds
             .get_or_create(&StepLabel { step: step.into() })
             .observe(seconds.max(0.0));
+    }
+
+    /// Sets each group member's replication lag (group, node, seconds); members no
+    /// longer listed are dropped.
+    pub fn set_replication_lag(&self, lags: &[(String, String, i64)]) {
+        self.replication_lag.clear();
+        for (group, node, secs) in lags {
+            self.replication_lag
+                .get_or_create(&MemberLabel {
+                    group: group.clone(),
+                    node: node.clone(),
+                })
+                .set(*secs);
+        }
     }
 
     /// The exposition text, with the node counts per state, the stalled nodes and the
@@ -252,6 +287,7 @@ mod tests {
         m.dhcp_received.inc();
         m.tftp_bytes.add(512);
         m.observe_step(step::INSTALL, 600.0);
+        m.set_replication_lag(&[("rg1".into(), "node1".into(), 120)]);
         let text = m.render(&[("installing".into(), 3)], 1, 2);
         for want in [
             "# TYPE rackseed_dhcp_received counter",
@@ -260,6 +296,7 @@ mod tests {
             "rackseed_nodes{state=\"installing\"} 3",
             "rackseed_nodes{state=\"enrolled\"} 0",
             "rackseed_nodes_stalled 1",
+            "rackseed_replication_lag_seconds{group=\"rg1\",node=\"node1\"} 120",
             "rackseed_tftp_sessions 2",
             "# TYPE rackseed_step_seconds histogram",
             "rackseed_step_seconds_count{step=\"install\"} 1",

@@ -334,6 +334,23 @@ async fn watch_stalls(state: Arc<AppState>, cancel: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %e, "stall check failed"),
         }
+        // Replication lag: an alarm on a member's timeline when it falls behind.
+        match crate::state::blocking(&state, |s| s.replication_health()).await {
+            Ok(groups) => {
+                for (g, members) in groups {
+                    for m in members.into_iter().filter(|m| m.raise) {
+                        tracing::warn!(group = %g.name, node = m.node_id, host = %m.hostname, lag_s = m.lag_ms.unwrap_or(0) / 1000, "replication behind");
+                        state.metrics.replication_lag_alarms.inc();
+                        state
+                            .events
+                            .emit(m.node_id, crate::groups::health::LAG_EVENT, m.message);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "replication check could not read the inventory")
+            }
+        }
     }
 }
 

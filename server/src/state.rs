@@ -401,6 +401,60 @@ impl AppState {
         }
     }
 
+    /// Every group with its members' replication health (see
+    /// [`crate::groups::health`]), from the agents' reports on the timelines.
+    pub fn replication_health(
+        &self,
+    ) -> Result<
+        Vec<(
+            crate::groups::Group,
+            Vec<crate::groups::health::MemberHealth>,
+        )>,
+        crate::inventory::InventoryError,
+    > {
+        use crate::groups::health::{LAG_EVENT, Reports, member_health};
+        let inv = &self.inventory;
+        let by_node = |kind: &str| -> Result<HashMap<i64, crate::node::Event>, _> {
+            Ok::<_, crate::inventory::InventoryError>(
+                inv.latest_events(&[kind], false)?
+                    .into_iter()
+                    .map(|e| (e.node_id, e))
+                    .collect(),
+            )
+        };
+        let (ok, failed, alarms) = (
+            by_node("replication")?,
+            by_node("replication_failed")?,
+            by_node(LAG_EVENT)?,
+        );
+        let now = now_ms();
+        let mut out = Vec::new();
+        for g in crate::inventory::groups::list(inv)? {
+            let members = crate::inventory::groups::members(inv, &g)?;
+            let active = members
+                .iter()
+                .filter(|m| m.state == crate::node::NodeState::Enrolled)
+                .count();
+            let mut health = Vec::with_capacity(members.len());
+            for m in &members {
+                let member_since = if m.state == crate::node::NodeState::Enrolled {
+                    inv.state_since(m.node_id)?
+                } else {
+                    None
+                };
+                let r = Reports {
+                    last_ok: ok.get(&m.node_id).map(|e| e.at),
+                    last_failed: failed.get(&m.node_id).map(|e| (e.at, e.message.clone())),
+                    member_since,
+                    alarmed_at: alarms.get(&m.node_id).map(|e| e.at),
+                };
+                health.push(member_health(&g, m, active, &r, now));
+            }
+            out.push((g, health));
+        }
+        Ok(out)
+    }
+
     fn seen_on(&self, ip: IpAddr) -> Option<i64> {
         let IpAddr::V4(ip) = ip else { return None };
         self.peers

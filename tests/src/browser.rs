@@ -123,6 +123,29 @@ impl Browser {
         let v = self.cmd(json!({"op": "wait", "css": css, "text": text, "timeout": secs}))?;
         Ok(v.as_str().unwrap_or_default().to_string())
     }
+    /// Loads `url` again every 3 s until `css` holds `text` (for pages that are not
+    /// live); returns the text.
+    pub fn wait_reloading(
+        &mut self,
+        url: &str,
+        css: &str,
+        text: &str,
+        secs: u64,
+    ) -> Result<String> {
+        let start = std::time::Instant::now();
+        loop {
+            self.get(url)?;
+            let t = self.text(css)?;
+            if t.contains(text) {
+                return Ok(t);
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                bail!("{url}: {css} did not show {text:?} within {secs} s; it shows {t:?}");
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+
     pub fn text(&mut self, css: &str) -> Result<String> {
         let v = self.cmd(json!({"op": "text", "css": css}))?;
         Ok(v.as_str().unwrap_or_default().to_string())

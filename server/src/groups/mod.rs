@@ -5,6 +5,8 @@
 //! each member is served. Planning, placement and checks are pure functions;
 //! `inventory::groups` reads and writes the inventory's `groups` table and `nodes.grp`.
 
+pub mod health;
+
 use crate::facts::Facts;
 use crate::node::NodeState;
 use serde::{Deserialize, Serialize};

@@ -183,6 +183,17 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<String, ApiError>
     crate::state::blocking(&state, move |state| {
         let counts = state.inventory.count_by_state()?;
         let stalled = state.stalled.read().map_or(0, |m| m.len());
+        let lags: Vec<(String, String, i64)> = state
+            .replication_health()?
+            .into_iter()
+            .flat_map(|(g, members)| {
+                members.into_iter().filter_map(move |m| {
+                    m.lag_ms
+                        .map(|l| (g.name.clone(), m.hostname.clone(), l / 1000))
+                })
+            })
+            .collect();
+        state.metrics.set_replication_lag(&lags);
         Ok(state
             .metrics
             .render(&counts, stalled, state.tftp_sessions.active()))

@@ -416,12 +416,25 @@ async fn groups_page(
     axum::Extension(s): axum::Extension<Session>,
 ) -> Result<Response, ApiError> {
     let data = crate::state::blocking(&state, move |st| -> Result<_, ApiError> {
+        let health = st.replication_health()?;
         let mut groups = Vec::new();
-        for g in crate::inventory::groups::list(&st.inventory)? {
+        for (g, h) in health {
+            let behind = h.iter().filter(|m| m.behind).count();
             let members = crate::inventory::groups::members(&st.inventory, &g)?;
-            groups.push(context! { group => g, members => members });
+            let rows: Vec<_> = members
+                .iter()
+                .filter_map(|m| h.iter().find(|x| x.node_id == m.node_id).map(|x| (m, x)))
+                .map(|(m, h)| {
+                    context! {
+                        member => m,
+                        health => h,
+                        lag => h.lag_ms.map(console::duration_text),
+                    }
+                })
+                .collect();
+            groups.push(context! { group => g, members => rows, behind => behind });
         }
-        Ok(context! { groups => groups })
+        Ok(context! { groups => groups, behind_after => crate::groups::health::BEHIND_AFTER_INTERVALS })
     })
     .await?;
     page("groups.html", context! { ..frame(&s, "groups"), ..data })

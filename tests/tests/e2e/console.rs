@@ -133,6 +133,31 @@ fn the_console_follows_a_booting_node_live_and_acts_on_it() -> Result<()> {
     );
     ensure!(b.text("#plan summary")? == "plan.json");
     b.screenshot("node")?;
+    // /metrics parses as OpenMetrics (the Prometheus client library's strict parser)
+    // and its step histogram counted this boot's DHCP → preseed.
+    let (code, text) = srv.curl(&["http://192.0.2.1:8080/metrics"])?;
+    ensure!(code == 200);
+    let families = parse_metrics(&text)?;
+    for (name, kind) in [
+        ("rackseed_step_seconds", "histogram"),
+        ("rackseed_nodes", "gauge"),
+        ("rackseed_nodes_stalled", "gauge"),
+        ("rackseed_dhcp_received", "counter"),
+    ] {
+        ensure!(families[name]["type"] == kind, "{name}: {}", families[name]);
+    }
+    let count = &families["rackseed_step_seconds"]["samples"]["rackseed_step_seconds_count{step=dhcp_to_preseed}"];
+    ensure!(
+        count.as_f64() >= Some(1.0),
+        "{}",
+        families["rackseed_step_seconds"]
+    );
+    ensure!(
+        families["rackseed_nodes_stalled"]["samples"]["rackseed_nodes_stalled"].as_f64()
+            >= Some(1.0),
+        "{}",
+        families["rackseed_nodes_stalled"]
+    );
 
     // Reprovision from the page (a confirm dialog first).
     b.click("#reprovision")?;
@@ -164,4 +189,36 @@ fn the_console_follows_a_booting_node_live_and_acts_on_it() -> Result<()> {
     let (code, _) = srv.curl(&["-o", "/dev/null", &format!("{ADMIN}/ui/groups")])?;
     ensure!(code == 303, "groups page without a session: {code}");
     Ok(())
+}
+
+/// `/metrics` parsed by the Prometheus client library's OpenMetrics parser (Debian's
+/// python3-prometheus-client): family name → {"type", "samples": {"name{k=v}": value}}.
+fn parse_metrics(text: &[u8]) -> Result<serde_json::Value> {
+    use std::io::Write;
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    samples = {}
+    for s in f.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        samples[s.name + ("{" + labels + "}" if labels else "")] = s.value
+    out[f.name] = {"type": f.type, "samples": samples}
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("piped").write_all(text)?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "/metrics does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

@@ -5,8 +5,9 @@
 
 use anyhow::Result;
 use rackseed::facts;
+use rackseed_tests::browser::{Browser, test_output};
 use rackseed_tests::qemu::{self, Vm};
-use rackseed_tests::{Lab, LabConfig, Server, node_image, node_vm, wait_for};
+use rackseed_tests::{ADMIN, Lab, LabConfig, Server, node_image, node_vm, wait_for};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -352,6 +353,72 @@ fn storage_nodes_enroll_into_a_group_and_replicate() -> Result<()> {
             .any(|(k, m)| k == "replication" && m.contains("tank/data to node2")),
         "{t1:?}"
     );
+
+    // The console's group page: both members' last replication; when node2's
+    // replication stops, it falls behind (two intervals of 1 min) and is flagged, on the
+    // page, on its timeline and in /metrics.
+    let (code, v) = srv.api_post(
+        "/api/users",
+        &json!({"name": "tech", "role": "admin", "password": "tech-password-1"}),
+    )?;
+    assert_eq!(code, 201, "{v}");
+    let mut b = Browser::start(&srv.ns, &test_output("firstboot")?)?;
+    b.get(&format!("{ADMIN}/ui/login"))?;
+    b.type_in("#user", "tech")?;
+    b.type_in("#password", "tech-password-1")?;
+    b.click("#login-button")?;
+    b.wait_text("#who", "tech (admin)", 10)?;
+    let groups = format!("{ADMIN}/ui/groups");
+    for m in ["node1", "node2"] {
+        b.wait_reloading(
+            &groups,
+            &format!("#member-{m} .last-replication"),
+            "ok",
+            240,
+        )?;
+    }
+    vm2.shell(
+        "systemctl stop rackseed-replicate.timer; systemctl kill rackseed-replicate.service; systemctl stop rackseed-replicate.service; true",
+        Duration::from_secs(60),
+    )?;
+    let health = b.wait_reloading(&groups, "#member-node2 .health", "behind", 420)?;
+    assert!(
+        health.contains("replication of tank/data is behind"),
+        "{health}"
+    );
+    assert_eq!(b.attr("#member-node2", "data-status")?, "behind");
+    b.screenshot("groups")?;
+    let t2 = wait_for(
+        "node2's replication_lag event",
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+        || {
+            srv.timeline("node2")
+                .ok()
+                .filter(|t| t.iter().any(|(k, _)| k == "replication_lag"))
+        },
+    )?;
+    assert!(
+        t2.iter()
+            .any(|(k, m)| k == "replication_lag" && m.contains("the group replicates every 1 min")),
+        "{t2:?}"
+    );
+    let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    let lag = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("rackseed_replication_lag_seconds{group=\"rg1\",node=\"node2\"} ")
+        })
+        .and_then(|v| v.parse::<i64>().ok());
+    assert!(
+        lag.is_some_and(|l| l > 120),
+        "node2 lag in /metrics: {lag:?}"
+    );
+    assert!(
+        rackseed_tests::metric_in(&m, "replication_lag_alarms_total") >= 1,
+        "{m}"
+    );
+    drop(b);
 
     // Membership change: a new member shows up in the others' views.
     srv.add_node(

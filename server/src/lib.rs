@@ -14,7 +14,7 @@
 //! | `mirror`      | leaf     | a Debian mirror URI split as the installer wants it |
 //! | `chunks`      | leaf     | reusable read buffers of whole-file responses |
 //! | `sshkey`      | leaf     | SSH public keys as a parsed type |
-//! | `metrics`     | leaf     | counters in the Prometheus text format |
+//! | `metrics`     | leaf     | counters, gauges and step histograms (prometheus-client), OpenMetrics text |
 //! | `netif`       | leaf     | this host's interfaces, for the default advertise address |
 //! | `aptsources`  | leaf     | the host's APT sources, for the default mirror |
 //! | `dhcp`        | decision | classification, lease table, discovery limit, decisions (pure); `dhcp::server` is I/O |
@@ -24,16 +24,18 @@
 //! | `profiles`    | decision | the profile format, inheritance, validation, node vars |
 //! | `plan`        | decision | the expected state of an installed node (`plan.json`), from profile + node; the sample node of previews and checks |
 //! | `render`      | decision | templates: iPXE scripts, kernel command line, preseed, node scripts, partman recipes; escaping per output language; the render check of a profile |
-//! | `groups`      | decision | placement, replication ring, member views (their SQL is `inventory::groups`) |
+//! | `groups`      | decision | placement, replication ring, member views, replication health (`groups::health`); their SQL is `inventory::groups` |
+//! | `enroll`      | decision | enrollment: the token judgement, the node's plan, the decision, refusal reasons |
+//! | `accounts`    | decision | console accounts: roles, password hashes, session and CSRF secrets, `authorize` |
+//! | `console`     | decision | what the console shows: overview rows, durations, redacted previews |
 //! | `durable`     | I/O      | atomic file writes |
-//! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`); `inventory::state` is the state machine (pure) |
+//! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`, `users`); `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
 //! | `ca`          | I/O      | rackseed's CA: server and node certificates |
-//! | `enroll`      | I/O      | enrollment: the pure decision (`enroll::decide`), the token check, refusal reasons |
 //! | `images`      | I/O      | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
 //! | `tftp`        | I/O      | the async-tftp server; `tftp::tree` holds the names, path checks and session cap |
 //! | `syslog`      | I/O      | the installer log receiver; `syslog::line` parses and holds lines |
-//! | `http`        | I/O      | node-facing routes, installer events, the admin API, the agents' mTLS listener |
+//! | `http`        | I/O      | node-facing routes, installer events, the admin API and event stream, the console's pages (`http::ui`), the agents' mTLS listener |
 //! | `state`       | I/O      | the shared `AppState` and start-up checks |
 //! | `fuzzing`     | top      | fuzz targets over the parsers, shared by `cargo test` and `cargo fuzz` |
 //! | `serve`       | top      | binding listeners and running every part |

@@ -190,3 +190,110 @@ fn node_show_prints_a_summary_and_json_on_request() -> Result<()> {
     );
     Ok(())
 }
+
+/// `node events --follow` reads the server's event stream: it prints the events as they
+/// come and ends when the node reaches `--until`, or fails after `--timeout` naming the
+/// state it is in. `user add` reads the password from standard input.
+#[test]
+fn node_events_follow_the_stream_until_a_state_and_users_are_added_from_stdin() -> Result<()> {
+    use std::io::Write;
+    let lab = Lab::new()?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
+    let mac = "52:54:00:31:00:03";
+    srv.add_node(mac, "follow1", "lab-single-disk", &[])?;
+    let cli = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &srv.ns])
+            .arg(rackseed_bin())
+            .args(args)
+            .env("RACKSEED_URL", rackseed_tests::ADMIN)
+            .env("RACKSEED_TOKEN", &srv.token);
+        c
+    };
+    let follower = cli(&[
+        "node",
+        "events",
+        "follow1",
+        "--follow",
+        "--until",
+        "installing",
+        "--timeout",
+        "60",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()?;
+    // The installer's early_command, from the node's own address.
+    std::thread::sleep(Duration::from_secs(1));
+    let node = lab.node_client(mac)?;
+    let token = node.install_token(mac)?;
+    let (code, _) = node.curl(&[
+        "--data",
+        "installer started (follow test)",
+        &format!("http://192.0.2.1:8080/install/{token}/events/early_command"),
+    ])?;
+    assert_eq!(code, 200);
+    let out = follower.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "added as provisioning",
+        "iPXE script served",
+        "installer started (follow test)",
+    ] {
+        assert!(text.contains(want), "`{want}` not in:\n{text}");
+    }
+    // Not reached in time: exit 1 with the state it is in.
+    let out = cli(&[
+        "node",
+        "events",
+        "follow1",
+        "--follow",
+        "--until",
+        "enrolled",
+        "--timeout",
+        "3",
+    ])
+    .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node follow1 is installing after 3s, not enrolled"),
+        "{err}"
+    );
+
+    let mut add = cli(&["user", "add", "alice", "--role", "read-only"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    add.stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"alice-password-1\n")?;
+    let out = add.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "user alice added (read-only)\n"
+    );
+    let out = cli(&["user", "add", "bob"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no password on standard input"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(srv.cli(&["user", "list"])?, "alice read-only\n");
+    Ok(())
+}

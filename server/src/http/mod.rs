@@ -11,6 +11,7 @@ pub mod boot;
 pub mod files;
 #[cfg(test)]
 mod router_tests;
+pub mod stream;
 pub mod ui;
 
 use crate::inventory::InventoryError;

@@ -190,8 +190,15 @@ async fn login(
     State(state): State<Arc<AppState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
-    Form(f): Form<LoginForm>,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
+    let Ok(Form(f)) = form else {
+        return login_page(
+            &headers,
+            Some("The login form was not sent as a form; use the page's Log in button."),
+            StatusCode::BAD_REQUEST,
+        );
+    };
     let bound = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if f.csrf.is_empty() || !accounts::secrets_match(&f.csrf, bound) {
         warn!(%peer, "console login refused: CSRF token missing or not this browser's");
@@ -249,9 +256,10 @@ async fn logout(
     State(state): State<Arc<AppState>>,
     axum::Extension(s): axum::Extension<Session>,
     headers: axum::http::HeaderMap,
-    Form(f): Form<LogoutForm>,
+    form: Result<Form<LogoutForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
-    if !accounts::secrets_match(&f.csrf, &s.csrf) {
+    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if !accounts::secrets_match(&csrf, &s.csrf) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the CSRF token does not match this session; reload the page and try again",

@@ -130,6 +130,25 @@
     }
   }
 
+  // Pages without a stream of their own: the group page follows replication reports.
+  function groupsPage() {
+    let pending = null;
+    const refresh = () => {
+      pending = null;
+      fetch(location.href, { credentials: "same-origin" })
+        .then((r) => (r.ok ? r.text() : Promise.reject(new Error("HTTP " + r.status))))
+        .then((html) => {
+          const doc = new DOMParser().parseFromString(html, "text/html");
+          const fresh = doc.querySelector("main");
+          if (fresh) { document.querySelector("main").innerHTML = fresh.innerHTML; paintTimes(document); }
+        })
+        .catch((e) => flash("Could not refresh the groups: " + e.message));
+    };
+    follow("/api/events/stream", (kind, d) => {
+      if (kind === "timeline" && d.event.kind.startsWith("replication") && !pending) pending = setTimeout(refresh, 300);
+    });
+  }
+
   document.querySelectorAll("button.action").forEach((b) => {
     b.addEventListener("click", () => {
       if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
@@ -144,4 +163,6 @@
   setInterval(tick, 1000);
   if (body.dataset.page === "overview") overview();
   if (body.dataset.page === "node") nodePage();
+  if (body.dataset.page === "groups") groupsPage();
+  if (body.dataset.page === "images") live("");
 })();

@@ -462,3 +462,34 @@ async fn the_event_stream_sends_the_timeline_and_follows_it() {
     let last = text.rsplit("data: ").next().unwrap();
     assert!(last.contains("\"state\":\"failed\""), "{last}");
 }
+
+#[test]
+fn enrollment_refusals_map_to_one_status_and_code_each() {
+    use crate::enroll::Refusal as R;
+    for (r, status, code) in [
+        (
+            R::Placement("node2 and node1 share rack `a`".into()),
+            StatusCode::CONFLICT,
+            "placement",
+        ),
+        (
+            R::Mismatch(vec!["zpool tank".into()]),
+            StatusCode::CONFLICT,
+            "facts_mismatch",
+        ),
+        (R::TokenUsed, StatusCode::FORBIDDEN, "token_used"),
+        (
+            R::BadRequest("node: bad".into()),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        let e = ApiError::from(r);
+        assert_eq!((e.status, e.code), (status, code), "{}", e.message);
+        assert!(
+            e.message.starts_with("enrollment refused: "),
+            "{}",
+            e.message
+        );
+    }
+}

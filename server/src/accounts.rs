@@ -137,7 +137,7 @@ pub fn session_digest(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
-/// Constant-time comparison of two secrets.
+/// Constant-time comparison of two secrets (tokens, CSRF tokens, the admin token).
 pub fn secrets_match(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -260,6 +260,9 @@ mod tests {
             Err(Denied::ReadOnly("u".into()))
         );
         assert_eq!(session_digest("x").len(), 64);
+        assert!(secrets_match("abc", "abc"));
+        assert!(!secrets_match("abc", "abd"));
+        assert!(!secrets_match("abc", "abcd"));
         assert_ne!(new_secret(), new_secret());
     }
 }

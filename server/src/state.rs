@@ -371,33 +371,37 @@ impl AppState {
     /// it, else the node seen using it in its own DHCP/PXE exchange. (Syslog and TFTP
     /// attribution; token checks use [`AppState::judge_caller`].)
     pub fn node_for_ip(&self, ip: IpAddr) -> Option<i64> {
+        match self.lease_holder(ip) {
+            Some(mac) => self.node_of_holder(ip, mac),
+            None => self.seen_on(ip),
+        }
+    }
+
+    /// The MAC holding rackseed's live lease on `ip`, if any (memory only).
+    fn lease_holder(&self, ip: IpAddr) -> Option<crate::mac::MacAddr> {
         let IpAddr::V4(v4) = ip else { return None };
-        let holder = self
-            .leases
+        self.leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .holder_of(v4, now_ms());
-        if let Some(mac) = holder
-            && let Ok(Some(node)) = self.inventory.node_by_mac(mac)
-        {
-            return Some(node.id);
+            .holder_of(v4, now_ms())
+    }
+
+    /// The node of lease holder `mac` on `ip` (an inventory read), else the node seen
+    /// on `ip`.
+    fn node_of_holder(&self, ip: IpAddr, mac: crate::mac::MacAddr) -> Option<i64> {
+        match self.inventory.node_by_mac(mac) {
+            Ok(Some(node)) => Some(node.id),
+            _ => self.seen_on(ip),
         }
-        self.seen_on(ip)
     }
 
     /// [`AppState::node_for_ip`] for async callers: the lease table and the seen
     /// addresses are memory; only a lease holder's node is looked up in the inventory,
     /// on a blocking thread, so a slow inventory never stalls the executor.
     pub async fn node_for_ip_async(self: &Arc<Self>, ip: IpAddr) -> Option<i64> {
-        let IpAddr::V4(v4) = ip else { return None };
-        let holder = self
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .holder_of(v4, now_ms());
-        match holder {
+        match self.lease_holder(ip) {
             None => self.seen_on(ip),
-            Some(_) => blocking(self, move |st| st.node_for_ip(ip)).await,
+            Some(mac) => blocking(self, move |st| st.node_of_holder(ip, mac)).await,
         }
     }
 
@@ -414,19 +418,6 @@ impl AppState {
     > {
         use crate::groups::health::{LAG_EVENT, Reports, member_health};
         let inv = &self.inventory;
-        let by_node = |kind: &str| -> Result<HashMap<i64, crate::node::Event>, _> {
-            Ok::<_, crate::inventory::InventoryError>(
-                inv.latest_events(&[kind], false)?
-                    .into_iter()
-                    .map(|e| (e.node_id, e))
-                    .collect(),
-            )
-        };
-        let (ok, failed, alarms) = (
-            by_node("replication")?,
-            by_node("replication_failed")?,
-            by_node(LAG_EVENT)?,
-        );
         let now = now_ms();
         let mut out = Vec::new();
         for g in crate::inventory::groups::list(inv)? {
@@ -442,11 +433,12 @@ impl AppState {
                 } else {
                     None
                 };
+                let latest = |kind: &str| inv.latest_event(m.node_id, &[kind], false);
                 let r = Reports {
-                    last_ok: ok.get(&m.node_id).map(|e| e.at),
-                    last_failed: failed.get(&m.node_id).map(|e| (e.at, e.message.clone())),
+                    last_ok: latest("replication")?.map(|e| e.at),
+                    last_failed: latest("replication_failed")?.map(|e| (e.at, e.message)),
                     member_since,
-                    alarmed_at: alarms.get(&m.node_id).map(|e| e.at),
+                    alarmed_at: latest(LAG_EVENT)?.map(|e| e.at),
                 };
                 health.push(member_health(&g, m, active, &r, now));
             }
@@ -466,14 +458,7 @@ impl AppState {
 
     /// What is known about a caller at `peer`, and whether it is `node`.
     pub fn judge_caller(&self, node: &Claimed, peer: IpAddr) -> (Evidence, Verdict) {
-        let lease_mac = match peer {
-            IpAddr::V4(v4) => self
-                .leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .holder_of(v4, now_ms()),
-            IpAddr::V6(_) => None,
-        };
+        let lease_mac = self.lease_holder(peer);
         let evidence = Evidence::Address {
             addr: peer,
             lease_mac,

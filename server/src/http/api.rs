@@ -21,12 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
-/// Constant-time comparison of two tokens.
-pub fn tokens_match(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The session cookie of the console.
 pub const SESSION_COOKIE: &str = "rackseed_session";
 
@@ -70,7 +64,7 @@ async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let principal = match given {
-        Some(t) if tokens_match(t.trim(), &state.admin_token) => Principal::Token,
+        Some(t) if crate::accounts::secrets_match(t.trim(), &state.admin_token) => Principal::Token,
         Some(_) => {
             return ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response();
         }
@@ -607,18 +601,6 @@ async fn list_profiles(State(state): State<Arc<AppState>>) -> Json<ProfileList> 
         })
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(tokens_match("abc", "abc"));
-        assert!(!tokens_match("abc", "abd"));
-        assert!(!tokens_match("abc", "abcd"));
-    }
 }
 
 #[derive(Deserialize)]

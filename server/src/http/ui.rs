@@ -294,10 +294,13 @@ fn frame(s: &Session, active: &str) -> minijinja::Value {
 fn overview_data(state: &AppState, f: &Filters) -> Result<minijinja::Value, ApiError> {
     let nodes = state.inventory.list_nodes()?;
     let mut latest = console::Latest::default();
-    for e in state.inventory.latest_events(console::NOT_STEPS, true)? {
-        latest.step.insert(e.node_id, e);
-    }
     for n in &nodes {
+        if let Some(e) = state
+            .inventory
+            .latest_event(n.id, console::NOT_STEPS, true)?
+        {
+            latest.step.insert(n.id, e);
+        }
         if let Some((_, msg)) = state.stall_of(n.id) {
             latest.stalls.insert(n.id, msg);
         }

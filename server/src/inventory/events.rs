@@ -100,29 +100,43 @@ impl Inventory {
         })
     }
 
-    /// Each node's newest event among `kinds` (or of any kind but those, with
-    /// `exclude`), by node id.
-    pub fn latest_events(&self, kinds: &[&str], exclude: bool) -> Result<Vec<Event>> {
+    /// A node's newest event among `kinds` (or of any kind but those, with `exclude`).
+    /// Walks the node's timeline newest first on `events_by_node`, so its cost is the
+    /// node's own events, not the whole table.
+    pub fn latest_event(
+        &self,
+        node_id: i64,
+        kinds: &[&str],
+        exclude: bool,
+    ) -> Result<Option<Event>> {
         let list = kinds.iter().map(|_| "?").collect::<Vec<_>>().join(", ");
         let not = if exclude { "NOT " } else { "" };
         let sql = format!(
-            "SELECT e.id, e.node_id, e.at, e.kind, e.message FROM events e JOIN (SELECT node_id, MAX(id) AS id FROM events WHERE kind {not}IN ({list}) GROUP BY node_id) m ON m.id = e.id"
+            "SELECT id, node_id, at, kind, message FROM events WHERE node_id = ?1 AND kind {not}IN ({list}) ORDER BY id DESC LIMIT 1"
         );
+        let params: Vec<rusqlite::types::Value> =
+            std::iter::once(rusqlite::types::Value::Integer(node_id))
+                .chain(
+                    kinds
+                        .iter()
+                        .map(|k| rusqlite::types::Value::Text(k.to_string())),
+                )
+                .collect();
         self.read(|c| {
-            let mut st = c.prepare_cached(&sql).map_err(q("reading latest events"))?;
-            let rows = st
-                .query_map(rusqlite::params_from_iter(kinds.iter()), |r| {
-                    Ok(Event {
-                        id: r.get(0)?,
-                        node_id: r.get(1)?,
-                        at: r.get(2)?,
-                        kind: r.get(3)?,
-                        message: r.get(4)?,
-                    })
+            let mut st = c
+                .prepare_cached(&sql)
+                .map_err(q("reading the latest event"))?;
+            st.query_row(rusqlite::params_from_iter(params.iter()), |r| {
+                Ok(Event {
+                    id: r.get(0)?,
+                    node_id: r.get(1)?,
+                    at: r.get(2)?,
+                    kind: r.get(3)?,
+                    message: r.get(4)?,
                 })
-                .map_err(q("reading latest events"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(q("reading latest events"))
+            })
+            .optional()
+            .map_err(q("reading the latest event"))
         })
     }
 }

@@ -39,6 +39,7 @@ DECISION = [
     "groups",
     "identity",
     "enroll",
+    "power",
     "console",
     "accounts",
     "stall",
@@ -54,6 +55,8 @@ DECISION = [
     "tftp::tree",
 ]
 DECISION_EXCEPT = [
+    "power::driver",  # runs ipmitool, sends Redfish HTTP
+    "power::vault",  # reads the key file
     "profiles::cli",  # `rackseed profile`: a command, not a decision
 ]
 

@@ -17,6 +17,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("profile", profile),
     ("facts", facts),
     ("http_path", http_path),
+    ("bmc", bmc),
 ];
 
 fn config(mode: &str) -> crate::config::Config {
@@ -140,6 +141,34 @@ pub fn http_path(data: &[u8]) {
         h.insert(header::RANGE, v);
         let _ = crate::http::boot::is_first_range(&h);
         let _ = crate::http::files::wants_whole_file(&Method::GET, &h);
+    }
+}
+
+/// What BMCs answer: ipmitool output (power state, boot flags, failure text) and
+/// Redfish JSON (a system, a systems collection, an error body). A boot override read
+/// as a one-time network boot really says PXE, once, enabled; a failure's text has no
+/// control character.
+pub fn bmc(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::power::ipmi::parse_power(&text);
+    if let Ok(o) = crate::power::ipmi::parse_boot_flags(&text)
+        && o.is_pxe_once()
+    {
+        assert!(o.enabled && o.once && o.target == "pxe");
+    }
+    let e = crate::power::ipmi::failure("bmc", "status", &text).to_string();
+    let _ = e;
+    let m = crate::power::redfish::error_message(&text);
+    assert!(!m.chars().any(|c| c.is_control()), "{m:?}");
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        if let Ok(s) = crate::power::redfish::parse_system(&v) {
+            assert!(s.reset_uri.starts_with("/redfish/v1/") && !s.reset_uri.contains(".."));
+        }
+        if let Ok(m) = crate::power::redfish::members(&v) {
+            for p in m {
+                assert!(crate::power::redfish::system_path(&p).is_ok());
+            }
+        }
     }
 }
 

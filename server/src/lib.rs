@@ -28,6 +28,7 @@
 //! | `enroll`      | decision | enrollment: the token judgement, the node's plan, the decision, refusal reasons |
 //! | `accounts`    | decision | console accounts: roles, password hashes, session and CSRF secrets, `authorize` |
 //! | `console`     | decision | what the console shows: overview rows, durations, redacted previews |
+//! | `power`       | decision | BMC records, the steps of a power request, IPMI and Redfish answers parsed (pure); `power::driver` runs ipmitool and Redfish HTTP, `power::vault` seals passwords |
 //! | `durable`     | I/O      | atomic file writes |
 //! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`, `users`); `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
@@ -72,6 +73,7 @@ pub mod mirror;
 pub mod netif;
 pub mod node;
 pub mod plan;
+pub mod power;
 pub mod profiles;
 pub mod render;
 pub mod serve;

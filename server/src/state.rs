@@ -36,6 +36,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read or create the BMC password key `{path}`")]
+    Vault {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Inventory(#[from] InventoryError),
     #[error("profiles are invalid; no node can be assigned a broken profile")]
@@ -165,6 +171,10 @@ pub struct AppState {
     /// Each supervised service, up or down.
     pub health: Health,
     held_syslog: Mutex<crate::syslog::line::Hold>,
+    /// Seals and opens BMC passwords (`<data_dir>/bmc.key`).
+    pub vault: crate::power::vault::Vault,
+    /// Nodes with a power request under way: one at a time per node.
+    pub power_busy: Mutex<std::collections::HashSet<i64>>,
 }
 
 /// At most one timeline event per node and refused address in this time.
@@ -250,6 +260,10 @@ impl AppState {
             source,
         })?;
         let admin_token = admin_token(dir)?;
+        let vault = crate::power::vault::Vault::open(dir).map_err(|source| StartError::Vault {
+            path: dir.join("bmc.key").display().to_string(),
+            source,
+        })?;
         let inventory = Arc::new(Inventory::open(&dir.join("inventory.db"))?);
         let mut leases = LeaseTable::from_rows(inventory.load_leases()?);
         leases.set_reservations(inventory.reservations()?);
@@ -314,6 +328,8 @@ impl AppState {
             refusals: Mutex::default(),
             health: Health::default(),
             held_syslog: Mutex::default(),
+            vault,
+            power_busy: Mutex::default(),
         })
     }
 

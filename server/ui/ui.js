@@ -152,8 +152,15 @@
   document.querySelectorAll("button.action").forEach((b) => {
     b.addEventListener("click", () => {
       if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
-      call(b.dataset.method, b.dataset.url)
-        .then(() => { if (b.dataset.then) location.href = b.dataset.then; else location.reload(); })
+      const body = b.dataset.body ? JSON.parse(b.dataset.body) : undefined;
+      call(b.dataset.method, b.dataset.url, body)
+        .then(async (r) => {
+          if (b.dataset.show !== undefined) {
+            const a = await r.json();
+            flash(a.message || (a.power && a.power.message) || "done");
+          } else if (b.dataset.then) location.href = b.dataset.then;
+          else location.reload();
+        })
         .catch((e) => flash(b.textContent + " failed: " + e.message));
     });
   });

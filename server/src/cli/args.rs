@@ -189,6 +189,26 @@ pub enum NodeCmd {
         #[command(flatten)]
         api: ApiArgs,
         node: String,
+        /// Then power-cycle it through its BMC into a one-time network boot (the BMC
+        /// is checked first: one that does not answer leaves the node as it was).
+        #[arg(long)]
+        power_cycle: bool,
+    },
+    /// Power control through the node's BMC: on, off, cycle, status.
+    Power {
+        #[command(flatten)]
+        api: ApiArgs,
+        action: crate::power::Action,
+        node: String,
+        /// With on or cycle: a one-time network (PXE) boot first, read back from the
+        /// BMC before the machine is powered.
+        #[arg(long)]
+        pxe: bool,
+    },
+    /// The node's BMC: set (password on standard input), show, delete.
+    Bmc {
+        #[command(subcommand)]
+        cmd: BmcCmd,
     },
     /// Move a `ready` node to `provisioning`.
     Provision {
@@ -213,6 +233,42 @@ pub enum NodeCmd {
         /// Only events of this kind (e.g. `syslog`, `state`).
         #[arg(long)]
         kind: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BmcCmd {
+    /// Set a node's BMC; the password is read from standard input, stored sealed and
+    /// never shown.
+    Set {
+        #[command(flatten)]
+        api: ApiArgs,
+        node: String,
+        #[arg(long)]
+        protocol: crate::power::Protocol,
+        /// IPMI: host[:port]; Redfish: https://host[:port].
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        user: String,
+        /// Redfish: the system's path, when the service has more than one.
+        #[arg(long)]
+        system: Option<String>,
+        /// Redfish over HTTPS: accept the BMC's self-signed certificate.
+        #[arg(long)]
+        insecure_tls: bool,
+    },
+    /// Show a node's BMC (without its password).
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        node: String,
+    },
+    /// Remove a node's BMC.
+    Delete {
+        #[command(flatten)]
+        api: ApiArgs,
+        node: String,
     },
 }
 

@@ -98,6 +98,9 @@ impl Client {
         Ok(std::io::BufReader::new(resp).lines())
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+    }
     pub fn delete(&self, path: &str) -> Result<Value> {
         self.send(self.http.delete(format!("{}{path}", self.base)))
     }

@@ -251,13 +251,49 @@ pub fn run(cmd: NodeCmd) -> Result<ExitCode> {
             Client::new(&api)?.delete(&format!("/api/nodes/{}", enc(&node)))?;
             println!("node {node} deleted");
         }
-        NodeCmd::Reprovision { api, node } => {
+        NodeCmd::Reprovision {
+            api,
+            node,
+            power_cycle: false,
+        } => {
             let n = Client::new(&api)?.post(
                 &format!("/api/nodes/{}/reprovision", enc(&node)),
                 &Value::Null,
             )?;
             println!("node {node}: {}", n["state"].as_str().unwrap_or("?"));
         }
+        NodeCmd::Reprovision {
+            api,
+            node,
+            power_cycle: true,
+        } => {
+            let r = Client::new(&api)?.post(
+                &format!("/api/nodes/{}/reprovision", enc(&node)),
+                &serde_json::json!({"power_cycle": true}),
+            )?;
+            println!(
+                "node {node}: {}; {}",
+                r["node"]["state"].as_str().unwrap_or("?"),
+                r["power"]["message"].as_str().unwrap_or("?")
+            );
+        }
+        NodeCmd::Power {
+            api,
+            action,
+            node,
+            pxe,
+        } => {
+            let r = Client::new(&api)?.post(
+                &format!("/api/nodes/{}/power", enc(&node)),
+                &serde_json::json!({"action": action, "pxe": pxe}),
+            )?;
+            if action == crate::power::Action::Status {
+                println!("{}", r["power"].as_str().unwrap_or("?"));
+            } else {
+                println!("node {node}: {}", r["message"].as_str().unwrap_or("?"));
+            }
+        }
+        NodeCmd::Bmc { cmd } => bmc(cmd)?,
         NodeCmd::Provision { api, node } => {
             let n = Client::new(&api)?.post(
                 &format!("/api/nodes/{}/provision", enc(&node)),
@@ -358,4 +394,51 @@ fn follow_events(
         until.map(|u| format!(", not {u}")).unwrap_or_default()
     );
     Ok(ExitCode::FAILURE)
+}
+
+fn bmc(cmd: super::args::BmcCmd) -> Result<()> {
+    use super::args::BmcCmd;
+    match cmd {
+        BmcCmd::Set {
+            api,
+            node,
+            protocol,
+            address,
+            user,
+            system,
+            insecure_tls,
+        } => {
+            let mut password = String::new();
+            std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut password)
+                .context("cannot read the BMC password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                anyhow::bail!(
+                    "no BMC password on standard input; run e.g. `read -rs P; printf '%s\\n' \"$P\" | rackseed node bmc set {node} …`"
+                );
+            }
+            let b = Client::new(&api)?.put(
+                &format!("/api/nodes/{}/bmc", enc(&node)),
+                &serde_json::json!({
+                    "protocol": protocol, "address": address, "username": user,
+                    "password": password, "system": system, "insecure_tls": insecure_tls,
+                }),
+            )?;
+            println!(
+                "node {node}: BMC {} {} as user {} (password sealed)",
+                b["protocol"].as_str().unwrap_or("?"),
+                b["address"].as_str().unwrap_or("?"),
+                b["username"].as_str().unwrap_or("?")
+            );
+        }
+        BmcCmd::Show { api, node } => {
+            let b = Client::new(&api)?.get(&format!("/api/nodes/{}/bmc", enc(&node)))?;
+            println!("{}", serde_json::to_string_pretty(&b)?);
+        }
+        BmcCmd::Delete { api, node } => {
+            Client::new(&api)?.delete(&format!("/api/nodes/{}/bmc", enc(&node)))?;
+            println!("node {node}: BMC removed");
+        }
+    }
+    Ok(())
 }

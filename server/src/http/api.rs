@@ -109,6 +109,13 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/nodes/{key}", get(show_node).delete(delete_node))
         .route("/nodes/{key}/reprovision", post(reprovision))
         .route("/nodes/{key}/provision", post(provision))
+        .route(
+            "/nodes/{key}/bmc",
+            get(super::power::show_bmc)
+                .put(super::power::set_bmc)
+                .delete(super::power::delete_bmc),
+        )
+        .route("/nodes/{key}/power", post(super::power::power))
         .route("/nodes/{key}/events", get(node_events))
         .route("/profiles", get(list_profiles))
         .route("/groups", get(list_groups).post(create_group))
@@ -366,11 +373,40 @@ async fn change(state: &Arc<AppState>, key: &str, t: Transition) -> Result<Json<
     .await
 }
 
+/// The optional body of `POST /api/nodes/{key}/reprovision`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReprovisionBody {
+    /// Power-cycle the node through its BMC into a one-time network boot.
+    #[serde(default)]
+    power_cycle: bool,
+}
+
 async fn reprovision(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
-) -> Result<Json<Node>, ApiError> {
-    change(&state, &key, Transition::Reprovision).await
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: ReprovisionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReprovisionBody::default()
+    } else {
+        serde_json::from_slice::<Option<ReprovisionBody>>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "reprovision body: {e} (expected {{\"power_cycle\": true}} or nothing)"
+                ))
+            })?
+            .unwrap_or_default()
+    };
+    if !b.power_cycle {
+        return Ok(change(&state, &key, Transition::Reprovision).await?.into_response());
+    }
+    crate::state::blocking(&state, move |state| {
+        let (node, power) = super::power::reprovision_and_cycle(&state, &key)?;
+        info!(node = node.id, "node reprovisioned and power-cycled by operator");
+        Ok(Json(serde_json::json!({ "node": node, "power": power })).into_response())
+    })
+    .await
 }
 
 async fn provision(

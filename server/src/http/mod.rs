@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod boot;
 pub mod files;
+pub mod power;
 #[cfg(test)]
 mod router_tests;
 pub mod stream;

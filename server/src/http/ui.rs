@@ -365,6 +365,7 @@ async fn node_page(
         // The plan and the files the node will receive, rendered as the installer
         // would fetch them, with a placeholder token and secrets cut.
         let (plan, files, render_error) = preview(&st, &node);
+        let bmc = st.inventory.bmc(node.id)?.map(|(b, _)| b);
         let catalog = st.catalog();
         Ok(context! {
             node => node,
@@ -376,6 +377,7 @@ async fn node_page(
             plan => plan,
             files => files,
             render_error => render_error,
+            bmc => bmc,
             profiles => catalog.names().map(str::to_string).collect::<Vec<_>>(),
             discovered => node.state == crate::inventory::NodeState::Discovered,
         })

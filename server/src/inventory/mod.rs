@@ -4,6 +4,7 @@
 //! [`Inventory::transition`], which asks [`state::next_state`] and stores the result and
 //! its event in one transaction. Does not decide anything about DHCP or boot files.
 
+mod bmcs;
 mod events;
 pub mod groups;
 mod leases;

@@ -80,6 +80,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     CREATE INDEX sessions_by_user ON sessions(user);",
+    // 6: each node's BMC; the password sealed by `power::vault`.
+    "CREATE TABLE bmcs (
+        node_id INTEGER PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+        protocol TEXT NOT NULL,
+        address TEXT NOT NULL,
+        username TEXT NOT NULL,
+        password BLOB NOT NULL,
+        system TEXT,
+        insecure_tls INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

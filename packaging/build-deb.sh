@@ -73,7 +73,7 @@ Section: admin
 Priority: optional
 Installed-Size: $size
 Depends: libc6 (>= 2.34), adduser, ipxe, debian-installer-12-netboot-amd64
-Recommends: systemd
+Recommends: systemd, ipmitool
 Description: bare-metal provisioning appliance (PXE, Debian installer, enrollment)
  rackseed answers DHCP (authoritative or ProxyDHCP), TFTP and HTTP on a
  provisioning network, PXE-boots servers into the Debian installer with a

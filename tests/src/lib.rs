@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod bench;
+pub mod bmc;
 pub mod browser;
 pub mod config;
 pub mod qemu;
@@ -492,6 +493,36 @@ impl Server {
             .env("RACKSEED_URL", ADMIN)
             .env("RACKSEED_TOKEN", &self.token))?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Runs the rackseed CLI like [`Server::cli`] with `input` on its standard input;
+    /// returns (exit success, stdout and stderr), failing only if it cannot run.
+    pub fn cli_input(&self, args: &[&str], input: &str) -> Result<(bool, String)> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(rackseed_bin())
+            .args(args)
+            .env("RACKSEED_URL", ADMIN)
+            .env("RACKSEED_TOKEN", &self.token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run rackseed")?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())?;
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
     }
 
     /// `curl` inside the server namespace; returns (HTTP status, body).

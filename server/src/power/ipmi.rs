@@ -41,8 +41,8 @@ pub fn target(address: &str) -> Result<(String, u16), String> {
 /// firmware for an EFI network boot.
 pub fn args(host: &str, port: u16, user: &str, step: Step, uefi: bool) -> Vec<String> {
     let mut a: Vec<String> = [
-        "-I", "lanplus", "-H", host, "-p", &port.to_string(), "-U", user, "-E", "-R", "2",
-        "-N", "2",
+        "-I", "lanplus", "-H", host, "-p", &port.to_string(), "-U", user, "-E", "-C", "3",
+        "-R", "2", "-N", "2", "-v",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -76,7 +76,9 @@ pub fn parse_power(out: &str) -> Result<PowerState, String> {
 
 /// The boot flags (boot option parameter 5) from `chassis bootparam get 5`, read from
 /// its `Boot parameter data:` bytes (IPMI v2.0 table 28-14): byte 1 bit 7 valid,
-/// bit 6 persistent; byte 2 bits 5:2 the device.
+/// bit 6 persistent; byte 2 bits 5:2 the device. A forced device counts as an
+/// override even with the valid bit clear: some BMCs (OpenIPMI's among them) keep the
+/// device and not the bit.
 pub fn parse_boot_flags(out: &str) -> Result<BootOverride, String> {
     let hex = out
         .lines()
@@ -105,7 +107,7 @@ pub fn parse_boot_flags(out: &str) -> Result<BootOverride, String> {
     Ok(BootOverride {
         target: target.into(),
         once: b1 & 0x40 == 0,
-        enabled: b1 & 0x80 != 0,
+        enabled: b1 & 0x80 != 0 || target != "none",
     })
 }
 
@@ -180,6 +182,7 @@ mod tests {
     fn the_password_never_goes_on_the_command_line() {
         let a = args("192.0.2.50", 623, "admin", Step::SetPxeOnce, true);
         assert_eq!(a[..9], ["-I", "lanplus", "-H", "192.0.2.50", "-p", "623", "-U", "admin", "-E"]);
+        assert!(a.windows(2).any(|w| w == ["-C", "3"]), "cipher suite 3 without a lookup");
         assert_eq!(a[a.len() - 4..], ["chassis", "bootdev", "pxe", "options=efiboot"]);
         assert!(!a.iter().any(|x| x == "-P"));
     }
@@ -197,7 +200,9 @@ mod tests {
         assert!(!parse_boot_flags(always).unwrap().is_pxe_once());
         let disk = parse_boot_flags("Boot parameter data: 8008000000").unwrap();
         assert_eq!(disk.target, "disk");
-        let cleared = parse_boot_flags("Boot parameter data: 0004000000").unwrap();
+        let kept = parse_boot_flags("Boot parameter data: 0004000000").unwrap();
+        assert!(kept.is_pxe_once(), "device kept without the valid bit");
+        let cleared = parse_boot_flags("Boot parameter data: 0000000000").unwrap();
         assert!(!cleared.enabled);
         assert!(parse_boot_flags("Boot parameter data: zz").is_err());
         assert!(parse_boot_flags("Boot parameter data: 8").is_err());

@@ -11,6 +11,7 @@ mod console;
 mod firstboot;
 mod images;
 mod package;
+mod power;
 mod profile;
 mod protocol;
 mod vagrant;

@@ -1,0 +1,92 @@
+//! Power control through BMCs: rackseed drives a QEMU machine's BMC (OpenIPMI's
+//! `ipmi_sim` over RMCP+) to a one-time network boot and power-on, and the machine
+//! PXE-boots into the installer; wrong credentials and a BMC that does not answer are
+//! reported and change nothing.
+
+use anyhow::Result;
+use rackseed_tests::bmc::IpmiBmc;
+use rackseed_tests::qemu::{self, Firmware, VmSpec};
+use rackseed_tests::{Lab, LabConfig, Server};
+use std::time::Duration;
+
+#[test]
+fn rackseed_powers_a_node_on_through_ipmi_into_the_installer() -> Result<()> {
+    let _q = qemu::exclusive();
+    let lab = Lab::new()?;
+    // The management network: BMCs on 203.0.113.0/24, beside the provisioning LAN.
+    lab.srv.ip(&["link", "add", "mgmt0", "type", "bridge"])?;
+    lab.srv.ip(&["addr", "add", "203.0.113.1/24", "dev", "mgmt0"])?;
+    lab.srv.ip(&["addr", "add", "203.0.113.60/24", "dev", "mgmt0"])?;
+    lab.srv.ip(&["link", "set", "mgmt0", "up"])?;
+    let srv = Server::start(&lab, &LabConfig::lab())?;
+    let mac = "52:54:00:15:00:01";
+    srv.add_node(mac, "ipmi1", "lab-single-disk", &[])?;
+    let tap = lab.tap()?;
+    let bmc = IpmiBmc::start(
+        &lab.srv,
+        "203.0.113.60",
+        &VmSpec::pxe("ipmi1", Firmware::Bios, &tap, mac),
+        "s3cret-bmc",
+    )?;
+    let set = |address: &str, password: &str| {
+        srv.cli_input(
+            &["node", "bmc", "set", "ipmi1", "--protocol", "ipmi", "--address", address, "--user", "admin"],
+            &format!("{password}\n"),
+        )
+    };
+
+    // Wrong password: refused by the BMC, reported, nothing powered.
+    let (ok, out) = set(&bmc.address, "wrong-pass")?;
+    assert!(ok, "{out}");
+    let (ok, out) = srv.cli_input(&["node", "power", "on", "ipmi1", "--pxe"], "")?;
+    assert!(!ok, "{out}");
+    assert!(out.contains("refused the user name or password"), "{out}");
+    assert!(!bmc.machine_running(), "powered on with a wrong password");
+    assert!(!bmc.chassis_log().contains("set power"), "{}", bmc.chassis_log());
+    // A BMC address where nothing answers.
+    let (ok, out) = set("203.0.113.99:623", "s3cret-bmc")?;
+    assert!(ok, "{out}");
+    let (ok, out) = srv.cli_input(&["node", "power", "status", "ipmi1"], "")?;
+    assert!(!ok, "{out}");
+    assert!(out.contains("did not answer"), "{out}");
+    assert_eq!(srv.node_state("ipmi1")?, "provisioning", "left where it was");
+    let t = srv.timeline("ipmi1")?;
+    let errors: Vec<_> = t.iter().filter(|(k, _)| k == "power_error").collect();
+    assert_eq!(errors.len(), 2, "{t:?}");
+    assert!(errors[0].1.contains("refused the user name or password"), "{errors:?}");
+    assert!(errors[1].1.contains("203.0.113.99"), "{errors:?}");
+
+    // The right BMC: status as the BMC says, then a one-time network boot and power on.
+    let (ok, out) = set(&bmc.address, "s3cret-bmc")?;
+    assert!(ok, "{out}");
+    let shown = srv.cli(&["node", "bmc", "show", "ipmi1"])?;
+    assert!(!shown.contains("s3cret-bmc") && shown.contains("<sealed>"), "{shown}");
+    assert_eq!(srv.cli(&["node", "power", "status", "ipmi1"])?.trim(), "off");
+    let out = srv.cli(&["node", "power", "on", "ipmi1", "--pxe"])?;
+    assert!(out.contains("one-time network boot set and read back (pxe once)"), "{out}");
+    assert!(out.contains("the BMC reports power on"), "{out}");
+    let log = bmc.chassis_log();
+    let boot_at = log.find("set boot pxe").unwrap_or(usize::MAX);
+    let power_at = log.find("set power 1").unwrap_or(0);
+    assert!(boot_at < power_at, "override before power-on: {log}");
+    assert!(log.contains("started pxe"), "the machine started with network boot: {log}");
+    srv.wait_state("ipmi1", "installing", Duration::from_secs(420))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nconsole:\n{}\ntimeline:\n{:?}",
+                rackseed_tests::tail(&bmc.serial(), 40),
+                srv.timeline("ipmi1").unwrap_or_default()
+            )
+        })?;
+    assert_eq!(srv.cli(&["node", "power", "status", "ipmi1"])?.trim(), "on");
+    let out = srv.cli(&["node", "power", "off", "ipmi1"])?;
+    assert!(out.contains("power off") && out.contains("reports power off"), "{out}");
+    bmc.wait_stopped(Duration::from_secs(10))?;
+    assert_eq!(srv.cli(&["node", "power", "status", "ipmi1"])?.trim(), "off");
+    let t = srv.timeline("ipmi1")?;
+    let power: Vec<_> = t.iter().filter(|(k, _)| k == "power").map(|(_, m)| m.as_str()).collect();
+    assert!(power.iter().any(|m| m.starts_with("power on over IPMI (203.0.113.60:623)")), "{power:?}");
+    assert!(power.iter().any(|m| m.starts_with("power off over IPMI")), "{power:?}");
+    assert!(t.iter().any(|(k, _)| k == "early_command"), "{t:?}");
+    Ok(())
+}

@@ -261,19 +261,39 @@ impl VmSpec {
     /// starts and stops (a BMC emulator's power control): serial console to
     /// `serial_log`, network boot first when `pxe` and the disk otherwise (no boot
     /// index on the NICs, so the boot order decides), its pid in `pidfile`.
-    pub fn command_line(&self, dir: &Path, serial_log: &Path, pidfile: &Path, pxe: bool) -> Result<Vec<String>> {
+    pub fn command_line(
+        &self,
+        dir: &Path,
+        serial_log: &Path,
+        pidfile: &Path,
+        pxe: bool,
+    ) -> Result<Vec<String>> {
         let mut spec = self.clone();
         for n in &mut spec.nics {
             n.boot = false;
         }
         let mut a: Vec<String> = [
-            "qemu-system-x86_64", "-accel", "tcg", "-nographic", "-nodefaults", "-no-user-config",
-            "-display", "none", "-monitor", "none", "-daemonize",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-nographic",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-daemonize",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        a.extend(["-m".into(), spec.memory_mb.to_string(), "-smp".into(), spec.cpus.to_string()]);
+        a.extend([
+            "-m".into(),
+            spec.memory_mb.to_string(),
+            "-smp".into(),
+            spec.cpus.to_string(),
+        ]);
         a.extend(["-name".into(), spec.name.clone()]);
         a.extend(["-serial".into(), format!("file:{}", serial_log.display())]);
         a.extend(["-pidfile".into(), pidfile.display().to_string()]);

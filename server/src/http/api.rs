@@ -399,11 +399,16 @@ async fn reprovision(
             .unwrap_or_default()
     };
     if !b.power_cycle {
-        return Ok(change(&state, &key, Transition::Reprovision).await?.into_response());
+        return Ok(change(&state, &key, Transition::Reprovision)
+            .await?
+            .into_response());
     }
     crate::state::blocking(&state, move |state| {
         let (node, power) = super::power::reprovision_and_cycle(&state, &key)?;
-        info!(node = node.id, "node reprovisioned and power-cycled by operator");
+        info!(
+            node = node.id,
+            "node reprovisioned and power-cycled by operator"
+        );
         Ok(Json(serde_json::json!({ "node": node, "power": power })).into_response())
     })
     .await

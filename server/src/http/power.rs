@@ -98,7 +98,10 @@ pub async fn delete_bmc(
 ) -> Result<StatusCode, ApiError> {
     crate::state::blocking(&state, move |state| {
         let node = state.inventory.find_node(&key)?;
-        state.inventory.delete_bmc(node.id).map_err(|_| no_bmc(&node))?;
+        state
+            .inventory
+            .delete_bmc(node.id)
+            .map_err(|_| no_bmc(&node))?;
         state.events.emit(node.id, "bmc", "BMC removed");
         Ok(StatusCode::NO_CONTENT)
     })

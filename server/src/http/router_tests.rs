@@ -501,7 +501,11 @@ async fn a_bmc_is_stored_sealed_shown_without_its_password_and_checked() {
     let (s, _) = a.admin("POST", "/api/nodes", Some(body)).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, v) = a
-        .admin("POST", "/api/nodes/pw1/power", Some(r#"{"action":"status"}"#))
+        .admin(
+            "POST",
+            "/api/nodes/pw1/power",
+            Some(r#"{"action":"status"}"#),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert_error(&v, "no_bmc");
@@ -517,7 +521,11 @@ async fn a_bmc_is_stored_sealed_shown_without_its_password_and_checked() {
         assert_error(&v, "bad_request");
     }
     let (s, v) = a.admin("GET", "/api/nodes/pw1/bmc", None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "nothing stored by a refused PUT: {v}");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing stored by a refused PUT: {v}"
+    );
     let good = r#"{"protocol":"ipmi","address":"192.0.2.9:6230","username":"admin","password":"s3cret-pw"}"#;
     let (s, v) = a.admin("PUT", "/api/nodes/pw1/bmc", Some(good)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -526,18 +534,30 @@ async fn a_bmc_is_stored_sealed_shown_without_its_password_and_checked() {
     assert_eq!(v["address"], "192.0.2.9:6230");
     assert!(!v.to_string().contains("s3cret-pw"), "{v}");
     let db = std::fs::read(a.state.config.server.data_dir.join("inventory.db")).unwrap();
-    let wal = std::fs::read(a.state.config.server.data_dir.join("inventory.db-wal")).unwrap_or_default();
+    let wal =
+        std::fs::read(a.state.config.server.data_dir.join("inventory.db-wal")).unwrap_or_default();
     for bytes in [&db, &wal] {
-        assert!(!bytes.windows(9).any(|w| w == b"s3cret-pw"), "password stored in clear");
+        assert!(
+            !bytes.windows(9).any(|w| w == b"s3cret-pw"),
+            "password stored in clear"
+        );
     }
     let (s, v) = a
-        .admin("POST", "/api/nodes/pw1/power", Some(r#"{"action":"reboot"}"#))
+        .admin(
+            "POST",
+            "/api/nodes/pw1/power",
+            Some(r#"{"action":"reboot"}"#),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, _) = a.admin("DELETE", "/api/nodes/pw1/bmc", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, v) = a
-        .admin("POST", "/api/nodes/pw1/reprovision", Some(r#"{"power_cycle":true}"#))
+        .admin(
+            "POST",
+            "/api/nodes/pw1/reprovision",
+            Some(r#"{"power_cycle":true}"#),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert_error(&v, "no_bmc");

@@ -4,6 +4,9 @@
 use super::*;
 use crate::power::{Bmc, Protocol};
 
+/// A `bmcs` row: protocol, address, user, sealed password, system, insecure TLS.
+type BmcRow = (String, String, String, Vec<u8>, Option<String>, bool);
+
 impl Inventory {
     /// Sets (or replaces) node `id`'s BMC with its sealed password.
     pub fn set_bmc(&self, id: i64, bmc: &Bmc, sealed: &[u8], now: UnixMs) -> Result<()> {
@@ -31,7 +34,7 @@ impl Inventory {
 
     /// Node `id`'s BMC and its sealed password.
     pub fn bmc(&self, id: i64) -> Result<Option<(Bmc, Vec<u8>)>> {
-        let row: Option<(String, String, String, Vec<u8>, Option<String>, bool)> = self.read(|c| {
+        let row: Option<BmcRow> = self.read(|c| {
             c.query_row(
                 "SELECT protocol, address, username, password, system, insecure_tls FROM bmcs WHERE node_id = ?1",
                 [id],
@@ -40,19 +43,21 @@ impl Inventory {
             .optional()
             .map_err(q("reading a BMC"))
         })?;
-        Ok(row.and_then(|(p, address, username, sealed, system, insecure_tls)| {
-            let protocol: Protocol = p.parse().ok()?;
-            Some((
-                Bmc {
-                    protocol,
-                    address,
-                    username,
-                    system,
-                    insecure_tls,
-                },
-                sealed,
-            ))
-        }))
+        Ok(
+            row.and_then(|(p, address, username, sealed, system, insecure_tls)| {
+                let protocol: Protocol = p.parse().ok()?;
+                Some((
+                    Bmc {
+                        protocol,
+                        address,
+                        username,
+                        system,
+                        insecure_tls,
+                    },
+                    sealed,
+                ))
+            }),
+        )
     }
 
     /// Removes node `id`'s BMC.

@@ -18,7 +18,12 @@ const SETTLE: Duration = Duration::from_secs(20);
 
 /// Carries out `action` (with a one-time network boot first when `pxe`; `uefi` asks
 /// for an EFI network boot).
-pub fn run(creds: &Credentials, action: Action, pxe: bool, uefi: bool) -> Result<Report, PowerError> {
+pub fn run(
+    creds: &Credentials,
+    action: Action,
+    pxe: bool,
+    uefi: bool,
+) -> Result<Report, PowerError> {
     let mut bmc: Box<dyn Driver> = match creds.bmc.protocol {
         Protocol::Ipmi => Box::new(Ipmi::new(creds)?),
         Protocol::Redfish => Box::new(Redfish::new(creds)?),
@@ -46,7 +51,7 @@ pub fn run(creds: &Credentials, action: Action, pxe: bool, uefi: bool) -> Result
             Step::SetPxeOnce => bmc.set_pxe_once(uefi)?,
             Step::CheckPxeOnce => {
                 let got = bmc.boot_override()?;
-                if !got.is_pxe_once() {
+                if !got.is_pxe() {
                     return Err(PowerError::OverrideRefused {
                         bmc: creds.bmc.address.clone(),
                         got: got.to_string(),
@@ -148,7 +153,11 @@ impl Ipmi {
         if status.success() {
             Ok(stdout)
         } else {
-            Err(ipmi::failure(&self.name, what, &format!("{stderr}\n{stdout}")))
+            Err(ipmi::failure(
+                &self.name,
+                what,
+                &format!("{stderr}\n{stdout}"),
+            ))
         }
     }
 
@@ -322,17 +331,16 @@ impl Driver for Redfish {
         {
             return Err(PowerError::OverrideRefused {
                 bmc: self.name.clone(),
-                got: format!(
-                    "that it allows only {} as boot targets",
-                    allowed.join(", ")
-                ),
+                got: format!("that it allows only {} as boot targets", allowed.join(", ")),
             });
         }
         let path = self.system_path()?;
         let body = redfish::pxe_once_body(uefi);
         self.send(
             "set a one-time network boot",
-            self.client.patch(format!("{}{path}", self.base)).json(&body),
+            self.client
+                .patch(format!("{}{path}", self.base))
+                .json(&body),
         )
         .map_err(|e| match e {
             PowerError::Refused { bmc, detail, .. } => PowerError::OverrideRefused {

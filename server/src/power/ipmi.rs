@@ -41,8 +41,22 @@ pub fn target(address: &str) -> Result<(String, u16), String> {
 /// firmware for an EFI network boot.
 pub fn args(host: &str, port: u16, user: &str, step: Step, uefi: bool) -> Vec<String> {
     let mut a: Vec<String> = [
-        "-I", "lanplus", "-H", host, "-p", &port.to_string(), "-U", user, "-E", "-C", "3",
-        "-R", "2", "-N", "2", "-v",
+        "-I",
+        "lanplus",
+        "-H",
+        host,
+        "-p",
+        &port.to_string(),
+        "-U",
+        user,
+        "-E",
+        "-C",
+        "3",
+        "-R",
+        "2",
+        "-N",
+        "2",
+        "-v",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -172,8 +186,13 @@ mod tests {
     #[test]
     fn addresses_take_an_optional_port_and_nothing_else() {
         assert_eq!(target("192.0.2.50").unwrap(), ("192.0.2.50".into(), 623));
-        assert_eq!(target("bmc-7.example:6230").unwrap(), ("bmc-7.example".into(), 6230));
-        for bad in ["", ":623", "-oProxy", "a b", "x:0", "x:70000", "x;reboot", "$(id)"] {
+        assert_eq!(
+            target("bmc-7.example:6230").unwrap(),
+            ("bmc-7.example".into(), 6230)
+        );
+        for bad in [
+            "", ":623", "-oProxy", "a b", "x:0", "x:70000", "x;reboot", "$(id)",
+        ] {
             assert!(target(bad).is_err(), "{bad}");
         }
     }
@@ -181,9 +200,28 @@ mod tests {
     #[test]
     fn the_password_never_goes_on_the_command_line() {
         let a = args("192.0.2.50", 623, "admin", Step::SetPxeOnce, true);
-        assert_eq!(a[..9], ["-I", "lanplus", "-H", "192.0.2.50", "-p", "623", "-U", "admin", "-E"]);
-        assert!(a.windows(2).any(|w| w == ["-C", "3"]), "cipher suite 3 without a lookup");
-        assert_eq!(a[a.len() - 4..], ["chassis", "bootdev", "pxe", "options=efiboot"]);
+        assert_eq!(
+            a[..9],
+            [
+                "-I",
+                "lanplus",
+                "-H",
+                "192.0.2.50",
+                "-p",
+                "623",
+                "-U",
+                "admin",
+                "-E"
+            ]
+        );
+        assert!(
+            a.windows(2).any(|w| w == ["-C", "3"]),
+            "cipher suite 3 without a lookup"
+        );
+        assert_eq!(
+            a[a.len() - 4..],
+            ["chassis", "bootdev", "pxe", "options=efiboot"]
+        );
         assert!(!a.iter().any(|x| x == "-P"));
     }
 
@@ -211,13 +249,18 @@ mod tests {
 
     #[test]
     fn failures_are_told_apart_by_what_ipmitool_printed() {
-        let auth = "Error: RAKP 2 HMAC is invalid\nError: Unable to establish IPMI v2 / RMCP+ session\n";
+        let auth =
+            "Error: RAKP 2 HMAC is invalid\nError: Unable to establish IPMI v2 / RMCP+ session\n";
         assert!(matches!(failure("b", "x", auth), PowerError::Auth { .. }));
         let name = "RAKP 2 message indicates an error : unauthorized name\nError: Unable to establish IPMI v2 / RMCP+ session";
         assert!(matches!(failure("b", "x", name), PowerError::Auth { .. }));
         let gone = "Error: Unable to establish IPMI v2 / RMCP+ session\n";
-        assert!(matches!(failure("b", "x", gone), PowerError::Unreachable { .. }));
-        let other = "Set Chassis Power Control to Cycle failed: Command not supported in present state";
+        assert!(matches!(
+            failure("b", "x", gone),
+            PowerError::Unreachable { .. }
+        ));
+        let other =
+            "Set Chassis Power Control to Cycle failed: Command not supported in present state";
         match failure("b", "power cycle", other) {
             PowerError::Refused { detail, .. } => assert!(detail.contains("not supported")),
             e => panic!("{e:?}"),

@@ -47,7 +47,10 @@ impl std::str::FromStr for Protocol {
         match s {
             "ipmi" => Ok(Protocol::Ipmi),
             "redfish" => Ok(Protocol::Redfish),
-            _ => Err(format!("unknown BMC protocol `{}` (ipmi, redfish)", s.escape_debug())),
+            _ => Err(format!(
+                "unknown BMC protocol `{}` (ipmi, redfish)",
+                s.escape_debug()
+            )),
         }
     }
 }
@@ -237,7 +240,14 @@ pub struct BootOverride {
 impl BootOverride {
     /// True for a one-time network boot.
     pub fn is_pxe_once(&self) -> bool {
-        self.enabled && self.once && self.target.eq_ignore_ascii_case("pxe")
+        self.is_pxe() && self.once
+    }
+
+    /// True for a network boot override, once or on every boot. Either serves: a
+    /// node that keeps booting from the network gets rackseed's script, which sends an
+    /// installed node to its disk.
+    pub fn is_pxe(&self) -> bool {
+        self.enabled && self.target.eq_ignore_ascii_case("pxe")
     }
 }
 
@@ -254,11 +264,17 @@ impl fmt::Display for BootOverride {
 /// Why a power request failed: each names the BMC and what to do.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum PowerError {
-    #[error("{bmc}: the BMC refused the user name or password ({detail}); set the right ones with `rackseed node bmc set`")]
+    #[error(
+        "{bmc}: the BMC refused the user name or password ({detail}); set the right ones with `rackseed node bmc set`"
+    )]
     Auth { bmc: String, detail: String },
-    #[error("{bmc}: the BMC did not answer ({detail}); check its address, that it is on the management network, and that rackseed can reach it")]
+    #[error(
+        "{bmc}: the BMC did not answer ({detail}); check its address, that it is on the management network, and that rackseed can reach it"
+    )]
     Unreachable { bmc: String, detail: String },
-    #[error("{bmc}: the one-time network boot was refused: asked for PXE once, the BMC reports {got}; the machine was left as it was (set network boot in its firmware or BMC)")]
+    #[error(
+        "{bmc}: the network boot override was refused: asked for PXE once, the BMC reports {got}; the machine was left as it was (set network boot in its firmware or BMC)"
+    )]
     OverrideRefused { bmc: String, got: String },
     #[error("{bmc}: the BMC refused `{what}`: {detail}")]
     Refused {
@@ -307,7 +323,7 @@ impl Report {
     pub fn summary(&self, bmc: &Bmc) -> String {
         let mut parts = Vec::new();
         if let Some(o) = &self.boot_override {
-            parts.push(format!("one-time network boot set and read back ({o})"));
+            parts.push(format!("network boot override set and read back ({o})"));
         }
         parts.extend(self.done.iter().cloned());
         let did = if parts.is_empty() {
@@ -343,11 +359,21 @@ mod tests {
     fn a_network_boot_is_checked_before_any_power_change() {
         assert_eq!(
             steps(Action::Cycle, PowerState::On, true),
-            [Step::SetPxeOnce, Step::CheckPxeOnce, Step::Reset, Step::ReadPower]
+            [
+                Step::SetPxeOnce,
+                Step::CheckPxeOnce,
+                Step::Reset,
+                Step::ReadPower
+            ]
         );
         assert_eq!(
             steps(Action::Cycle, PowerState::Off, true),
-            [Step::SetPxeOnce, Step::CheckPxeOnce, Step::PowerOn, Step::ReadPower]
+            [
+                Step::SetPxeOnce,
+                Step::CheckPxeOnce,
+                Step::PowerOn,
+                Step::ReadPower
+            ]
         );
         assert_eq!(steps(Action::On, PowerState::On, false), [Step::ReadPower]);
         assert_eq!(steps(Action::Off, PowerState::Off, true), [Step::ReadPower]);
@@ -355,7 +381,10 @@ mod tests {
             steps(Action::Off, PowerState::On, true),
             [Step::PowerOff, Step::ReadPower]
         );
-        assert_eq!(steps(Action::Status, PowerState::On, true), [Step::ReadPower]);
+        assert_eq!(
+            steps(Action::Status, PowerState::On, true),
+            [Step::ReadPower]
+        );
     }
 
     #[test]
@@ -394,6 +423,8 @@ mod tests {
         assert!(o("pxe", true, true).is_pxe_once());
         assert!(o("Pxe", true, true).is_pxe_once());
         assert!(!o("Pxe", false, true).is_pxe_once());
+        assert!(o("Pxe", false, true).is_pxe(), "every boot serves too");
+        assert!(!o("Hdd", true, true).is_pxe());
         assert!(!o("Hdd", true, true).is_pxe_once());
         assert!(!o("Pxe", true, false).is_pxe_once());
         assert_eq!(o("Pxe", false, true).to_string(), "Pxe every boot");

@@ -123,7 +123,9 @@ pub fn parse_system(v: &Value) -> Result<System, String> {
             once: enabled == "Once",
             target,
         },
-        allowed_targets: strings(boot.and_then(|b| b.get("BootSourceOverrideTarget@Redfish.AllowableValues"))),
+        allowed_targets: strings(
+            boot.and_then(|b| b.get("BootSourceOverrideTarget@Redfish.AllowableValues")),
+        ),
         reset_uri: reset_uri.to_string(),
         reset_types: strings(reset.get("ResetType@Redfish.AllowableValues")),
     })
@@ -211,8 +213,14 @@ mod tests {
         assert_eq!(s.power, PowerState::On);
         assert!(s.boot.is_pxe_once());
         assert_eq!(s.allowed_targets.as_deref().unwrap().len(), 3);
-        assert_eq!(reset_type(Step::Reset, s.reset_types.as_deref()), Some("ForceRestart"));
-        assert_eq!(reset_type(Step::PowerOn, Some(&["ForceOn".into()])), Some("ForceOn"));
+        assert_eq!(
+            reset_type(Step::Reset, s.reset_types.as_deref()),
+            Some("ForceRestart")
+        );
+        assert_eq!(
+            reset_type(Step::PowerOn, Some(&["ForceOn".into()])),
+            Some("ForceOn")
+        );
         assert_eq!(reset_type(Step::PowerOff, Some(&[])), None);
         let c = parse_system(&system("Off", "Pxe", "Continuous")).unwrap();
         assert!(!c.boot.is_pxe_once());
@@ -227,8 +235,18 @@ mod tests {
 
     #[test]
     fn addresses_and_members_are_checked() {
-        assert_eq!(base_url("https://192.0.2.51:8000/").unwrap(), "https://192.0.2.51:8000");
-        for bad in ["192.0.2.51", "https://", "https://h/x", "https://u@h", "https://h:0", "https://h;x"] {
+        assert_eq!(
+            base_url("https://192.0.2.51:8000/").unwrap(),
+            "https://192.0.2.51:8000"
+        );
+        for bad in [
+            "192.0.2.51",
+            "https://",
+            "https://h/x",
+            "https://u@h",
+            "https://h:0",
+            "https://h;x",
+        ] {
             assert!(base_url(bad).is_err(), "{bad}");
         }
         let m = members(&json!({"Members": [{"@odata.id": "/redfish/v1/Systems/abc-1"}]})).unwrap();
@@ -242,7 +260,13 @@ mod tests {
         let body = r#"{"error":{"code":"Base.1.0.GeneralError","message":"Boot source override target Cd is not supported"}}"#;
         let e = failure("https://192.0.2.51", "boot override", 400, body);
         assert!(e.to_string().contains("not supported"), "{e}");
-        assert!(matches!(failure("b", "x", 401, ""), PowerError::Auth { .. }));
-        assert_eq!(pxe_once_body(false)["Boot"]["BootSourceOverrideEnabled"], "Once");
+        assert!(matches!(
+            failure("b", "x", 401, ""),
+            PowerError::Auth { .. }
+        ));
+        assert_eq!(
+            pxe_once_body(false)["Boot"]["BootSourceOverrideEnabled"],
+            "Once"
+        );
     }
 }

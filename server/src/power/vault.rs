@@ -123,7 +123,10 @@ mod tests {
         assert!(!s.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(v.unseal(3, &s).unwrap(), "hunter2");
         assert!(v.unseal(4, &s).is_err(), "moved to another node");
-        assert!(Vault::with_key([8; 32]).unseal(3, &s).is_err(), "another key");
+        assert!(
+            Vault::with_key([8; 32]).unseal(3, &s).is_err(),
+            "another key"
+        );
         let mut t = s.clone();
         *t.last_mut().unwrap() ^= 1;
         assert!(v.unseal(3, &t).is_err(), "tampered");
@@ -136,7 +139,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let a = Vault::open(d.path()).unwrap();
-        let mode = std::fs::metadata(d.path().join("bmc.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join("bmc.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = Vault::open(d.path()).unwrap();
         assert_eq!(b.unseal(1, &a.seal(1, "x")).unwrap(), "x");

@@ -24,7 +24,8 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, TimeoutException
+from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                        TimeoutException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -57,7 +58,8 @@ def run(d, c):
                 last = el.text
                 if want is None or want in last:
                     return last
-            except NoSuchElementException:
+            except (NoSuchElementException, StaleElementReferenceException):
+                # Absent, or replaced by a live update between finding and reading it.
                 pass
             time.sleep(0.2)
         raise TimeoutException(f"{css} {'with ' + repr(want) if want else ''} not there after {c.get('timeout', 10)} s; last text {last!r}")
@@ -66,8 +68,14 @@ def run(d, c):
             EC.presence_of_element_located((By.CSS_SELECTOR, css)))
         return True
     if op == "text":
-        els = d.find_elements(By.CSS_SELECTOR, css)
-        return els[0].text if els else ""
+        for _ in range(20):
+            try:
+                els = d.find_elements(By.CSS_SELECTOR, css)
+                return els[0].text if els else ""
+            except StaleElementReferenceException:
+                # Replaced by a live update while being read: read the new one.
+                time.sleep(0.1)
+        raise TimeoutException(f"{css} kept being replaced while read")
     if op == "attr":
         return d.find_element(By.CSS_SELECTOR, css).get_attribute(c["name"])
     if op == "type":

@@ -40,6 +40,7 @@ DECISION = [
     "identity",
     "enroll",
     "power",
+    "commission",
     "console",
     "accounts",
     "stall",

@@ -50,6 +50,30 @@ pub enum UnknownPolicy {
     Discover,
     /// Do not answer unknown machines at all.
     Ignore,
+    /// Record them as `discovered` and boot them into the installer's inventory mode:
+    /// they report their hardware, become `commissioned`, and `[[rules]]` assign them.
+    Commission,
+}
+
+/// What a commissioned machine that no rule assigned does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterCommission {
+    /// Power off (until a BMC or a technician powers it on again).
+    Poweroff,
+    /// Stay in the inventory boot, asking rackseed again every `commission.poll`, and
+    /// reboot into the installer once an operator (or a new rule) assigns it.
+    Wait,
+}
+
+/// The inventory boot of unknown machines (`dhcp.unknown = "commission"`).
+#[derive(Clone, Debug)]
+pub struct CommissionConfig {
+    pub after: AfterCommission,
+    /// How long the inventory boot listens for LLDP frames on every NIC.
+    pub lldp_wait: Duration,
+    /// How often a waiting machine asks whether it was assigned.
+    pub poll: Duration,
 }
 
 /// When a client that already runs iPXE still gets rackseed's own iPXE binary first.
@@ -94,6 +118,9 @@ pub struct Config {
     pub images: ImagesConfig,
     /// How long each step may take before a node gets a `stalled` event.
     pub stall: crate::stall::StallLimits,
+    pub commission: CommissionConfig,
+    /// Commissioning rules, in order (`[[rules]]`).
+    pub rules: Vec<crate::commission::rules::Rule>,
 }
 
 #[derive(Clone, Debug)]
@@ -261,6 +288,18 @@ struct RawConfig {
     images: RawImages,
     #[serde(default)]
     stall: RawStall,
+    #[serde(default)]
+    commission: RawCommission,
+    #[serde(default)]
+    rules: Vec<crate::commission::rules::Rule>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCommission {
+    after: Option<AfterCommission>,
+    lldp_wait: Option<String>,
+    poll: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -790,6 +829,29 @@ impl Validator<'_> {
             }
         }
 
+        let commission = CommissionConfig {
+            after: raw.commission.after.unwrap_or(AfterCommission::Poweroff),
+            lldp_wait: self.duration(
+                "commission.lldp_wait",
+                raw.commission.lldp_wait,
+                Duration::from_secs(35),
+            )?,
+            poll: self.duration(
+                "commission.poll",
+                raw.commission.poll,
+                Duration::from_secs(30),
+            )?,
+        };
+        if commission.lldp_wait > Duration::from_secs(300) {
+            return Err(self.err("commission.lldp_wait", "must be at most 300s"));
+        }
+        if commission.poll < Duration::from_secs(1) {
+            return Err(self.err("commission.poll", "must be at least 1s"));
+        }
+        if let Err(errs) = crate::commission::rules::validate(&raw.rules) {
+            return Err(self.err("rules", errs.join("; ")));
+        }
+
         Ok(Config {
             source: self.source.to_string(),
             server,
@@ -802,6 +864,8 @@ impl Validator<'_> {
             groups,
             images,
             stall,
+            commission,
+            rules: raw.rules,
         })
     }
 

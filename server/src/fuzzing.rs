@@ -17,6 +17,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("profile", profile),
     ("facts", facts),
     ("http_path", http_path),
+    ("commission", commission),
     ("bmc", bmc),
 ];
 
@@ -169,6 +170,75 @@ pub fn bmc(data: &[u8]) {
                 assert!(crate::power::redfish::system_path(&p).is_ok());
             }
         }
+    }
+}
+
+/// What an unknown machine sends while commissioning, and what rules make of it: an
+/// LLDPDU (any bytes), a hardware report (JSON), rule patterns (text). A parsed
+/// neighbour and an accepted report carry no control character; a rule's hostname is
+/// always a valid one, whatever the option-82 text it was made from.
+pub fn commission(data: &[u8]) {
+    use crate::commission::{self, rules};
+    if let Some(n) = commission::parse_lldpdu("eth0", data) {
+        for t in [&n.chassis_id, &n.port_id] {
+            assert!(!t.is_empty() && !t.chars().any(char::is_control), "{t:?}");
+        }
+    }
+    let text = commission::relay_text(data);
+    assert!(!text.chars().any(char::is_control));
+    static RULES: OnceLock<Vec<rules::Rule>> = OnceLock::new();
+    let rules = RULES.get_or_init(|| {
+        let r = |m: &[(&str, &str)], hostname: &str| rules::Rule {
+            name: "r".into(),
+            matches: m
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            profile: "p".into(),
+            hostname: hostname.into(),
+            failure_domain: None,
+            group: None,
+            vars: None,
+        };
+        vec![
+            r(
+                &[
+                    ("dhcp.circuit_id", "{rack}-{port}"),
+                    ("disks.count", ">= 1"),
+                ],
+                "rack-{rack}-{port}",
+            ),
+            r(
+                &[("system.serial", "{s}"), ("lldp.port_id", "*{p}")],
+                "n-{s}-{p}",
+            ),
+            r(&[("dhcp.remote_id", "{x}")], "{x}"),
+        ]
+    });
+    let mut input = rules::Input {
+        mac: "52:54:00:00:00:01".into(),
+        dhcp: commission::DhcpFacts {
+            circuit_id: Some(text.clone()),
+            remote_id: Some(String::from_utf8_lossy(data).into_owned()),
+            ..Default::default()
+        },
+        hw: None,
+    };
+    if let Ok(hw) = serde_json::from_slice::<commission::HwFacts>(data)
+        && commission::check(&hw).is_ok()
+    {
+        assert!(!hw.summary().is_empty());
+        input.hw = Some(hw);
+    }
+    if let Some(a) = rules::evaluate(rules, &input).assignment {
+        assert!(crate::facts::is_dns_name(&a.hostname), "{:?}", a.hostname);
+    }
+    // Patterns from the bytes: validation refuses or accepts, never panics.
+    let pat = String::from_utf8_lossy(data).into_owned();
+    let mut r = rules[0].clone();
+    r.matches.insert("dhcp.circuit_id".into(), pat);
+    if rules::validate(std::slice::from_ref(&r)).is_ok() {
+        let _ = rules::evaluate(std::slice::from_ref(&r), &input);
     }
 }
 

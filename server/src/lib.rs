@@ -29,6 +29,7 @@
 //! | `accounts`    | decision | console accounts: roles, password hashes, session and CSRF secrets, `authorize` |
 //! | `console`     | decision | what the console shows: overview rows, durations, redacted previews |
 //! | `power`       | decision | BMC records, the steps of a power request, IPMI and Redfish answers parsed (pure); `power::driver` runs ipmitool and Redfish HTTP, `power::vault` seals passwords |
+//! | `commission`  | decision | hardware facts of an inventory boot, option 82 and LLDP parsed, the rules that assign a commissioned machine (pure) |
 //! | `durable`     | I/O      | atomic file writes |
 //! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`, `users`); `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
@@ -52,6 +53,7 @@ pub mod bootfiles;
 pub mod ca;
 pub mod chunks;
 pub mod cli;
+pub mod commission;
 pub mod config;
 pub mod console;
 pub mod dhcp;

@@ -46,6 +46,14 @@ pub enum StartError {
     Inventory(#[from] InventoryError),
     #[error("profiles are invalid; no node can be assigned a broken profile")]
     Profiles(#[source] ProfileErrors),
+    #[error(
+        "rules: rule `{rule}` assigns profile `{profile}`, which is not loaded (loaded: {loaded}); fix its `profile` in [[rules]] or add the profile"
+    )]
+    RuleProfile {
+        rule: String,
+        profile: String,
+        loaded: String,
+    },
     #[error("installer file `{path}` is missing: {hint}")]
     Installer { path: String, hint: String },
     #[error(
@@ -254,6 +262,15 @@ pub fn resolve_installer(cfg: &Config) -> Result<InstallerFiles, StartError> {
 impl AppState {
     /// Opens everything rackseed needs. Must run inside a tokio runtime.
     pub fn open(config: Config, profiles: Catalog) -> Result<AppState, StartError> {
+        for r in &config.rules {
+            if profiles.get(&r.profile).is_none() {
+                return Err(StartError::RuleProfile {
+                    rule: r.name.clone(),
+                    profile: r.profile.clone(),
+                    loaded: profiles.names().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
         let dir = &config.server.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
             path: dir.display().to_string(),

@@ -755,6 +755,7 @@ pub fn node_vm(
             format!("{} rackseed.preseed={preseed_url}", cmdline.trim()),
         )),
         uuid: None,
+        serial: None,
         vars: None,
         ipv4_pxe_only: false,
     };

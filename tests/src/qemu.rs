@@ -104,6 +104,8 @@ pub struct VmSpec {
     pub kernel: Option<(PathBuf, PathBuf, String)>,
     /// SMBIOS system UUID.
     pub uuid: Option<String>,
+    /// SMBIOS system vendor, product and serial number (the label on the chassis).
+    pub serial: Option<(String, String, String)>,
     /// UEFI variable store kept across VM starts (BootOrder, boot entries), made from
     /// the firmware's template when missing; a fresh one per start when `None`.
     pub vars: Option<PathBuf>,
@@ -129,6 +131,7 @@ impl VmSpec {
             disks: Vec::new(),
             kernel: None,
             uuid: None,
+            serial: None,
             vars: None,
             ipv4_pxe_only: false,
         }
@@ -367,6 +370,11 @@ impl Vm {
         c.args(["-serial", "chardev:ser0"]);
         if let Some(u) = &spec.uuid {
             c.args(["-uuid", u]);
+        }
+        if let Some((vendor, product, serial)) = &spec.serial {
+            c.arg("-smbios").arg(format!(
+                "type=1,manufacturer={vendor},product={product},serial={serial}"
+            ));
         }
         c.args(spec.hardware_args(dir.path())?);
         if let Some((k, i, append)) = &spec.kernel {

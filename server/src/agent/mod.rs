@@ -8,6 +8,7 @@
 //! `facts` and `agent::replication`; its command line is in `cli::agent`.
 
 pub mod collect;
+pub mod commission;
 pub mod replication;
 
 use crate::enroll::{EnrollRequest, EnrollResponse};

@@ -9,6 +9,21 @@ use std::process::ExitCode;
 /// Runs a `rackseed agent` command.
 pub fn run(cmd: AgentCmd) -> Result<ExitCode> {
     match cmd {
+        AgentCmd::Commission {
+            url,
+            lldp_wait,
+            dry_run,
+        } => {
+            let wait = std::time::Duration::from_secs(lldp_wait.min(300));
+            if dry_run {
+                let mut hw = agent::commission::collect();
+                hw.lldp = agent::commission::listen_lldp(wait, &hw.nics);
+                println!("{}", serde_json::to_string_pretty(&hw)?);
+            } else {
+                println!("{}", agent::commission::run(&url, wait)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCmd::Facts => {
             println!(
                 "{}",

@@ -70,6 +70,34 @@ pub enum Command {
     /// Profiles: check, JSON Schema, render what a node receives.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Commissioning rules on a running server: list, test, apply.
+    #[command(subcommand)]
+    Rule(RuleCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RuleCmd {
+    /// The configured rules, in order, and the facts they can match.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Which rule a machine matches, and why every rule before it did not: a node's
+    /// stored facts (--node) or facts from a JSON file (--facts; `{"mac": …,
+    /// "dhcp": {…}, "hw": {…}}`, as `node show --json` shows them).
+    Test {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, conflicts_with = "facts", required_unless_present = "facts")]
+        node: Option<String>,
+        #[arg(long)]
+        facts: Option<PathBuf>,
+    },
+    /// Run the rules again on every commissioned node (after changing them).
+    Apply {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -461,4 +489,16 @@ pub enum AgentCmd {
     },
     /// Print this machine's facts as JSON.
     Facts,
+    /// In the installer's commissioning boot: report this machine's hardware (and the
+    /// LLDP neighbours heard within --lldp-wait seconds) to URL; prints rackseed's
+    /// answer (`reboot`, `poweroff` or `wait`).
+    Commission {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 35)]
+        lldp_wait: u64,
+        /// Print the report as JSON instead of posting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

@@ -75,6 +75,23 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
         ));
         None
     };
+    if let Some(cat) = &catalog {
+        for r in &config.rules {
+            if cat.get(&r.profile).is_none() {
+                problems.push(format!(
+                    "{}: rules: rule `{}` assigns profile `{}`, which is not loaded",
+                    config.source, r.name, r.profile
+                ));
+            }
+        }
+        if !config.rules.is_empty() {
+            println!(
+                "rules: {} (dhcp.unknown {:?})",
+                config.rules.len(),
+                config.dhcp.unknown
+            );
+        }
+    }
     if let (Some(cat), Some(mirror)) = (&catalog, &mirror) {
         let t = crate::render::Templates::embedded();
         for name in cat.names() {

@@ -24,6 +24,7 @@ pub mod group;
 pub mod image;
 pub mod node;
 pub mod profile;
+pub mod rule;
 pub mod serve;
 pub mod user;
 
@@ -80,5 +81,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent(cmd) => agent::run(cmd),
         Command::Image { cfg, cmd } => image::run(cmd, &cfg.load()?),
         Command::Profile(cmd) => profile::run(cmd),
+        Command::Rule(cmd) => rule::run(cmd),
     }
 }

@@ -133,6 +133,70 @@ pub fn node_summary(v: &Value, events: &[Event], now: i64, offset: time::UtcOffs
         (None, None) => "none".to_string(),
     };
     let _ = writeln!(out, "  group         {group}");
+    if let Some(g) = v["dhcp"]["giaddr"].as_str() {
+        let _ = writeln!(
+            out,
+            "  relay         {g}, circuit-id {}, remote-id {}",
+            v["dhcp"]["circuit_id"].as_str().unwrap_or("-"),
+            v["dhcp"]["remote_id"].as_str().unwrap_or("-")
+        );
+    }
+    if let Ok(hw) = serde_json::from_value::<crate::commission::HwFacts>(v["hardware"].clone()) {
+        let _ = writeln!(
+            out,
+            "  system        {} {}, serial {}, uuid {}",
+            hw.system.vendor, hw.system.product, hw.system.serial, hw.system.uuid
+        );
+        let _ = writeln!(
+            out,
+            "  cpu, memory   {} × {}, {}",
+            hw.cpu.count,
+            hw.cpu.model,
+            crate::commission::human_bytes(hw.memory_bytes)
+        );
+        for d in &hw.disks {
+            let _ = writeln!(
+                out,
+                "  disk          {} {} {} {:?} serial {} ({})",
+                d.name,
+                d.bus,
+                crate::commission::human_bytes(d.size_bytes),
+                d.model,
+                d.serial,
+                if d.by_id.is_empty() {
+                    "-".to_string()
+                } else {
+                    d.by_id.join(", ")
+                }
+            );
+        }
+        for n in &hw.nics {
+            let _ = writeln!(
+                out,
+                "  nic           {} {} {} {}{}",
+                n.name,
+                n.mac,
+                n.driver,
+                if n.link { "link up" } else { "no link" },
+                n.speed_mbps
+                    .map(|s| format!(" {s} Mb/s"))
+                    .unwrap_or_default()
+            );
+        }
+        for l in &hw.lldp {
+            let _ = writeln!(
+                out,
+                "  lldp          {}: {} port {}{}",
+                l.nic,
+                l.system_name.as_deref().unwrap_or(&l.chassis_id),
+                l.port_id,
+                l.port_description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     if let Some(seen) = v["last_seen_at"].as_i64() {
         let _ = writeln!(
             out,

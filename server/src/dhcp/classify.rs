@@ -4,6 +4,7 @@
 //! Pure: no sockets, no inventory.
 
 use crate::mac::MacAddr;
+use dhcproto::v4::relay::{RelayCode, RelayInfo};
 use dhcproto::v4::{self, DhcpOption, Message, MessageType, Opcode, OptionCode};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -122,6 +123,10 @@ pub struct Request {
     pub client_uuid: Option<Vec<u8>>,
     /// Option 61, echoed when present.
     pub client_id: Option<Vec<u8>>,
+    /// Option 82 circuit-id and remote-id from a relay agent, as text (see
+    /// [`crate::commission::relay_text`]); only when the packet came through a relay.
+    pub circuit_id: Option<String>,
+    pub remote_id: Option<String>,
 }
 
 /// A packet that is not a usable DHCP request.
@@ -378,7 +383,27 @@ pub fn classify(msg: &Message) -> Result<Request, ClassifyError> {
             Some(DhcpOption::ClientIdentifier(v)) => Some(v.clone()),
             _ => None,
         },
+        circuit_id: relay_sub(msg, RelayCode::AgentCircuitId),
+        remote_id: relay_sub(msg, RelayCode::AgentRemoteId),
     })
+}
+
+/// An option-82 sub-option of a relayed packet, as text.
+fn relay_sub(msg: &Message, code: RelayCode) -> Option<String> {
+    if msg.giaddr().is_unspecified() {
+        return None;
+    }
+    let Some(DhcpOption::RelayAgentInformation(info)) =
+        msg.opts().get(OptionCode::RelayAgentInformation)
+    else {
+        return None;
+    };
+    match info.get(code)? {
+        RelayInfo::AgentCircuitId(v) | RelayInfo::AgentRemoteId(v) => {
+            Some(crate::commission::relay_text(&v[..v.len().min(255)]))
+        }
+        _ => None,
+    }
 }
 
 /// iPXE sends the literal `iPXE`; RFC 3004 clients send length-prefixed entries.

@@ -512,6 +512,14 @@ pub fn encode_reply(
     let opts = m.opts_mut();
     opts.insert(DhcpOption::MessageType(reply.msg_type));
     opts.insert(DhcpOption::ServerIdentifier(server_ip));
+    // RFC 3046 2.2: a relay's agent information goes back to it unchanged (last;
+    // the encoder puts option 82 at the end), so that it can forward the reply.
+    if !req_msg.giaddr().is_unspecified()
+        && let Some(o @ DhcpOption::RelayAgentInformation(_)) =
+            req_msg.opts().get(v4::OptionCode::RelayAgentInformation)
+    {
+        opts.insert(o.clone());
+    }
     if reply.msg_type == MessageType::Nak {
         return m;
     }
@@ -985,6 +993,45 @@ mod tests {
             Some(BootFile::Http(
                 "http://192.0.2.1:8080/boot/52-54-00-00-00-01.ipxe".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_relays_option_82_is_read_and_echoed_back_unchanged() {
+        use dhcproto::v4::relay::{RelayAgentInformation, RelayInfo};
+        let c = cfg("authoritative", "");
+        let mut t = LeaseTable::default();
+        let mut info = RelayAgentInformation::default();
+        info.insert(RelayInfo::AgentCircuitId(b"b-07".to_vec()));
+        info.insert(RelayInfo::AgentRemoteId(vec![0, 6, 2, 0, 0, 0, 0, 7]));
+        let mut opts = pxe(0);
+        opts.push(DhcpOption::RelayAgentInformation(info.clone()));
+        let mut msg = request(MessageType::Discover, 3, &opts);
+        msg.set_giaddr(Ipv4Addr::new(198, 51, 100, 1));
+        let r = classify(&msg).unwrap();
+        assert_eq!(r.circuit_id.as_deref(), Some("b-07"));
+        assert_eq!(r.remote_id.as_deref(), Some("0x0006020000000007"));
+        let reply = decide_authoritative(&r, &ctx(&c, None), &mut t)
+            .reply
+            .unwrap();
+        let m = encode_reply(&msg, &r, &reply, SERVER);
+        assert_eq!(m.giaddr(), Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(
+            m.opts().get(v4::OptionCode::RelayAgentInformation),
+            Some(&DhcpOption::RelayAgentInformation(info))
+        );
+        // Not relayed (giaddr 0): option 82 from a client is neither read nor echoed.
+        msg.set_giaddr(Ipv4Addr::UNSPECIFIED);
+        let r = classify(&msg).unwrap();
+        assert_eq!(r.circuit_id, None);
+        let reply = decide_authoritative(&r, &ctx(&c, None), &mut t)
+            .reply
+            .unwrap();
+        let m = encode_reply(&msg, &r, &reply, SERVER);
+        assert!(
+            m.opts()
+                .get(v4::OptionCode::RelayAgentInformation)
+                .is_none()
         );
     }
 

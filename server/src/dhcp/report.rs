@@ -123,6 +123,8 @@ mod tests {
             max_size: None,
             client_uuid: None,
             client_id: None,
+            circuit_id: None,
+            remote_id: None,
         }
     }
 

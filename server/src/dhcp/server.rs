@@ -402,12 +402,16 @@ fn handle_packet(
     let state = &shared.state;
     let cfg = &state.config;
     let now = now_ms();
+    let relayed = !req.giaddr.is_unspecified();
     let info = Discovery {
         arch: req.client.arch().map(|a| a.as_str()),
         vendor_class: req.vendor_class.clone(),
+        giaddr: relayed.then_some(req.giaddr),
+        circuit_id: req.circuit_id.clone(),
+        remote_id: req.remote_id.clone(),
     };
     let discover =
-        known.is_none() && req.client.is_boot() && cfg.dhcp.unknown == UnknownPolicy::Discover;
+        known.is_none() && req.client.is_boot() && cfg.dhcp.unknown != UnknownPolicy::Ignore;
     if discover && !shared.admit_discovery(now) {
         // Past the discovery limits an unknown boot client is ignored as with
         // `dhcp.unknown = "ignore"`: no node, no offer holding a pool address.

@@ -109,8 +109,34 @@ pub fn node_boot_script(
         initrd_url,
         kernel_args: String::new(),
         retry_secs: cfg.boot.retry_interval.as_secs().max(1),
+        commission: false,
     };
     let mut node_for_script = node.clone();
+    if let Some(n) = &node
+        && n.state == NodeState::Discovered
+        && cfg.dhcp.unknown == crate::config::UnknownPolicy::Commission
+    {
+        // The commissioning script carries the machine's commissioning token.
+        let (evidence, verdict) = state.judge_caller(&claimed(state, n), peer);
+        if verdict != Verdict::Node {
+            state.note_refusal(n.id, "the commissioning script", &evidence, verdict);
+            return Err(ApiError::not_found("not found"));
+        }
+        let now = now_ms();
+        let token = match state
+            .inventory
+            .current_token(n.id, TokenKind::Commission, now)?
+        {
+            Some(t) => t,
+            None => {
+                state
+                    .inventory
+                    .issue_token(n.id, TokenKind::Commission, cfg.boot.token_ttl, now)?
+            }
+        };
+        inputs.kernel_args = crate::render::kernel::commission_kernel_args(cfg, n.mac, &token);
+        inputs.commission = true;
+    }
     if let Some(n) = &node
         && n.state == NodeState::Provisioning
     {
@@ -161,6 +187,7 @@ pub fn node_boot_script(
     if let Some(n) = &node_for_script {
         let what = match n.state {
             NodeState::Provisioning => "install".to_string(),
+            NodeState::Discovered if inputs.commission => "commission".to_string(),
             NodeState::Installed | NodeState::Enrolled => "boot from local disk".to_string(),
             s => format!("wait ({s})"),
         };
@@ -177,7 +204,7 @@ pub fn node_boot_script(
 }
 
 /// `node` as the owner of a token: its id, boot NIC and installer NIC.
-fn claimed(state: &AppState, node: &Node) -> Claimed {
+pub(super) fn claimed(state: &AppState, node: &Node) -> Claimed {
     let profile = node
         .profile
         .as_deref()
@@ -195,7 +222,7 @@ pub struct MacQuery {
     mac: Option<String>,
 }
 
-async fn serve_file(state: &AppState, path: &std::path::Path, req: Request) -> Response {
+pub(super) async fn serve_file(state: &AppState, path: &std::path::Path, req: Request) -> Response {
     super::files::serve(&state.file_chunks, path, req).await
 }
 
@@ -559,6 +586,7 @@ mod tests {
                 .into(),
             kernel_args: args,
             retry_secs: 5,
+            commission: false,
         };
         let t = render::Templates::embedded();
         let body = render::boot_script(
@@ -590,6 +618,7 @@ mod tests {
             initrd_url: "/installer/initrd.gz".into(),
             kernel_args: args,
             retry_secs: 5,
+            commission: false,
         };
         let t = render::Templates::embedded();
         let body = render::boot_script(

@@ -7,9 +7,19 @@
 
 pub mod agent;
 pub mod api;
+pub mod assign;
 pub mod boot;
+pub mod commission;
 pub mod files;
 pub mod power;
+/// A JSON request body, or a 400 in the one error shape.
+pub(crate) fn json<T>(
+    r: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    r.map(|axum::Json(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
+}
+
 #[cfg(test)]
 mod router_tests;
 pub mod stream;
@@ -232,6 +242,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/install/{token}/{file}", get(boot::install_file))
         .route("/install/{token}/events/{kind}", post(boot::install_event))
         .route("/install/{token}/agent/rackseed", get(boot::agent_binary))
+        .route(
+            "/commission/{token}/facts",
+            post(commission::commission_facts),
+        )
+        .route("/commission/{token}/next", get(commission::commission_next))
+        .route(
+            "/commission/{token}/events/{kind}",
+            post(commission::commission_event),
+        )
+        .route(
+            "/commission/{token}/{file}",
+            get(commission::commission_file),
+        )
         .merge(agent::plain_routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), log_requests))

@@ -3,6 +3,7 @@
 //! no sockets. Every error answer has the one shape `{"error", "code"}`.
 
 use super::*;
+use crate::inventory::now_ms;
 use axum::body::Body;
 use axum::http::header;
 use http_body_util::BodyExt;
@@ -14,9 +15,14 @@ struct Api {
 }
 
 fn api() -> Api {
+    api_with("", "")
+}
+
+/// An API whose config has `dhcp_extra` in `[dhcp]` and `tail` at the end.
+fn api_with(dhcp_extra: &str, tail: &str) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"{}\"\n[dhcp]\nmode = \"authoritative\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.199\"\n[installer]\nmirror = \"http://mirror.example/debian\"\n",
+        "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"{}\"\n[dhcp]\nmode = \"authoritative\"\n{dhcp_extra}\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.199\"\n[installer]\nmirror = \"http://mirror.example/debian\"\n{tail}",
         dir.path().join("data").display()
     );
     let cfg = crate::config::Config::parse_with(&text, "test.toml", &|_| None).unwrap();
@@ -563,4 +569,144 @@ async fn a_bmc_is_stored_sealed_shown_without_its_password_and_checked() {
     assert_error(&v, "no_bmc");
     let (_, n) = a.admin("GET", "/api/nodes/pw1", None).await;
     assert_eq!(n["state"], "provisioning", "left as it was: {n}");
+}
+
+const RULES: &str = r#"
+[[rules]]
+name = "big-iron"
+match = { "disks.count" = ">= 24" }
+profile = "storage-node"
+hostname = "big"
+
+[[rules]]
+name = "rack-b"
+match = { "dhcp.circuit_id" = "{rack}-{port}", "disks.nvme" = ">= 3", "nic.driver" = "virtio*" }
+profile = "lab-single-disk"
+hostname = "rack-{rack}-{port}"
+failure_domain = "rack-{rack}"
+group = "rg2"
+"#;
+
+fn six_disks() -> crate::commission::HwFacts {
+    let mut hw = crate::commission::HwFacts {
+        system: crate::commission::System {
+            vendor: "QEMU".into(),
+            product: "Standard PC (i440FX + PIIX, 1996)".into(),
+            serial: "RS-0715".into(),
+            uuid: "5a1d0000-0000-4000-8000-000000000715".into(),
+        },
+        ..Default::default()
+    };
+    for (i, bus) in ["sata", "sata", "sata", "nvme", "nvme", "nvme"]
+        .iter()
+        .enumerate()
+    {
+        hw.disks.push(crate::commission::Disk {
+            name: format!("d{i}"),
+            bus: bus.to_string(),
+            size_bytes: 10 << 30,
+            ..Default::default()
+        });
+    }
+    hw.nics.push(crate::commission::Nic {
+        name: "ens3".into(),
+        mac: "52:54:00:15:00:01".into(),
+        driver: "virtio_net".into(),
+        link: true,
+        speed_mbps: None,
+    });
+    hw
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_are_tested_and_applied_to_commissioned_machines() {
+    let a = api_with("unknown = \"commission\"", RULES);
+    // Facts given: the second rule matches, named after the relay's circuit-id.
+    let input = serde_json::json!({
+        "mac": "52:54:00:15:00:01",
+        "dhcp": {"giaddr": "198.51.100.1", "circuit_id": "b-07"},
+        "hw": six_disks(),
+    });
+    let (s, v) = a
+        .admin(
+            "POST",
+            "/api/rules/test",
+            Some(&serde_json::json!({"input": input}).to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["assignment"]["rule"], "rack-b", "{v}");
+    assert_eq!(v["assignment"]["hostname"], "rack-b-07");
+    assert_eq!(v["assignment"]["failure_domain"], "rack-b");
+    assert!(
+        v["trace"][0]
+            .as_str()
+            .unwrap()
+            .contains("disks.count \"6\" does not match `>= 24`"),
+        "{v}"
+    );
+    // Neither or both of node and input, hostile facts: refused with the one shape.
+    for bad in [
+        serde_json::json!({}),
+        serde_json::json!({"node": "x", "input": input}),
+        serde_json::json!({"input": {"mac": "m", "hw": {"system": {"vendor": "a\nb", "product": "", "serial": "", "uuid": ""}, "cpu": {"model": "", "count": 1}, "memory_bytes": 0, "disks": [], "nics": []}}}),
+    ] {
+        let (s, v) = a
+            .admin("POST", "/api/rules/test", Some(&bad.to_string()))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_error(&v, "bad_request");
+    }
+    // A machine discovered through the relay and commissioned with too few disks
+    // matches nothing and stays commissioned; with six it is assigned by `apply`.
+    let inv = &a.state.inventory;
+    let disc = crate::inventory::Discovery {
+        giaddr: Some("198.51.100.1".parse().unwrap()),
+        circuit_id: Some("b-07".into()),
+        ..Default::default()
+    };
+    let (n, _) = inv
+        .discover("52:54:00:15:00:01".parse().unwrap(), &disc, now_ms())
+        .unwrap();
+    let mut few = six_disks();
+    few.disks.truncate(4);
+    inv.commission(n.id, &few, now_ms()).unwrap();
+    let (s, v) = a
+        .admin(
+            "POST",
+            "/api/rules/test",
+            Some(r#"{"node": "52:54:00:15:00:01"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["assignment"].is_null(), "{v}");
+    assert!(
+        v["trace"][1]
+            .as_str()
+            .unwrap()
+            .contains("disks.nvme \"1\" does not match `>= 3`"),
+        "{v}"
+    );
+    let (_, v) = a.admin("POST", "/api/rules/apply", None).await;
+    assert_eq!(v["assigned"], serde_json::json!([]), "{v}");
+    let (_, v) = a.admin("GET", "/api/nodes/52:54:00:15:00:01", None).await;
+    assert_eq!(v["state"], "commissioned", "{v}");
+    assert_eq!(v["dhcp"]["circuit_id"], "b-07");
+    assert_eq!(v["hardware"]["disks"].as_array().unwrap().len(), 4);
+    let (_, ev) = a
+        .admin("GET", "/api/nodes/52:54:00:15:00:01/events", None)
+        .await;
+    assert!(ev.to_string().contains("no rule matched"), "{ev}");
+
+    // Commissioned again with six disks (the state machine allows a new report).
+    inv.commission(n.id, &six_disks(), now_ms()).unwrap();
+    let (s, v) = a.admin("POST", "/api/rules/apply", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["assigned"][0]["hostname"], "rack-b-07", "{v}");
+    let (_, v) = a.admin("GET", "/api/nodes/rack-b-07", None).await;
+    assert_eq!(v["state"], "provisioning", "{v}");
+    assert_eq!(v["group"], "rg2");
+    assert_eq!(v["failure_domain"], "rack-b");
+    assert_eq!(v["profile"], "lab-single-disk");
+    assert_eq!(v["install_token_valid"], true);
 }

@@ -366,6 +366,21 @@ async fn node_page(
         // would fetch them, with a placeholder token and secrets cut.
         let (plan, files, render_error) = preview(&st, &node);
         let bmc = st.inventory.bmc(node.id)?.map(|(b, _)| b);
+        let dhcp = st.inventory.dhcp_facts(node.id)?;
+        let hardware = st.inventory.hw_facts(node.id)?;
+        let memory = hardware
+            .as_ref()
+            .map(|h| crate::commission::human_bytes(h.memory_bytes));
+        let disks: Vec<_> = hardware
+            .iter()
+            .flat_map(|h| h.disks.iter())
+            .map(|d| {
+                context! {
+                    name => &d.name, bus => &d.bus, size => crate::commission::human_bytes(d.size_bytes),
+                    model => &d.model, serial => &d.serial, by_id => &d.by_id,
+                }
+            })
+            .collect();
         let catalog = st.catalog();
         Ok(context! {
             node => node,
@@ -379,7 +394,14 @@ async fn node_page(
             render_error => render_error,
             bmc => bmc,
             profiles => catalog.names().map(str::to_string).collect::<Vec<_>>(),
-            discovered => node.state == crate::inventory::NodeState::Discovered,
+            assignable => matches!(
+                node.state,
+                crate::inventory::NodeState::Discovered | crate::inventory::NodeState::Commissioned
+            ),
+            dhcp => dhcp,
+            hardware => hardware,
+            memory => memory,
+            disks => disks,
         })
     })
     .await?;

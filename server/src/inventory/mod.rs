@@ -122,6 +122,10 @@ pub struct NewNode {
 pub struct Discovery {
     pub arch: Option<String>,
     pub vendor_class: Option<String>,
+    /// The relay it came through, and the relay's option 82 sub-options as text.
+    pub giaddr: Option<std::net::Ipv4Addr>,
+    pub circuit_id: Option<String>,
+    pub remote_id: Option<String>,
 }
 
 /// The kinds of token rackseed issues.
@@ -131,6 +135,8 @@ pub enum TokenKind {
     Install,
     /// Lets the agent enroll once.
     Enroll,
+    /// Lets a discovered machine's inventory boot fetch its script and report once.
+    Commission,
 }
 
 impl TokenKind {
@@ -138,6 +144,7 @@ impl TokenKind {
         match self {
             TokenKind::Install => "install",
             TokenKind::Enroll => "enroll",
+            TokenKind::Commission => "commission",
         }
     }
 }
@@ -408,6 +415,9 @@ mod tests {
                 &Discovery {
                     arch: Some("bios".into()),
                     vendor_class: None,
+                    giaddr: Some("198.51.100.1".parse().unwrap()),
+                    circuit_id: Some("b-07".into()),
+                    remote_id: None,
                 },
                 1,
             )
@@ -415,6 +425,15 @@ mod tests {
         assert!(fresh);
         assert_eq!(n.state, NodeState::Discovered);
         assert!(!inv.discover(mac(1), &Discovery::default(), 2).unwrap().1);
+        let d = inv.dhcp_facts(n.id).unwrap();
+        assert_eq!(d.circuit_id.as_deref(), Some("b-07"));
+        assert_eq!(d.giaddr, Some("198.51.100.1".parse().unwrap()));
+        // A commissioning report makes it `commissioned` and is kept.
+        let mut hw = crate::commission::HwFacts::default();
+        hw.system.serial = "S1".into();
+        let c = inv.commission(n.id, &hw, 2).unwrap();
+        assert_eq!(c.state, NodeState::Commissioned);
+        assert_eq!(inv.hw_facts(n.id).unwrap().unwrap().system.serial, "S1");
         let n = inv.add_node(&new(1, "web1"), TTL, 3).unwrap();
         assert_eq!(n.state, NodeState::Provisioning);
         assert_eq!(n.arch.as_deref(), Some("bios"));
@@ -425,7 +444,7 @@ mod tests {
             .into_iter()
             .map(|e| e.kind)
             .collect();
-        assert_eq!(kinds, ["discovered", "state"]);
+        assert_eq!(kinds, ["discovered", "commissioned", "state", "state"]);
     }
 
     #[test]

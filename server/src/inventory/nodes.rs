@@ -306,12 +306,96 @@ impl Inventory {
     pub fn touch(&self, id: i64, info: &Discovery, now: UnixMs) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE nodes SET last_seen_at = ?2, arch = COALESCE(?3, arch), vendor_class = COALESCE(?4, vendor_class) WHERE id = ?1",
-                params![id, now, info.arch, info.vendor_class],
+                "UPDATE nodes SET last_seen_at = ?2, arch = COALESCE(?3, arch), vendor_class = COALESCE(?4, vendor_class), giaddr = COALESCE(?5, giaddr), circuit_id = COALESCE(?6, circuit_id), remote_id = COALESCE(?7, remote_id) WHERE id = ?1",
+                params![id, now, info.arch, info.vendor_class, info.giaddr.map(|a| a.to_string()), info.circuit_id, info.remote_id],
             )
             .map_err(q("updating last-seen time"))?;
             Ok(())
         })
+    }
+
+    /// What DHCP told about a node: relay, option 82, vendor class and arch.
+    pub fn dhcp_facts(&self, id: i64) -> Result<crate::commission::DhcpFacts> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT giaddr, circuit_id, remote_id, vendor_class, arch FROM nodes WHERE id = ?1",
+                [id],
+                |r| {
+                    let giaddr: Option<String> = r.get(0)?;
+                    Ok(crate::commission::DhcpFacts {
+                        giaddr: giaddr.and_then(|g| g.parse().ok()),
+                        circuit_id: r.get(1)?,
+                        remote_id: r.get(2)?,
+                        vendor_class: r.get(3)?,
+                        arch: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(q("reading DHCP facts"))?
+            .ok_or_else(|| InventoryError::NotFound(format!("node {id}")))
+        })
+    }
+
+    /// The hardware a node's commissioning boot reported, as stored.
+    pub fn hw_facts(&self, id: i64) -> Result<Option<crate::commission::HwFacts>> {
+        self.read(|c| {
+            let t: Option<Option<String>> = c
+                .query_row("SELECT hw_facts FROM nodes WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(q("reading hardware facts"))?;
+            Ok(t.flatten().and_then(|t| serde_json::from_str(&t).ok()))
+        })
+    }
+
+    /// Stores a commissioning report and makes the node `commissioned`, with the
+    /// report's summary on its timeline, in one transaction.
+    pub fn commission(
+        &self,
+        id: i64,
+        hw: &crate::commission::HwFacts,
+        now: UnixMs,
+    ) -> Result<Node> {
+        let text = serde_json::to_string(hw).unwrap_or_else(|_| "{}".into());
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(q("commissioning a node"))?;
+            let n = tx
+                .query_row(
+                    &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
+                    [id],
+                    node_from_row,
+                )
+                .map_err(q("commissioning a node"))?;
+            let to = state::next_state(n.state, &Transition::Commission).map_err(|source| {
+                InventoryError::Transition {
+                    node: n.display_name(),
+                    source,
+                }
+            })?;
+            tx.execute(
+                "UPDATE nodes SET state = ?2, hw_facts = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, to.as_str(), text, now],
+            )
+            .map_err(q("commissioning a node"))?;
+            insert_event(&tx, id, now, "commissioned", &hw.summary())?;
+            if n.state != to {
+                insert_event(&tx, id, now, "state", &format!("{} → {to}", n.state))?;
+            }
+            let node = tx
+                .query_row(
+                    &format!("SELECT {NODE_COLS} FROM nodes WHERE id = ?1"),
+                    [id],
+                    node_from_row,
+                )
+                .map_err(q("commissioning a node"))?;
+            tx.commit().map_err(q("commissioning a node"))?;
+            Ok(node)
+        })
+        .inspect(|_| self.changed_nodes())
     }
 
     /// The facts a node reported at enrollment, as stored.
@@ -362,16 +446,33 @@ pub(super) fn discover_tx(
         return Ok((k, false));
     }
     tx.prepare_cached(
-        "INSERT INTO nodes (mac, state, arch, vendor_class, created_at, updated_at, last_seen_at) VALUES (?1, 'discovered', ?2, ?3, ?4, ?4, ?4)",
+        "INSERT INTO nodes (mac, state, arch, vendor_class, created_at, updated_at, last_seen_at, giaddr, circuit_id, remote_id) VALUES (?1, 'discovered', ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7)",
     )
-    .and_then(|mut st| st.execute(params![mac.to_string(), info.arch, info.vendor_class, now]))
+    .and_then(|mut st| {
+        st.execute(params![
+            mac.to_string(),
+            info.arch,
+            info.vendor_class,
+            now,
+            info.giaddr.map(|a| a.to_string()),
+            info.circuit_id,
+            info.remote_id
+        ])
+    })
     .map_err(q("discovering a node"))?;
     let id = tx.last_insert_rowid();
-    let msg = format!(
+    let mut msg = format!(
         "discovered: arch {}, vendor class {}",
         info.arch.as_deref().unwrap_or("unknown"),
         info.vendor_class.as_deref().unwrap_or("none")
     );
+    if let Some(g) = info.giaddr {
+        msg.push_str(&format!(
+            ", through relay {g} (circuit-id {}, remote-id {})",
+            info.circuit_id.as_deref().unwrap_or("none"),
+            info.remote_id.as_deref().unwrap_or("none")
+        ));
+    }
     insert_event(tx, id, now, "discovered", &msg)?;
     Ok((NodeKey { id, hostname: None }, true))
 }

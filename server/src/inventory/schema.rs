@@ -91,6 +91,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         insecure_tls INTEGER NOT NULL DEFAULT 0,
         updated_at INTEGER NOT NULL
     );",
+    // 7: what DHCP and the commissioning boot told about a machine.
+    "ALTER TABLE nodes ADD COLUMN giaddr TEXT;
+    ALTER TABLE nodes ADD COLUMN circuit_id TEXT;
+    ALTER TABLE nodes ADD COLUMN remote_id TEXT;
+    ALTER TABLE nodes ADD COLUMN hw_facts TEXT;",
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

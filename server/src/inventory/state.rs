@@ -13,6 +13,8 @@ use std::str::FromStr;
 pub enum NodeState {
     /// Seen on the network (PXE DHCP) but not assigned a profile by anyone.
     Discovered,
+    /// Booted into the inventory mode and reported its hardware; no rule assigned it.
+    Commissioned,
     /// Known (hostname, profile) but not to be installed yet.
     Ready,
     /// Will be installed on its next network boot.
@@ -29,8 +31,9 @@ pub enum NodeState {
 
 impl NodeState {
     /// Every state, in path order.
-    pub const ALL: [NodeState; 7] = [
+    pub const ALL: [NodeState; 8] = [
         NodeState::Discovered,
+        NodeState::Commissioned,
         NodeState::Ready,
         NodeState::Provisioning,
         NodeState::Installing,
@@ -43,6 +46,7 @@ impl NodeState {
     pub fn as_str(self) -> &'static str {
         match self {
             NodeState::Discovered => "discovered",
+            NodeState::Commissioned => "commissioned",
             NodeState::Ready => "ready",
             NodeState::Provisioning => "provisioning",
             NodeState::Installing => "installing",
@@ -81,6 +85,8 @@ pub enum Transition {
     Assign { provision: bool },
     /// An operator asked a `ready` node to be installed.
     Provision,
+    /// The inventory boot reported the machine's hardware.
+    Commission,
     /// The installer ran `early_command`.
     EarlyCommand,
     /// The installer ran `late_command`.
@@ -99,6 +105,7 @@ impl Transition {
         match self {
             Transition::Assign { .. } => "assign",
             Transition::Provision => "provision",
+            Transition::Commission => "commission",
             Transition::EarlyCommand => "early_command",
             Transition::LateCommand => "late_command",
             Transition::Enroll => "enroll",
@@ -126,10 +133,14 @@ pub fn next_state(from: NodeState, t: &Transition) -> Result<NodeState, Transiti
         hint,
     };
     match (t, from) {
-        (Transition::Assign { provision }, Discovered | Ready) => {
+        (Transition::Assign { provision }, Discovered | Commissioned | Ready) => {
             Ok(if *provision { Provisioning } else { Ready })
         }
         (Transition::Assign { .. }, _) => Err(refuse(" (it is already assigned; use reprovision)")),
+        (Transition::Commission, Discovered | Commissioned) => Ok(Commissioned),
+        (Transition::Commission, _) => Err(refuse(
+            " (only discovered machines are commissioned; delete the node to start over)",
+        )),
         (Transition::Provision, Ready) => Ok(Provisioning),
         (Transition::Provision, Provisioning) => Ok(Provisioning),
         (Transition::Provision, _) => Err(refuse(
@@ -144,9 +155,9 @@ pub fn next_state(from: NodeState, t: &Transition) -> Result<NodeState, Transiti
         }
         (Transition::Enroll, Installed) => Ok(Enrolled),
         (Transition::Enroll, _) => Err(refuse(" (only installed nodes enroll)")),
-        (Transition::Fail { .. }, Discovered) => Err(refuse(" (assign it first)")),
+        (Transition::Fail { .. }, Discovered | Commissioned) => Err(refuse(" (assign it first)")),
         (Transition::Fail { .. }, _) => Ok(Failed),
-        (Transition::Reprovision, Discovered) => {
+        (Transition::Reprovision, Discovered | Commissioned) => {
             Err(refuse(" (assign a hostname and profile first)"))
         }
         (Transition::Reprovision, _) => Ok(Provisioning),
@@ -203,6 +214,27 @@ mod tests {
             );
         }
         assert!(next_state(Discovered, &Transition::Reprovision).is_err());
+    }
+
+    #[test]
+    fn commissioning_reports_then_a_rule_or_an_operator_assigns() {
+        assert_eq!(
+            next_state(Discovered, &Transition::Commission),
+            Ok(Commissioned)
+        );
+        assert_eq!(
+            next_state(Commissioned, &Transition::Commission),
+            Ok(Commissioned)
+        );
+        assert_eq!(
+            next_state(Commissioned, &Transition::Assign { provision: true }),
+            Ok(Provisioning)
+        );
+        for s in [Ready, Provisioning, Installing, Installed, Enrolled, Failed] {
+            assert!(next_state(s, &Transition::Commission).is_err(), "{s}");
+        }
+        assert!(next_state(Commissioned, &Transition::Reprovision).is_err());
+        assert!(next_state(Commissioned, &Transition::Fail { reason: "x".into() }).is_err());
     }
 
     #[test]

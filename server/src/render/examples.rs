@@ -86,6 +86,68 @@ fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
+/// The commissioning preseed and script, with and without stored drivers.
+fn commission_rendered() -> Vec<(&'static str, &'static str, String)> {
+    let t = Templates::embedded();
+    let cfg = config();
+    let mut out = Vec::new();
+    for (label, drivers) in [
+        ("no-drivers", vec![]),
+        (
+            "drivers",
+            crate::images::drivers::DRIVER_PACKAGES
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+        ),
+    ] {
+        let ctx = crate::render::CommissionCtx::new(
+            &cfg,
+            "52:54:00:15:00:01".parse().unwrap(),
+            TOKEN,
+            drivers,
+            &"ab".repeat(32),
+        );
+        for f in crate::render::COMMISSION_FILES {
+            let body = crate::render::commission_file(&t, f, &ctx)
+                .unwrap_or_else(|e| panic!("{f}: {}", crate::error_chain(&e)));
+            out.push((label, *f, body));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_commissioning_files_are_pinned_shellchecked_and_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (label, file, body) in commission_rendered() {
+        insta::assert_snapshot!(
+            format!("commission__{label}__{file}"),
+            body.replace(TOKEN, "[token]")
+        );
+        let path = dir.path().join(format!("{label}-{file}"));
+        std::fs::write(&path, &body).expect("write");
+        let out = if file == "preseed.cfg" {
+            tool("debconf-set-selections")
+                .arg("--checkonly")
+                .arg(&path)
+                .output()
+        } else {
+            tool("shellcheck")
+                .args(["--shell=sh", "--severity=info"])
+                .arg(&path)
+                .output()
+        }
+        .expect("checker runs");
+        assert!(
+            out.status.success(),
+            "{label} {file}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn every_install_file_of_every_example_profile_is_pinned() {
     for (profile, fw, file, body) in rendered() {

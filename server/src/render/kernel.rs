@@ -61,6 +61,44 @@ pub fn kernel_args(cfg: &Config, node: &NodeCtx, installer_nic: MacAddr, token: 
     a.join(" ")
 }
 
+/// The installer's kernel command line for the commissioning boot of `mac`: the
+/// commissioning preseed by its token, the boot NIC settled as for an install.
+pub fn commission_kernel_args(cfg: &Config, mac: MacAddr, token: &str) -> String {
+    let base = &cfg.server.base_url;
+    let mut a: Vec<String> = vec![
+        "auto=true".into(),
+        "priority=critical".into(),
+        format!("url={base}/commission/{token}/preseed.cfg"),
+        format!("log_host={}", cfg.server.advertise),
+        format!("log_port={}", cfg.server.syslog.port()),
+        format!("BOOTIF=01-{}", mac.hyphenated()),
+        "interface=auto".into(),
+        format!("hostname={}", commission_hostname(mac)),
+        format!(
+            "domain={}",
+            cfg.dhcp
+                .subnets
+                .iter()
+                .find_map(|s| s.domain.clone())
+                .unwrap_or_default()
+        ),
+        "locale=en_US.UTF-8".into(),
+        "keymap=us".into(),
+    ];
+    a.extend(cfg.boot.kernel_args.iter().cloned());
+    if let Some(c) = &cfg.boot.console {
+        a.push(format!("console={c}"));
+        a.push("---".into());
+        a.push(format!("console={c}"));
+    }
+    a.join(" ")
+}
+
+/// The installer's hostname during a commissioning boot.
+pub fn commission_hostname(mac: MacAddr) -> String {
+    format!("commission-{}", mac.hyphenated())
+}
+
 /// The NIC the installer configures: the node's `installer_nic` var when set, else
 /// its profile's `installer_nic`, else the MAC it boots from.
 pub fn installer_nic_of(node: &Node, profile: Option<&crate::profiles::Profile>) -> MacAddr {

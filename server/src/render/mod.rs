@@ -73,6 +73,22 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("local.grub", include_str!("../../../preseed/local.grub.j2")),
     ("wait.grub", include_str!("../../../preseed/wait.grub.j2")),
     (
+        "commission.ipxe",
+        include_str!("../../../preseed/commission.ipxe.j2"),
+    ),
+    (
+        "commission.grub",
+        include_str!("../../../preseed/commission.grub.j2"),
+    ),
+    (
+        "commission.cfg",
+        include_str!("../../../preseed/commission.cfg.j2"),
+    ),
+    (
+        "commission.sh",
+        include_str!("../../../preseed/commission.sh.j2"),
+    ),
+    (
         "preseed.cfg",
         include_str!("../../../preseed/preseed.cfg.j2"),
     ),
@@ -547,6 +563,83 @@ struct PreseedQuestion {
 }
 
 /// Renders one of [`INSTALL_FILES`].
+/// The URLs a commissioning boot uses, all under its token.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommissionUrls {
+    pub base: String,
+    pub script: String,
+    pub agent: String,
+    pub facts: String,
+    pub next: String,
+    pub events: String,
+}
+
+/// What the commissioning preseed and script are rendered from.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommissionCtx {
+    pub mac: String,
+    pub hostname: String,
+    pub domain: String,
+    pub urls: CommissionUrls,
+    /// Disk-controller driver packages, in dependency order.
+    pub drivers: Vec<String>,
+    pub agent_sha256: String,
+    pub lldp_wait_secs: u64,
+    pub poll_secs: u64,
+}
+
+/// The commissioning files a machine fetches by its token.
+pub const COMMISSION_FILES: &[&str] = &["preseed.cfg", "commission.sh"];
+
+impl CommissionCtx {
+    /// The context for `mac` with commissioning token `token`.
+    pub fn new(
+        cfg: &crate::config::Config,
+        mac: crate::mac::MacAddr,
+        token: &str,
+        drivers: Vec<String>,
+        agent_sha256: &str,
+    ) -> CommissionCtx {
+        let root = &cfg.server.base_url;
+        let base = format!("{root}/commission/{token}");
+        CommissionCtx {
+            mac: mac.to_string(),
+            hostname: kernel::commission_hostname(mac),
+            domain: cfg
+                .dhcp
+                .subnets
+                .iter()
+                .find_map(|s| s.domain.clone())
+                .unwrap_or_default(),
+            urls: CommissionUrls {
+                base: root.clone(),
+                script: format!("{base}/commission.sh"),
+                agent: format!("{base}/rackseed"),
+                facts: format!("{base}/facts"),
+                next: format!("{base}/next"),
+                events: format!("{base}/events"),
+            },
+            drivers,
+            agent_sha256: agent_sha256.to_string(),
+            lldp_wait_secs: cfg.commission.lldp_wait.as_secs(),
+            poll_secs: cfg.commission.poll.as_secs().max(1),
+        }
+    }
+}
+
+/// Renders commissioning file `name` (one of [`COMMISSION_FILES`]).
+pub fn commission_file(
+    t: &Templates,
+    name: &str,
+    ctx: &CommissionCtx,
+) -> Result<String, RenderError> {
+    let template = match name {
+        "preseed.cfg" => "commission.cfg",
+        _ => "commission.sh",
+    };
+    t.render(template, ctx)
+}
+
 pub fn install_file(t: &Templates, name: &str, ctx: &InstallCtx) -> Result<String, RenderError> {
     match name {
         "plan.json" => {
@@ -613,6 +706,8 @@ pub struct ScriptInputs<'a> {
     pub initrd_url: String,
     pub kernel_args: String,
     pub retry_secs: u64,
+    /// The kernel arguments are for a commissioning boot of a discovered machine.
+    pub commission: bool,
 }
 
 /// The iPXE script for a MAC: install for `provisioning` nodes, local disk for
@@ -694,6 +789,23 @@ pub fn boot_script(
         NodeState::Installed | NodeState::Enrolled => t.render(
             &format!("local.{ext}"),
             &minijinja::context! { node => nctx },
+        ),
+        NodeState::Discovered if inputs.commission => t.render(
+            &format!("commission.{ext}"),
+            &minijinja::context! {
+                mac,
+                kernel_url => &inputs.kernel_url,
+                initrd_url => &inputs.initrd_url,
+                kernel_path => &inputs.kernel_url,
+                initrd_path => &inputs.initrd_url,
+                kernel_args => kernel_args,
+                retry_secs => inputs.retry_secs,
+                script_url => &script_url,
+            },
+        ),
+        NodeState::Commissioned => wait(
+            "was commissioned and no rule assigned it",
+            "see why with `rackseed rule test --node <NODE>`; assign it with `rackseed node add --mac <MAC> --hostname <NAME> --profile <PROFILE>`",
         ),
         NodeState::Discovered => wait(
             "was discovered and waits for a profile",

@@ -726,6 +726,7 @@ fn installed_uefi_node_keeps_network_boot_first_and_can_be_reprovisioned() -> Re
         disks: disks.clone(),
         kernel,
         uuid: None,
+        serial: None,
         vars: Some(dir.path().join("OVMF_VARS.fd")),
         ipv4_pxe_only: true,
     };

@@ -7,6 +7,7 @@
 mod bench;
 mod boot;
 mod cli;
+mod commission;
 mod console;
 mod firstboot;
 mod images;

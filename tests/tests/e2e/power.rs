@@ -5,8 +5,9 @@
 
 use anyhow::Result;
 use rackseed_tests::bmc::{IpmiBmc, RedfishBmc};
+use rackseed_tests::browser::{Browser, test_output};
 use rackseed_tests::qemu::{self, Firmware, VmSpec};
-use rackseed_tests::{Lab, LabConfig, Server};
+use rackseed_tests::{ADMIN, Lab, LabConfig, Server};
 use std::time::Duration;
 
 /// The management network: BMCs on 203.0.113.0/24, beside the provisioning LAN.
@@ -120,11 +121,27 @@ fn rackseed_powers_a_node_on_through_ipmi_into_the_installer() -> Result<()> {
             )
         })?;
     assert_eq!(srv.cli(&["node", "power", "status", "ipmi1"])?.trim(), "on");
-    let out = srv.cli(&["node", "power", "off", "ipmi1"])?;
-    assert!(
-        out.contains("power off") && out.contains("reports power off"),
-        "{out}"
-    );
+    // The console's power buttons in a real browser: status, then a confirmed off.
+    let (code, v) = srv.api_post(
+        "/api/users",
+        &serde_json::json!({"name": "tech", "role": "admin", "password": "tech-password-1"}),
+    )?;
+    assert_eq!(code, 201, "{v}");
+    let mut b = Browser::start(&srv.ns, &test_output("power")?)?;
+    b.get(&format!("{ADMIN}/ui/login"))?;
+    b.type_in("#user", "tech")?;
+    b.type_in("#password", "tech-password-1")?;
+    b.click("#login-button")?;
+    b.wait_text("#who", "tech (admin)", 15)?;
+    let id = srv.api("/api/nodes/ipmi1")?["id"].clone();
+    b.get(&format!("{ADMIN}/ui/nodes/{id}"))?;
+    b.click("#power-status")?;
+    b.wait_text("#flash", "power status over IPMI", 60)?;
+    assert!(b.text("#flash")?.contains("the BMC reports power on"));
+    b.click("#power-off")?;
+    b.accept()?;
+    let shown = b.wait_text("#flash", "power off over IPMI", 60)?;
+    assert!(shown.contains("the BMC reports power off"), "{shown}");
     bmc.wait_stopped(Duration::from_secs(10))?;
     assert_eq!(
         srv.cli(&["node", "power", "status", "ipmi1"])?.trim(),

@@ -28,9 +28,43 @@ pub struct Rule {
     pub failure_domain: Option<String>,
     #[serde(default)]
     pub group: Option<String>,
-    /// Node vars (checked against the profile when the rule is applied).
+    /// Node vars (checked against the profile when the rule is applied); `{name}` in
+    /// a string value is a capture, e.g. `"198.51.100.{port}"`.
     #[serde(default)]
     pub vars: Option<serde_json::Value>,
+}
+
+/// The `{name}`s in the string values of `v` that look like captures.
+fn var_names(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find('{') {
+                rest = &rest[i + 1..];
+                if let Some(j) = rest.find('}')
+                    && valid_capture(&rest[..j])
+                {
+                    out.push(rest[..j].to_string());
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| var_names(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| var_names(x, out)),
+        _ => {}
+    }
+}
+
+/// `v` with the captures filled into its string values.
+fn fill_vars(v: &serde_json::Value, caps: &[(String, String)]) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(fill(s, caps)),
+        serde_json::Value::Array(a) => a.iter().map(|x| fill_vars(x, caps)).collect(),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, x)| (k.clone(), fill_vars(x, caps)))
+            .collect(),
+        x => x.clone(),
+    }
 }
 
 /// The fact names a rule may match on.
@@ -361,10 +395,19 @@ pub fn validate(rules: &[Rule]) -> Result<(), Vec<String>> {
                 Err(e) => errs.push(format!("{at}: {what}: {e}")),
             }
         }
-        if let Some(v) = &r.vars
-            && !v.is_object()
-        {
-            errs.push(format!("{at}: vars must be a table"));
+        if let Some(v) = &r.vars {
+            if !v.is_object() {
+                errs.push(format!("{at}: vars must be a table"));
+            }
+            let mut names = Vec::new();
+            var_names(v, &mut names);
+            for n in names {
+                if !caps.contains(&n) {
+                    errs.push(format!(
+                        "{at}: vars use `{{{n}}}`, which no pattern of the rule's match captures"
+                    ));
+                }
+            }
         }
     }
     if errs.is_empty() { Ok(()) } else { Err(errs) }
@@ -494,7 +537,7 @@ pub fn evaluate(rules: &[Rule], input: &Input) -> Verdict {
                 hostname,
                 failure_domain: r.failure_domain.as_deref().map(|t| fill(t, &caps)),
                 group: r.group.as_deref().map(|t| fill(t, &caps)),
-                vars: r.vars.clone(),
+                vars: r.vars.as_ref().map(|v| fill_vars(v, &caps)),
             }),
             trace,
         };
@@ -585,6 +628,25 @@ mod tests {
             "{v:?}"
         );
         assert!(v.trace[1].contains("rack=b, port=07"), "{v:?}");
+    }
+
+    #[test]
+    fn captures_fill_string_vars() {
+        let mut r = rule("r", &[("dhcp.circuit_id", "{rack}-0{port}")], "n-{rack}-{port}");
+        r.vars = Some(serde_json::json!({
+            "addresses": {"br-mgmt": "198.51.100.{port}"},
+            "members": ["eth*"],
+            "n": 3
+        }));
+        assert!(validate(std::slice::from_ref(&r)).is_ok());
+        let a = evaluate(&[r.clone()], &input()).assignment.unwrap();
+        assert_eq!(
+            a.vars.unwrap(),
+            serde_json::json!({"addresses": {"br-mgmt": "198.51.100.7"}, "members": ["eth*"], "n": 3})
+        );
+        r.vars = Some(serde_json::json!({"addresses": {"br-mgmt": "198.51.100.{slot}"}}));
+        let errs = validate(&[r]).unwrap_err();
+        assert!(errs[0].contains("vars use `{slot}`"), "{errs:?}");
     }
 
     #[test]

@@ -1139,14 +1139,19 @@ mod tests {
                 })
                 .unwrap_or_else(|e| panic!("{e}"));
                 // Every rule of an example assigns a profile of the examples.
-                let c = Config::parse_with(&text, "x", &|_| Some(Ipv4Addr::new(192, 0, 2, 1)))
-                    .unwrap();
+                let c =
+                    Config::parse_with(&text, "x", &|_| Some(Ipv4Addr::new(192, 0, 2, 1))).unwrap();
                 let profiles = crate::profiles::Catalog::load(
                     &Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"),
                 )
                 .unwrap();
                 for r in &c.rules {
-                    assert!(profiles.get(&r.profile).is_some(), "{}: {}", path.display(), r.name);
+                    assert!(
+                        profiles.get(&r.profile).is_some(),
+                        "{}: {}",
+                        path.display(),
+                        r.name
+                    );
                 }
                 n += 1;
             }
@@ -1158,11 +1163,17 @@ mod tests {
     fn commissioning_and_rules_are_validated_with_the_key() {
         let base = "[server]\nadvertise = \"192.0.2.1\"\n";
         let e = err(&format!("{base}[commission]\nlldp_wait = \"10m\"\n"));
-        assert!(e.contains("commission.lldp_wait: must be at most 300s"), "{e}");
+        assert!(
+            e.contains("commission.lldp_wait: must be at most 300s"),
+            "{e}"
+        );
         let e = err(&format!(
             "{base}[[rules]]\nname = \"r\"\nprofile = \"p\"\nhostname = \"n-{{port}}\"\n"
         ));
-        assert!(e.contains("rules: rules[0] (r): hostname uses `{port}`"), "{e}");
+        assert!(
+            e.contains("rules: rules[0] (r): hostname uses `{port}`"),
+            "{e}"
+        );
         let e = err(&format!("{base}[[rules]]\nname = \"r\"\nprofile = \"p\"\n"));
         assert!(e.contains("hostname"), "{e}");
         let c = Config::parse_with(

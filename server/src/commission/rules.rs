@@ -632,7 +632,11 @@ mod tests {
 
     #[test]
     fn captures_fill_string_vars() {
-        let mut r = rule("r", &[("dhcp.circuit_id", "{rack}-0{port}")], "n-{rack}-{port}");
+        let mut r = rule(
+            "r",
+            &[("dhcp.circuit_id", "{rack}-0{port}")],
+            "n-{rack}-{port}",
+        );
         r.vars = Some(serde_json::json!({
             "addresses": {"br-mgmt": "198.51.100.{port}"},
             "members": ["eth*"],

@@ -489,6 +489,23 @@ impl AppState {
             .map(|(id, _)| *id)
     }
 
+    /// The stored installer driver packages, in dependency order (none when
+    /// `rackseed image drivers` stored none for the installer's kernel).
+    pub fn driver_packages(&self) -> Vec<String> {
+        let mut drivers: Vec<String> = self
+            .drivers
+            .as_ref()
+            .map(|(_, set)| set.packages.keys().cloned().collect())
+            .unwrap_or_default();
+        drivers.sort_by_key(|p| {
+            crate::images::drivers::DRIVER_PACKAGES
+                .iter()
+                .position(|d| d == p)
+                .unwrap_or(usize::MAX)
+        });
+        drivers
+    }
+
     /// What is known about a caller at `peer`, and whether it is `node`.
     pub fn judge_caller(&self, node: &Claimed, peer: IpAddr) -> (Evidence, Verdict) {
         let lease_mac = self.lease_holder(peer);

@@ -225,10 +225,23 @@ impl Lab {
     /// preseed and scripts, as a real installer would. Dropping it removes it from the
     /// LAN (so a VM with the same MAC can boot afterwards).
     pub fn node_client(&self, mac: &str) -> Result<NodeClient> {
+        self.leased_client(mac, "")
+    }
+
+    /// Like [`Lab::node_client`], asking for its lease as a BIOS PXE ROM does (option
+    /// 60 `PXEClient:…`), so that an unknown MAC is recorded as a network-booting
+    /// machine.
+    pub fn pxe_client(&self, mac: &str) -> Result<NodeClient> {
+        self.leased_client(mac, "-V PXEClient:Arch:00000:UNDI:002001")
+    }
+
+    fn leased_client(&self, mac: &str, udhcpc_args: &str) -> Result<NodeClient> {
         let ns = self.host(mac, None)?;
         // udhcpc's default script would rewrite the host's /etc/resolv.conf: take the
         // address from its output instead.
-        let out = ns.sh("udhcpc -f -q -n -t 8 -T 2 -i eth0 -s /bin/true 2>&1")?;
+        let out = ns.sh(&format!(
+            "udhcpc -f -q -n -t 8 -T 2 -i eth0 -s /bin/true {udhcpc_args} 2>&1"
+        ))?;
         let ip = out
             .lines()
             .find_map(|l| l.split("lease of ").nth(1))

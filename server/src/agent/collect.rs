@@ -16,7 +16,8 @@ fn output(cmd: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).to_string())
 }
 
-fn list_dir(path: &str) -> Vec<String> {
+/// The names in a directory, sorted (none when it cannot be read).
+pub(super) fn list_dir(path: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(path)
         .into_iter()
         .flatten()

@@ -16,16 +16,7 @@ fn read(path: impl AsRef<Path>) -> String {
         .unwrap_or_default()
 }
 
-fn list_dir(path: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    v.sort();
-    v
-}
+use super::collect::list_dir;
 
 /// `/dev/disk/by-id` names by the kernel name they point at.
 fn by_id() -> BTreeMap<String, Vec<String>> {

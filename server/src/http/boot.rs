@@ -204,7 +204,7 @@ pub fn node_boot_script(
 }
 
 /// `node` as the owner of a token: its id, boot NIC and installer NIC.
-pub(super) fn claimed(state: &AppState, node: &Node) -> Claimed {
+fn claimed(state: &AppState, node: &Node) -> Claimed {
     let profile = node
         .profile
         .as_deref()
@@ -315,21 +315,23 @@ pub async fn ipxe_binary(
     }
 }
 
-/// The node of a live install token, when it is installing and `peer` is that node
-/// (see [`crate::identity`]); 404 otherwise, and a refusal on the node's timeline
-/// when the token is right but the caller is not the node.
-fn installing_node(
+/// The node of a live token of `kind` whose state `state_ok` accepts, when `peer` is
+/// that node (see [`crate::identity`]); 404 otherwise, and a refusal on the node's
+/// timeline when the token is right but the caller is not the node.
+pub(super) fn token_node(
     state: &AppState,
     token: &str,
+    kind: TokenKind,
+    state_ok: fn(NodeState) -> bool,
     peer: std::net::IpAddr,
     what: &str,
 ) -> Result<Node, ApiError> {
     let gone = || ApiError::not_found("not found");
     let node = state
         .inventory
-        .node_by_token(token, TokenKind::Install, now_ms())?
+        .node_by_token(token, kind, now_ms())?
         .ok_or_else(gone)?;
-    if !node.state.serves_installer() {
+    if !state_ok(node.state) {
         return Err(gone());
     }
     let (evidence, verdict) = state.judge_caller(&claimed(state, &node), peer);
@@ -338,6 +340,23 @@ fn installing_node(
         return Err(gone());
     }
     Ok(node)
+}
+
+/// The node of a live install token, when it is installing and `peer` is that node.
+fn installing_node(
+    state: &AppState,
+    token: &str,
+    peer: std::net::IpAddr,
+    what: &str,
+) -> Result<Node, ApiError> {
+    token_node(
+        state,
+        token,
+        TokenKind::Install,
+        NodeState::serves_installer,
+        peer,
+        what,
+    )
 }
 
 /// The template context for an installing node.
@@ -363,16 +382,7 @@ pub fn install_ctx(state: &AppState, node: &Node, token: &str) -> Result<Install
                 node.display_name()
             ))
         })?;
-    if let Some((_, set)) = &state.drivers {
-        ctx.drivers = set.packages.keys().cloned().collect();
-        // In dependency order.
-        ctx.drivers.sort_by_key(|p| {
-            crate::images::drivers::DRIVER_PACKAGES
-                .iter()
-                .position(|d| d == p)
-                .unwrap_or(usize::MAX)
-        });
-    }
+    ctx.drivers = state.driver_packages();
     Ok(ctx)
 }
 

@@ -8,10 +8,9 @@
 
 use super::ApiError;
 use super::assign::{AddNode, check_new_node};
-use super::boot::{claimed, serve_file};
+use super::boot::{serve_file, token_node};
 use crate::commission::{HwFacts, rules};
 use crate::config::AfterCommission;
-use crate::identity::Verdict;
 use crate::inventory::{Node, NodeState, TokenKind, now_ms};
 use crate::state::AppState;
 use axum::Json;
@@ -32,17 +31,7 @@ fn commissioning_node(
     peer: std::net::IpAddr,
     what: &str,
 ) -> Result<Node, ApiError> {
-    let gone = || ApiError::not_found("not found");
-    let node = state
-        .inventory
-        .node_by_token(token, TokenKind::Commission, now_ms())?
-        .ok_or_else(gone)?;
-    let (evidence, verdict) = state.judge_caller(&claimed(state, &node), peer);
-    if verdict != Verdict::Node {
-        state.note_refusal(node.id, what, &evidence, verdict);
-        return Err(gone());
-    }
-    Ok(node)
+    token_node(state, token, TokenKind::Commission, |_| true, peer, what)
 }
 
 fn text(body: String) -> Response {
@@ -82,22 +71,11 @@ pub async fn commission_file(
                 FILES.join(", ")
             )));
         }
-        let mut drivers: Vec<String> = state
-            .drivers
-            .as_ref()
-            .map(|(_, set)| set.packages.keys().cloned().collect())
-            .unwrap_or_default();
-        drivers.sort_by_key(|p| {
-            crate::images::drivers::DRIVER_PACKAGES
-                .iter()
-                .position(|d| d == p)
-                .unwrap_or(usize::MAX)
-        });
         let ctx = crate::render::CommissionCtx::new(
             &state.config,
             node.mac,
             &token,
-            drivers,
+            state.driver_packages(),
             &state.agent.sha256,
         );
         let body = crate::render::commission_file(&state.templates, &f, &ctx)

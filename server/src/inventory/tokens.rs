@@ -19,7 +19,7 @@ impl Inventory {
         self.current_token(node_id, TokenKind::Install, now)
     }
 
-    /// The node's newest unused, unexpired token of `kind`.
+    /// The node's newest unexpired token of `kind`.
     pub fn current_token(
         &self,
         node_id: i64,
@@ -28,7 +28,7 @@ impl Inventory {
     ) -> Result<Option<String>> {
         self.read(|c| {
             c.query_row(
-                "SELECT token FROM tokens WHERE node_id = ?1 AND kind = ?3 AND expires_at > ?2 AND (used_at IS NULL OR kind = 'install') ORDER BY created_at DESC LIMIT 1",
+                "SELECT token FROM tokens WHERE node_id = ?1 AND kind = ?3 AND expires_at > ?2 ORDER BY created_at DESC LIMIT 1",
                 params![node_id, now, kind.as_str()],
                 |r| r.get(0),
             )

@@ -22,9 +22,28 @@ pub fn node_domain(cfg: &Config, node: &Node) -> String {
             .find(|s| s.network.contains(&ip))
             .and_then(|s| s.domain.clone())
     });
-    by_ip
-        .or_else(|| cfg.dhcp.subnets.iter().find_map(|s| s.domain.clone()))
+    by_ip.unwrap_or_else(|| first_domain(cfg))
+}
+
+/// The domain of the first subnet that has one ("" when none does).
+pub fn first_domain(cfg: &Config) -> String {
+    cfg.dhcp
+        .subnets
+        .iter()
+        .find_map(|s| s.domain.clone())
         .unwrap_or_default()
+}
+
+/// The end of every installer command line: locale and keymap, `boot.kernel_args`,
+/// and the console (for the installer and, after `---`, the installed system).
+fn push_tail(cfg: &Config, a: &mut Vec<String>) {
+    a.extend(["locale=en_US.UTF-8".into(), "keymap=us".into()]);
+    a.extend(cfg.boot.kernel_args.iter().cloned());
+    if let Some(c) = &cfg.boot.console {
+        a.push(format!("console={c}"));
+        a.push("---".into());
+        a.push(format!("console={c}"));
+    }
 }
 
 /// The installer's kernel command line for a node and its install token.
@@ -49,15 +68,8 @@ pub fn kernel_args(cfg: &Config, node: &NodeCtx, installer_nic: MacAddr, token: 
     a.extend([
         format!("hostname={}", node.hostname),
         format!("domain={}", node.domain),
-        "locale=en_US.UTF-8".into(),
-        "keymap=us".into(),
     ]);
-    a.extend(cfg.boot.kernel_args.iter().cloned());
-    if let Some(c) = &cfg.boot.console {
-        a.push(format!("console={c}"));
-        a.push("---".into());
-        a.push(format!("console={c}"));
-    }
+    push_tail(cfg, &mut a);
     a.join(" ")
 }
 
@@ -74,23 +86,9 @@ pub fn commission_kernel_args(cfg: &Config, mac: MacAddr, token: &str) -> String
         format!("BOOTIF=01-{}", mac.hyphenated()),
         "interface=auto".into(),
         format!("hostname={}", commission_hostname(mac)),
-        format!(
-            "domain={}",
-            cfg.dhcp
-                .subnets
-                .iter()
-                .find_map(|s| s.domain.clone())
-                .unwrap_or_default()
-        ),
-        "locale=en_US.UTF-8".into(),
-        "keymap=us".into(),
+        format!("domain={}", first_domain(cfg)),
     ];
-    a.extend(cfg.boot.kernel_args.iter().cloned());
-    if let Some(c) = &cfg.boot.console {
-        a.push(format!("console={c}"));
-        a.push("---".into());
-        a.push(format!("console={c}"));
-    }
+    push_tail(cfg, &mut a);
     a.join(" ")
 }
 

@@ -605,12 +605,7 @@ impl CommissionCtx {
         CommissionCtx {
             mac: mac.to_string(),
             hostname: kernel::commission_hostname(mac),
-            domain: cfg
-                .dhcp
-                .subnets
-                .iter()
-                .find_map(|s| s.domain.clone())
-                .unwrap_or_default(),
+            domain: kernel::first_domain(cfg),
             urls: CommissionUrls {
                 base: root.clone(),
                 script: format!("{base}/commission.sh"),

@@ -6,7 +6,9 @@
 use anyhow::{Context, Result, ensure};
 use rackseed_tests::browser::{Browser, test_output};
 use rackseed_tests::qemu::{self, Disk, DiskBus, Firmware, Nic, NicModel, Vm, VmSpec};
-use rackseed_tests::{ADMIN, Lab, LabConfig, Netns, Server, rackseed_bin, run, wait_for};
+use rackseed_tests::{
+    ADMIN, Lab, LabConfig, Netns, NodeClient, Server, rackseed_bin, run, wait_for,
+};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -76,36 +78,28 @@ fn rack_tap(rack: &Netns, name: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-/// The installer boot's report as a machine on the LAN would post it: DHCP as a PXE
-/// client (udhcpc with a PXE vendor class), the commissioning token from its boot
-/// script, then `body` to the facts URL. Returns (status, answer, facts URL).
-fn fake_machine(lab: &Lab, mac: &str) -> Result<(Netns, String, String)> {
-    let ns = lab.host(mac, None)?;
-    let out = ns.sh(
-        "udhcpc -f -q -n -t 8 -T 2 -i eth0 -s /bin/true -V PXEClient:Arch:00000:UNDI:002001 2>&1",
-    )?;
-    let ip = out
-        .lines()
-        .find_map(|l| l.split("lease of ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .with_context(|| format!("udhcpc as {mac} got no lease: {out}"))?
-        .to_string();
-    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-    let (code, script) = rackseed_tests::curl_in(
-        &ns.name,
-        &[&format!(
-            "http://192.0.2.1:8080/boot/{}.ipxe",
-            mac.replace(':', "-")
-        )],
-    )?;
-    let script = String::from_utf8_lossy(&script).to_string();
-    ensure!(code == 200, "boot script: {code} {script}");
+/// A machine on the LAN that network-boots as `mac` (a PXE-classed DHCP lease) and
+/// its facts URL, read from the commissioning boot script it is served.
+fn fake_machine(lab: &Lab, mac: &str) -> Result<(NodeClient, String)> {
+    let m = lab.pxe_client(mac)?;
+    let script = boot_script(&m, mac)?;
     let url = script
         .split_whitespace()
         .find_map(|w| w.strip_prefix("url="))
         .with_context(|| format!("no commissioning preseed URL in:\n{script}"))?;
     let facts = url.replace("/preseed.cfg", "/facts");
-    Ok((ns, ip, facts))
+    Ok((m, facts))
+}
+
+/// The boot script rackseed serves `m` (HTTP 200 required).
+fn boot_script(m: &NodeClient, mac: &str) -> Result<String> {
+    let (code, script) = m.curl(&[&format!(
+        "http://192.0.2.1:8080/boot/{}.ipxe",
+        mac.replace(':', "-")
+    )])?;
+    let script = String::from_utf8_lossy(&script).to_string();
+    ensure!(code == 200, "boot script: {code} {script}");
+    Ok(script)
 }
 
 fn post(ns: &Netns, url: &str, body: &str) -> Result<(u16, String)> {
@@ -140,7 +134,8 @@ fn a_machine_no_rule_matches_waits_as_commissioned_and_bad_reports_change_nothin
     let lab = Lab::new()?;
     let srv = Server::start(&lab, &LabConfig::lab().with("commission"))?;
     let mac = "52:54:00:15:01:01";
-    let (ns, _ip, facts) = fake_machine(&lab, mac)?;
+    let (m, facts) = fake_machine(&lab, mac)?;
+    let ns = &m.ns;
     ensure!(srv.node_state(mac)? == "discovered");
     let report = serde_json::json!({
         "system": {"vendor": "Example", "product": "1U", "serial": "RS-0001", "uuid": ""},
@@ -156,19 +151,19 @@ fn a_machine_no_rule_matches_waits_as_commissioned_and_bad_reports_change_nothin
     // Hostile values: refused with the reason, nothing stored.
     let mut hostile = report.clone();
     hostile["system"]["serial"] = Value::from("RS-1\n$(reboot)");
-    let (code, body) = post(&ns, &facts, &hostile.to_string())?;
+    let (code, body) = post(ns, &facts, &hostile.to_string())?;
     ensure!(
         code == 400 && body.contains("control character"),
         "{code} {body}"
     );
-    let (code, body) = post(&ns, &facts, "{\"not\": \"a report\"}")?;
+    let (code, body) = post(ns, &facts, "{\"not\": \"a report\"}")?;
     ensure!(code == 400, "{code} {body}");
     ensure!(srv.node_state(mac)? == "discovered");
     // The real report: commissioned, no rule matches, told to power off.
-    let (code, answer) = post(&ns, &facts, &report.to_string())?;
+    let (code, answer) = post(ns, &facts, &report.to_string())?;
     ensure!(code == 200 && answer == "poweroff", "{code} {answer}");
     ensure!(srv.node_state(mac)? == "commissioned");
-    let (code, body) = post(&ns, &facts, &report.to_string())?;
+    let (code, body) = post(ns, &facts, &report.to_string())?;
     ensure!(
         code == 409 && body.contains("already reported"),
         "{code} {body}"
@@ -187,16 +182,9 @@ fn a_machine_no_rule_matches_waits_as_commissioned_and_bad_reports_change_nothin
     ensure!(!ok && out.contains("matches no rule"), "{out}");
     ensure!(out.contains("dhcp.circuit_id is not known"), "{out}");
     // Its boot script now says why it waits.
-    let (code, script) = rackseed_tests::curl_in(
-        &ns.name,
-        &[&format!(
-            "http://192.0.2.1:8080/boot/{}.ipxe",
-            mac.replace(':', "-")
-        )],
-    )?;
-    let script = String::from_utf8_lossy(&script);
+    let script = boot_script(&m, mac)?;
     ensure!(
-        code == 200 && script.contains("was commissioned and no rule assigned it"),
+        script.contains("was commissioned and no rule assigned it"),
         "{script}"
     );
     Ok(())

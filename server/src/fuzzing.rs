@@ -121,9 +121,18 @@ pub fn facts(data: &[u8]) {
 }
 
 /// HTTP path segments and headers the node routes parse: a boot-script name as a MAC,
-/// an event kind, a `Range` header.
+/// an event kind, a `Range` header; and the raw bytes as a request head for the node
+/// listener's connection loop.
 pub fn http_path(data: &[u8]) {
     use axum::http::{HeaderMap, HeaderValue, Method, header};
+    if let crate::http::head::Head::Complete(p) = crate::http::head::parse(data) {
+        assert!(p.len <= data.len() && p.len <= crate::http::head::MAX_HEAD);
+        assert!(p.path.starts_with('/') && !p.path.contains('?'));
+        assert!(!p.whole_get || p.body == 0);
+        if let Some(q) = &p.query {
+            let _ = crate::http::head::query_value(q, "mac");
+        }
+    }
     let s = String::from_utf8_lossy(data);
     if let Ok(m) = s
         .strip_suffix(".ipxe")

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub tftp_bytes: Counter,
     pub http_requests: Counter,
     pub http_connections_refused: Counter,
+    pub http_sendfile_bytes: Counter,
     pub syslog_lines: Counter,
     pub syslog_unattributed: Counter,
     pub stalls: Counter,
@@ -106,6 +107,7 @@ impl Default for Metrics {
             tftp_bytes: Counter::default(),
             http_requests: Counter::default(),
             http_connections_refused: Counter::default(),
+            http_sendfile_bytes: Counter::default(),
             syslog_lines: Counter::default(),
             syslog_unattributed: Counter::default(),
             stalls: Counter::default(),
@@ -157,6 +159,11 @@ impl Default for Metrics {
             "http_requests",
             "HTTP requests served",
             m.http_requests.0.clone(),
+        );
+        r.register(
+            "http_sendfile_bytes",
+            "HTTP body bytes sent with sendfile (whole installer files, iPXE binaries, drivers)",
+            m.http_sendfile_bytes.0.clone(),
         );
         r.register(
             "syslog_lines",

@@ -140,7 +140,7 @@ pub async fn run(
         spawn(
             "http",
             Box::pin(async move {
-                crate::http::run(st, l.http, app, c)
+                crate::http::run(st, l.http, app, c, crate::http::Listener::Nodes)
                     .await
                     .map_err(|e| crate::error_chain(&e))
             }),
@@ -152,7 +152,7 @@ pub async fn run(
         spawn(
             "admin",
             Box::pin(async move {
-                crate::http::run(st, l.admin, app, c)
+                crate::http::run(st, l.admin, app, c, crate::http::Listener::Admin)
                     .await
                     .map_err(|e| crate::error_chain(&e))
             }),

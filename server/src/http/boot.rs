@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{info, warn};
 
@@ -233,6 +234,53 @@ pub fn is_first_range(headers: &HeaderMap) -> bool {
     }
 }
 
+/// The file of the installer image `image` named `file` (`linux`, `initrd.gz`).
+fn installer_path(state: &AppState, image: &str, file: &str) -> Result<PathBuf, ApiError> {
+    if image != state.installer.name {
+        return Err(ApiError::not_found(format!(
+            "no installer image `{image}` is served (serving `{}`)",
+            state.installer.name
+        )));
+    }
+    match file {
+        "linux" => Ok(state.installer.kernel.clone()),
+        "initrd.gz" => Ok(state.installer.initrd.clone()),
+        _ => Err(ApiError::not_found(format!(
+            "installer image has no file `{file}` (linux, initrd.gz)"
+        ))),
+    }
+}
+
+/// Puts an installer file's fetch on the timeline of the node that fetched it (by
+/// `?mac=`, else by the caller's address).
+async fn note_installer_fetch(
+    state: &Arc<AppState>,
+    file: &str,
+    path: &std::path::Path,
+    mac: Option<MacAddr>,
+    peer: SocketAddr,
+) {
+    let node = crate::state::blocking(state, move |state| match mac {
+        Some(mac) => state
+            .inventory
+            .node_by_mac(mac)
+            .ok()
+            .flatten()
+            .map(|n| n.id),
+        None => state.node_for_ip(peer.ip()),
+    })
+    .await;
+    if let Some(id) = node {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let kind = if file == "linux" { "kernel" } else { "initrd" };
+        state.events.emit(
+            id,
+            kind,
+            format!("HTTP {file} ({size} bytes) to {}", peer.ip()),
+        );
+    }
+}
+
 /// `GET|HEAD /installer/{image}/{linux|initrd.gz}`.
 pub async fn installer_file(
     State(state): State<Arc<AppState>>,
@@ -241,46 +289,54 @@ pub async fn installer_file(
     Query(q): Query<MacQuery>,
     req: Request,
 ) -> Response {
-    if image != state.installer.name {
-        return ApiError::not_found(format!(
-            "no installer image `{image}` is served (serving `{}`)",
-            state.installer.name
-        ))
-        .into_response();
-    }
-    let path = match file.as_str() {
-        "linux" => state.installer.kernel.clone(),
-        "initrd.gz" => state.installer.initrd.clone(),
-        _ => {
-            return ApiError::not_found(format!(
-                "installer image has no file `{file}` (linux, initrd.gz)"
-            ))
-            .into_response();
-        }
+    let path = match installer_path(&state, &image, &file) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
     };
     if req.method() == Method::GET && is_first_range(req.headers()) {
         let mac = q.mac.as_deref().and_then(|m| m.parse::<MacAddr>().ok());
-        let node = crate::state::blocking(&state, move |state| match mac {
-            Some(mac) => state
-                .inventory
-                .node_by_mac(mac)
-                .ok()
-                .flatten()
-                .map(|n| n.id),
-            None => state.node_for_ip(peer.ip()),
-        })
-        .await;
-        if let Some(id) = node {
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let kind = if file == "linux" { "kernel" } else { "initrd" };
-            state.events.emit(
-                id,
-                kind,
-                format!("HTTP {file} ({size} bytes) to {}", peer.ip()),
-            );
-        }
+        note_installer_fetch(&state, &file, &path, mac, peer).await;
     }
     serve_file(&state, &path, req).await
+}
+
+/// The file a whole-file `GET` of `path` (the request target's path, `query` its
+/// query) is answered with on the zero-copy path ([`super::conn`]): an installer file
+/// (its fetch put on the timeline as [`installer_file`] does), an iPXE binary or a
+/// driver package. `None` for every other path, and for anything the router must
+/// decode or refuse (percent-encoding, an unknown file): the router then answers.
+pub async fn whole_file(
+    state: &Arc<AppState>,
+    path: &str,
+    query: Option<&str>,
+    peer: SocketAddr,
+) -> Option<PathBuf> {
+    if path.contains('%') {
+        return None;
+    }
+    let parts: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    match parts.as_slice() {
+        ["installer", "drivers", file] => {
+            let (dir, set) = state.drivers.as_ref()?;
+            let d = set.packages.values().find(|d| d.file == *file)?;
+            Some(dir.join(&d.file))
+        }
+        ["installer", image, file] => {
+            let found = installer_path(state, image, file).ok()?;
+            let mac = match query.and_then(|q| super::head::query_value(q, "mac")) {
+                Some(m) => Some(m.parse::<MacAddr>().ok()?),
+                None if query.is_some_and(|q| q.contains("mac=")) => return None,
+                None => None,
+            };
+            if !found.is_file() {
+                return None;
+            }
+            note_installer_fetch(state, file, &found, mac, peer).await;
+            Some(found)
+        }
+        ["ipxe", file] => state.tftp_tree.lookup(file).ok(),
+        _ => None,
+    }
 }
 
 /// `GET|HEAD /installer/drivers/{file}`: the installer's disk-controller driver

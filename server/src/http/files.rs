@@ -99,7 +99,7 @@ pub fn wants_whole_file(method: &Method, headers: &HeaderMap) -> bool {
 
 /// The Content-Type `ServeFile` would give the file (`.gz` is gzip; the rest are
 /// binaries).
-fn content_type(path: &Path) -> &'static str {
+pub(super) fn content_type(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("gz") => "application/gzip",
         _ => "application/octet-stream",
@@ -107,7 +107,7 @@ fn content_type(path: &Path) -> &'static str {
 }
 
 /// `Last-Modified` in the IMF-fixdate form of RFC 9110.
-fn http_date(t: std::time::SystemTime) -> Option<HeaderValue> {
+pub(super) fn http_date(t: std::time::SystemTime) -> Option<HeaderValue> {
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
@@ -169,7 +169,16 @@ impl<T> Activity<T> {
         }
     }
 
-    fn touch(&self) {
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Records that the connection moved a byte now.
+    pub fn touch(&self) {
         self.last.store(
             self.started.elapsed().as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,

@@ -10,7 +10,9 @@ pub mod api;
 pub mod assign;
 pub mod boot;
 pub mod commission;
+pub mod conn;
 pub mod files;
+pub mod head;
 pub mod power;
 /// A JSON request body, or a 400 in the one error shape.
 pub(crate) fn json<T>(
@@ -261,6 +263,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Which listener [`run`] serves: the nodes' one answers whole-file `GET`s of
+/// installer files with `sendfile` ([`conn`]); the admin one hands every connection to
+/// hyper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Nodes,
+    Admin,
+}
+
 /// Serves HTTP on an already-bound listener until `cancel` fires, with bounds: at
 /// most `server.max_connections` open connections (more are closed at once and
 /// counted), request headers within `server.header_timeout`, and a connection that
@@ -270,12 +281,11 @@ pub async fn run(
     listener: TcpListener,
     app: Router,
     cancel: CancellationToken,
+    which: Listener,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::Service;
     info!(addr = ?listener.local_addr().ok(), "http listening");
     let cfg = &state.config.server;
-    let (header_timeout, idle_timeout) = (cfg.header_timeout, cfg.idle_timeout);
+    let idle_timeout = cfg.idle_timeout;
     let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -295,38 +305,18 @@ pub async fn run(
             debug!(%peer, "too many HTTP connections; closing");
             continue;
         };
-        let (app, cancel) = (app.clone(), cancel.clone());
+        let (app, cancel, state) = (app.clone(), cancel.clone(), state.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let started = Instant::now();
-            let io = TokioIo::new(files::Activity::new(tcp, activity.clone(), started));
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(peer));
-                    let mut app = app.clone();
-                    async move { app.call(req).await }
-                });
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true);
-            let conn = b.serve_connection(io, svc);
+            let tcp = files::Activity::new(tcp, activity.clone(), started);
+            let conn = conn::serve(state, app, tcp, peer, cancel, which);
             tokio::pin!(conn);
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            debug!(%peer, error = %e, "http connection ended");
-                        }
-                        return;
-                    }
-                    _ = cancel.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                    }
+                    _ = conn.as_mut() => return,
                     _ = tick.tick() => {
                         let last = activity.load(std::sync::atomic::Ordering::Relaxed);
                         let idle = started.elapsed().saturating_sub(std::time::Duration::from_millis(last));

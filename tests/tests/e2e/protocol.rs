@@ -684,6 +684,69 @@ fn curl_gets_installer_files_with_range_and_head() -> Result<()> {
         ))?;
         assert_eq!(code, "416");
     }
+    // One keep-alive connection mixing what nodes send: routed requests, whole files
+    // (sent with sendfile), a POST whose body the handler does not read, two requests
+    // pipelined in one segment, HTTP/1.0; every response whole and in order.
+    let linux = std::fs::read(format!("{dir}/linux"))?;
+    let probe = r#"
+import socket, hashlib, sys
+s = socket.create_connection(("192.0.2.1", 8080))
+s.settimeout(20)
+f = s.makefile("rb")
+def response():
+    status = f.readline().decode()
+    headers = {}
+    while True:
+        line = f.readline().decode().strip()
+        if not line:
+            break
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    body = f.read(int(headers.get("content-length", "0")))
+    return status.split()[1], headers, body
+def get(path, extra=""):
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, extra)).encode())
+out = []
+get("/healthz"); c, h, b = response(); out.append("healthz %s %s" % (c, b"services" in b))
+get("/installer/default/linux?mac=52-54-00-08-00-01"); c, h, b = response()
+out.append("linux %s %s %d" % (c, hashlib.sha256(b).hexdigest(), len(b)))
+s.sendall(b"POST /install/nope/events/late_command HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+c, h, b = response(); out.append("post %s" % c)
+s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /installer/default/linux HTTP/1.1\r\nHost: x\r\n\r\n")
+c1, _, _ = response(); c2, _, b = response()
+out.append("pipelined %s %s %s" % (c1, c2, hashlib.sha256(b).hexdigest()))
+get("/installer/default/linux", "Range: bytes=0-9\r\n"); c, h, b = response(); out.append("range %s %d" % (c, len(b)))
+get("/installer/default/nope"); c, h, b = response(); out.append("missing %s" % c)
+s.sendall(b"GET /installer/default/linux HTTP/1.0\r\n\r\n"); c, h, b = response()
+out.append("http10 %s %s %s" % (c, hashlib.sha256(b).hexdigest(), f.read(1) == b""))
+print("\n".join(out))
+"#;
+    let out = c.sh(&format!("python3 -c '{}'", probe.replace('\'', "'\\''")))?;
+    let sum = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&linux))
+    };
+    for want in [
+        "healthz 200 True".to_string(),
+        format!("linux 200 {sum} {}", linux.len()),
+        "post 404".to_string(),
+        format!("pipelined 200 200 {sum}"),
+        "range 206 10".to_string(),
+        "missing 404".to_string(),
+        format!("http10 200 {sum} True"),
+    ] {
+        assert!(out.lines().any(|l| l == want), "want {want:?} in:\n{out}");
+    }
+    let m = String::from_utf8(srv.curl(&["http://192.0.2.1:8080/metrics"])?.1)?;
+    let sent: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("rackseed_http_sendfile_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        sent >= 3 * linux.len() as u64,
+        "whole files went through sendfile: {sent} bytes\n{m}"
+    );
     let (code, _) = srv.curl(&["http://192.0.2.1:8080/installer/other/linux"])?;
     assert_eq!(code, 404);
     let (code, _) =

@@ -54,6 +54,8 @@ DECISION = [
     "inventory::state",
     "syslog::line",
     "tftp::tree",
+    "tftp::wire",
+    "http::head",
 ]
 DECISION_EXCEPT = [
     "power::driver",  # runs ipmitool, sends Redfish HTTP
@@ -71,7 +73,6 @@ IO_CRATES = [
     "hyper",
     "hyper_util",
     "reqwest",
-    "async_tftp",
     "tower",
     "tower_http",
     "socket2",
@@ -100,6 +101,8 @@ IO_EXCEPT = [
     "inventory::state",  # the node state machine
     "syslog::line",  # parsing and holding log lines
     "tftp::tree",  # the TFTP names, path checks, session cap
+    "tftp::wire",  # TFTP packets, the option answer, ACK windows
+    "http::head",  # an HTTP request head, for the node listener's zero-copy path
 ]
 
 # Modules left out of the checks (and edges to or from them out of the cycle search).

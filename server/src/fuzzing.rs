@@ -86,6 +86,19 @@ pub fn tftp_path(data: &[u8]) {
         );
         assert!(!name.starts_with('/'));
     }
+    // The same bytes as a datagram to the server port and as a client's reply.
+    if let Ok(req) = crate::tftp::wire::parse_request(data) {
+        assert!(!req.name.contains('\0'));
+        assert!(req.options.blksize.is_none_or(|b| (8..=65464).contains(&b)));
+        assert!(req.options.windowsize.is_none_or(|w| w >= 1));
+        let limits = crate::tftp::wire::Limits {
+            blksize: 1468,
+            windowsize: 32,
+        };
+        let t = crate::tftp::wire::negotiate(&req.options, limits, 1 << 20);
+        assert!((8..=1468).contains(&t.blksize) && (1..=32).contains(&t.windowsize));
+    }
+    let _ = crate::tftp::wire::parse_reply(data);
 }
 
 /// A syslog datagram: a line has no control character but tab and is within the cap.

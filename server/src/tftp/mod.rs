@@ -1,23 +1,23 @@
 //! TFTP: a read-only virtual tree (the iPXE binaries, the installer files, an optional
-//! extra directory), served with async-tftp (blksize, tsize, timeout, windowsize).
+//! extra directory), with blksize, tsize and windowsize (RFC 2347–2349, 7440).
 //!
-//! Owns the server loop and the files generated per machine; [`tree`] owns the names,
-//! the request-path checks and the session cap. Never serves a directory as-is: a name
+//! Owns the request loop and the files generated per machine; [`wire`] owns the
+//! packets and the option answer, [`transfer`] one transfer's retransmission loop
+//! (a thread each, read-ahead), [`tree`] the names, the request-path checks and the
+//! session cap. Never serves a directory as-is: a name
 //! is looked up in the tree; `..`, absolute paths, backslashes, control characters and
 //! symlinks out of the extra directory are refused. Write requests are refused.
 
+pub mod transfer;
 pub mod tree;
+pub mod wire;
 
 use crate::bootfiles::{GRUB_CFG, GRUB_NODE_DIR};
 use crate::state::AppState;
-use async_tftp::packet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 pub use tree::{Busy, LookupError, PathError, SessionSlot, Sessions, Tree, check_path};
@@ -32,44 +32,49 @@ enum Source {
 /// Reads a file by position for one transfer; reports completion when dropped.
 pub struct FileReader {
     file: Source,
-    pos: u64,
-    size: u64,
+    /// Bytes the client acknowledged (set by the transfer).
+    pub delivered: u64,
+    pub size: u64,
     name: String,
     peer: SocketAddr,
     state: Arc<AppState>,
     _slot: SessionSlot,
 }
 
-impl futures_lite::AsyncRead for FileReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        // Served files are small and hot in the page cache; a positional read does not
-        // wait on the network and keeps no per-session buffer.
-        let n = match &self.file {
-            Source::File(f) => f.read_at(buf, self.pos)?,
+impl FileReader {
+    /// Reads up to `buf.len()` bytes at `off`; fewer only at the end of the file.
+    /// Served files are small and hot in the page cache: a positional read, no
+    /// per-session file buffer.
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        match &self.file {
+            Source::File(f) => {
+                let mut done = 0;
+                while done < buf.len() {
+                    match f.read_at(&mut buf[done..], off + done as u64)? {
+                        0 => break,
+                        n => done += n,
+                    }
+                }
+                Ok(done)
+            }
             Source::Memory(m) => {
-                let start = usize::try_from(self.pos).unwrap_or(usize::MAX).min(m.len());
+                let start = usize::try_from(off).unwrap_or(usize::MAX).min(m.len());
                 let n = buf.len().min(m.len() - start);
                 buf[..n].copy_from_slice(&m[start..start + n]);
-                n
+                Ok(n)
             }
-        };
-        self.pos += n as u64;
-        Poll::Ready(Ok(n))
+        }
     }
 }
 
 impl Drop for FileReader {
     fn drop(&mut self) {
-        self.state.metrics.tftp_bytes.add(self.pos);
-        let complete = self.pos >= self.size;
+        self.state.metrics.tftp_bytes.add(self.delivered);
+        let complete = self.delivered >= self.size;
         if complete {
-            info!(file = %self.name, peer = %self.peer, bytes = self.pos, "tftp transfer complete");
+            info!(file = %self.name, peer = %self.peer, bytes = self.delivered, "tftp transfer complete");
         } else {
-            info!(file = %self.name, peer = %self.peer, bytes = self.pos, size = self.size, "tftp transfer ended early");
+            info!(file = %self.name, peer = %self.peer, bytes = self.delivered, size = self.size, "tftp transfer ended early");
         }
         // The installer kernel and initrd are steps of their own on the timeline (GRUB
         // on the signed chain loads them over TFTP).
@@ -90,7 +95,7 @@ impl Drop for FileReader {
                 "TFTP transfer of {} to {} stopped after {} of {} bytes",
                 self.name,
                 self.peer.ip(),
-                self.pos,
+                self.delivered,
                 self.size
             )
         };
@@ -110,28 +115,37 @@ impl Drop for FileReader {
     }
 }
 
-/// The async-tftp handler over the virtual tree.
+/// Opens requests over the virtual tree.
 pub struct Handler {
     state: Arc<AppState>,
 }
+
+/// A refusal: the TFTP error sent and the reason logged.
+type Refusal = (wire::ErrorCode, String);
 
 /// The directory of the signed UEFI chain in the tree.
 const SIGNED_DIR: &str = "debian-installer/amd64/";
 
 impl Handler {
     /// A session slot for `client`, or the TFTP error and the logged reason.
-    fn slot(&self, client: &SocketAddr) -> Result<SessionSlot, (packet::Error, String)> {
+    fn slot(&self, client: &SocketAddr) -> Result<SessionSlot, (Refusal, String)> {
         let cfg = &self.state.config.tftp;
         self.state
             .tftp_sessions
             .acquire(cfg.max_sessions, client.ip(), cfg.max_sessions_per_client)
             .map_err(|b| match b {
                 Busy::Total => (
-                    packet::Error::Msg("server busy: too many transfers, retry later".into()),
+                    (
+                        wire::ErrorCode::Other,
+                        "server busy: too many transfers, retry later".into(),
+                    ),
                     "session cap".into(),
                 ),
                 Busy::Client => (
-                    packet::Error::Msg("too many transfers from this address, retry later".into()),
+                    (
+                        wire::ErrorCode::Other,
+                        "too many transfers from this address, retry later".into(),
+                    ),
                     "per-client session cap".into(),
                 ),
             })
@@ -168,161 +182,217 @@ impl Handler {
     }
 }
 
-impl async_tftp::server::Handler for Handler {
-    type Reader = FileReader;
-    type Writer = futures_lite::io::Sink;
-
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Self::Reader, Option<u64>), packet::Error> {
-        let mut name = path.to_string_lossy().to_string();
-        // GRUB asks with a leading slash (`/debian-installer/…`, `/installer/linux`).
-        if let Some(rest) = name.strip_prefix('/')
-            && (rest.starts_with(SIGNED_DIR) || rest.starts_with("installer/"))
-        {
-            name = rest.to_string();
+impl Handler {
+    /// The name a client asked for, as the tree knows it: GRUB asks with a leading
+    /// slash (`/debian-installer/…`, `/installer/linux`).
+    fn tree_name(asked: &str) -> String {
+        match asked.strip_prefix('/') {
+            Some(rest) if rest.starts_with(SIGNED_DIR) || rest.starts_with("installer/") => {
+                rest.to_string()
+            }
+            _ => asked.to_string(),
         }
-        let tree = &self.state.tftp_tree;
-        let refuse = |e: packet::Error, why: String| {
+    }
+
+    /// Opens `name` for `client`, holding `slot` for the transfer. Blocking (a GRUB
+    /// configuration is rendered from the inventory): called on the transfer's thread.
+    fn open(
+        &self,
+        client: &SocketAddr,
+        name: &str,
+        slot: SessionSlot,
+    ) -> Result<FileReader, Refusal> {
+        let name = Self::tree_name(name);
+        let refuse = |e: wire::ErrorCode, msg: String, why: String| {
             self.state.metrics.tftp_refused.inc();
             debug!(%client, file = %name.escape_debug(), reason = %why, "tftp request refused");
-            e
+            (e, msg)
+        };
+        let not_found =
+            |why: String| refuse(wire::ErrorCode::FileNotFound, "file not found".into(), why);
+        let reader = |file: Source, size: u64| FileReader {
+            file,
+            delivered: 0,
+            size,
+            name: name.clone(),
+            peer: *client,
+            state: self.state.clone(),
+            _slot: slot,
         };
         if let Some(body) = self.generated(&name, client) {
-            let body = body.map_err(|why| refuse(packet::Error::FileNotFound, why))?;
-            let slot = self.slot(client).map_err(|(e, why)| refuse(e, why))?;
+            let body = body.map_err(not_found)?;
             self.state.metrics.tftp_transfers.inc();
             let size = body.len() as u64;
-            return Ok((
-                FileReader {
-                    file: Source::Memory(body),
-                    pos: 0,
-                    size,
-                    name,
-                    peer: *client,
-                    state: self.state.clone(),
-                    _slot: slot,
-                },
-                Some(size),
-            ));
+            return Ok(reader(Source::Memory(body), size));
         }
-        let file_path = match tree.lookup(&name) {
+        let file_path = match self.state.tftp_tree.lookup(&name) {
             Ok(p) => p,
-            Err(LookupError::NotFound) => {
-                return Err(refuse(packet::Error::FileNotFound, "not in tree".into()));
-            }
+            Err(LookupError::NotFound) => return Err(not_found("not in tree".into())),
             Err(e) => {
                 return Err(refuse(
-                    packet::Error::Msg(format!("refused: {e}")),
+                    wire::ErrorCode::Other,
+                    format!("refused: {e}"),
                     e.to_string(),
                 ));
             }
         };
-        let slot = self.slot(client).map_err(|(e, why)| refuse(e, why))?;
         let file = std::fs::File::open(&file_path).map_err(|e| {
             warn!(file = %file_path.display(), error = %crate::error_chain(&e), "tftp file in tree cannot be opened");
-            refuse(packet::Error::FileNotFound, e.to_string())
+            not_found(e.to_string())
         })?;
-        let meta = file
-            .metadata()
-            .map_err(|e| refuse(packet::Error::UnknownError, e.to_string()))?;
+        let meta = file.metadata().map_err(|e| {
+            refuse(
+                wire::ErrorCode::Other,
+                "cannot read the file".into(),
+                e.to_string(),
+            )
+        })?;
         if !meta.is_file() {
-            return Err(refuse(
-                packet::Error::FileNotFound,
-                "not a regular file".into(),
-            ));
+            return Err(not_found("not a regular file".into()));
         }
         self.state.metrics.tftp_transfers.inc();
         debug!(%client, file = %name, size = meta.len(), "tftp transfer starting");
-        Ok((
-            FileReader {
-                file: Source::File(file),
-                pos: 0,
-                size: meta.len(),
-                name,
-                peer: *client,
-                state: self.state.clone(),
-                _slot: slot,
-            },
-            Some(meta.len()),
-        ))
-    }
-
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Self::Writer, packet::Error> {
-        self.state.metrics.tftp_refused.inc();
-        debug!(%client, file = %path.display(), "tftp write refused");
-        Err(packet::Error::IllegalOperation)
+        Ok(reader(Source::File(file), meta.len()))
     }
 }
 
-/// Failure to start the TFTP server.
+/// Failure of the TFTP server's socket.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start the TFTP server")]
-pub struct TftpError(#[source] async_tftp::Error);
+#[error("the TFTP socket failed")]
+pub struct TftpError(#[source] io::Error);
+
+/// Sends one ERROR to `peer` from a fresh port (the transfer ID a reply to a request
+/// comes from, RFC 1350 §4).
+fn send_error(local: std::net::IpAddr, peer: SocketAddr, (code, msg): &Refusal) {
+    let sent = std::net::UdpSocket::bind(SocketAddr::new(local, 0))
+        .and_then(|s| s.send_to(&wire::error_packet(*code, msg), peer));
+    if let Err(e) = sent {
+        debug!(%peer, error = %e, "tftp error not sent");
+    }
+}
 
 /// Serves TFTP on an already-bound socket until `cancel` fires.
 ///
-/// An async-tftp server drives all of its transfers from the one task that polls it,
-/// so a single instance keeps every transfer on one core. rackseed runs one instance
-/// per core on clones of the same socket: each request datagram is read by exactly one
-/// of them, and each transfer then runs on that instance's own ephemeral socket.
+/// The request loop reads requests on the server port and refuses what it can refuse
+/// at once (write requests, malformed packets are dropped, the session caps); each
+/// accepted read runs on a thread of its own ([`transfer`]) from its own port, so a
+/// transfer is woken by the kernel as its ACK arrives and transfers run on every core.
+/// A request retransmitted while its transfer runs is ignored.
 pub async fn run(
     state: Arc<AppState>,
     socket: std::net::UdpSocket,
     cancel: CancellationToken,
 ) -> Result<(), TftpError> {
-    let instances = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut servers = Vec::with_capacity(instances);
-    for _ in 1..instances {
-        let clone = socket.try_clone().map_err(|e| TftpError(e.into()))?;
-        servers.push(build(&state, clone).await?);
-    }
-    servers.push(build(&state, socket).await?);
-    info!(addr = ?servers[0].listen_addr().ok(), instances, "tftp listening");
-    let mut set = tokio::task::JoinSet::new();
-    for server in servers {
-        set.spawn(async move { server.serve().await });
-    }
-    tokio::select! {
-        _ = cancel.cancelled() => {
-            set.abort_all();
-            Ok(())
+    let local = socket.local_addr().map_err(TftpError)?;
+    let socket = tokio::net::UdpSocket::from_std(socket).map_err(TftpError)?;
+    info!(addr = %local, "tftp listening");
+    let handler = Arc::new(Handler {
+        state: state.clone(),
+    });
+    let running: Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>> = Arc::default();
+    let rt = tokio::runtime::Handle::current();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // ICMP errors from earlier sends surface here; the socket is fine.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => continue,
+                Err(e) => return Err(TftpError(e)),
+            },
+        };
+        let req = match wire::parse_request(&buf[..n]) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%peer, reason = %e, "tftp datagram dropped");
+                continue;
+            }
+        };
+        if req.write {
+            state.metrics.tftp_refused.inc();
+            debug!(%peer, file = %req.name.escape_debug(), "tftp write refused");
+            send_error(
+                local.ip(),
+                peer,
+                &(wire::ErrorCode::IllegalOperation, "read-only server".into()),
+            );
+            continue;
         }
-        r = set.join_next() => match r {
-            Some(Ok(r)) => r.map_err(TftpError),
-            Some(Err(e)) => Err(TftpError(async_tftp::Error::Io(io::Error::other(e)))),
-            None => Ok(()),
-        },
+        if !running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer)
+        {
+            continue;
+        }
+        let slot = match handler.slot(&peer) {
+            Ok(s) => s,
+            Err((refusal, why)) => {
+                state.metrics.tftp_refused.inc();
+                debug!(%peer, file = %req.name.escape_debug(), reason = %why, "tftp request refused");
+                send_error(local.ip(), peer, &refusal);
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&peer);
+                continue;
+            }
+        };
+        let (handler, running, rt) = (handler.clone(), running.clone(), rt.clone());
+        let cfg = &state.config.tftp;
+        let limits = wire::Limits {
+            blksize: cfg.block_size_limit,
+            windowsize: cfg.window_size_limit,
+        };
+        let timeout = cfg.timeout;
+        let spawned = std::thread::Builder::new()
+            .name("tftp-transfer".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                // The reader's end report spawns onto the runtime.
+                let _rt = rt.enter();
+                serve_one(&handler, local.ip(), peer, &req, slot, limits, timeout);
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&peer);
+            });
+        if let Err(e) = spawned {
+            warn!(%peer, error = %e, "tftp transfer thread not started");
+        }
     }
 }
 
-/// One async-tftp server over the virtual tree on `socket`, with the configured limits.
-async fn build(
-    state: &Arc<AppState>,
-    socket: std::net::UdpSocket,
-) -> Result<async_tftp::server::TftpServer<Handler>, TftpError> {
-    let cfg = &state.config.tftp;
-    let b = async_tftp::server::TftpServerBuilder::with_handler(Handler {
-        state: state.clone(),
-    })
-    .std_socket(socket)
-    .map_err(TftpError)?
-    .timeout(cfg.timeout)
-    // A client's `timeout` option (up to 255 s) would hold its slot for minutes after
-    // it went away: the server's own timeout applies to every transfer.
-    .ignore_client_timeout()
-    .max_send_retries(8)
-    // blksize × windowsize is what a session holds in flight: bounded (see config).
-    .block_size_limit(cfg.block_size_limit)
-    .window_size_limit(cfg.window_size_limit);
-    b.build().await.map_err(TftpError)
+/// Opens and sends one read request.
+fn serve_one(
+    handler: &Handler,
+    local: std::net::IpAddr,
+    peer: SocketAddr,
+    req: &wire::Request,
+    slot: SessionSlot,
+    limits: wire::Limits,
+    timeout: std::time::Duration,
+) {
+    let mut reader = match handler.open(&peer, &req.name, slot) {
+        Ok(r) => r,
+        Err(refusal) => return send_error(local, peer, &refusal),
+    };
+    let terms = wire::negotiate(&req.options, limits, reader.size);
+    let socket = match std::net::UdpSocket::bind(SocketAddr::new(local, 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, error = %e, "tftp transfer socket not bound");
+            return;
+        }
+    };
+    match transfer::run(socket, peer, &mut reader, &terms, timeout) {
+        Ok(transfer::End::Complete) => {}
+        Ok(end) => debug!(%peer, file = %req.name.escape_debug(), ?end, "tftp transfer stopped"),
+        Err(e) => {
+            debug!(%peer, file = %req.name.escape_debug(), error = %e, "tftp transfer failed")
+        }
+    }
 }
 
 #[cfg(test)]

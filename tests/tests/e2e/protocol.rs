@@ -542,6 +542,101 @@ fn atftp_and_curl_fetch_ipxe_binaries_byte_exact() -> Result<()> {
     Ok(())
 }
 
+/// The transfer follows RFC 7440 and RFC 1350 as a client sees it: an ACK inside a
+/// window restarts the window after it, a duplicate ACK does not make the server send
+/// again (the Sorcerer's Apprentice bug), a lost ACK is answered by a resend after the
+/// timeout, block numbers roll over to 0 past 65535 (blksize 512 on the initrd), and a
+/// client's ERROR ends the transfer.
+#[test]
+fn tftp_windows_follow_acks_and_block_numbers_roll_over() -> Result<()> {
+    let mut lab = Lab::new()?;
+    let _srv = Server::start(&lab, &LabConfig::lab())?;
+    let c = lab.client("52:54:00:05:00:03", Some("192.0.2.54/24"))?;
+    let probe = r#"
+import socket, struct, time
+def rrq(opts):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(8)
+    p = b"\x00\x01undionly.kpxe\x00octet\x00"
+    for k, v in opts:
+        p += k.encode() + b"\x00" + v.encode() + b"\x00"
+    s.sendto(p, ("192.0.2.1", 69))
+    return s
+def recv(s):
+    d, a = s.recvfrom(70000)
+    return struct.unpack("!HH", d[:4]), d[4:], a
+def blocks(s, n):
+    got = []
+    for _ in range(n):
+        (op, b), _, a = recv(s)
+        got.append(b)
+    return got, a
+# Window 4: ACK 2 of 1..4, the next window starts at 3.
+s = rrq([("blksize", "1432"), ("windowsize", "4")])
+(op, _), _, a = recv(s)
+print("oack", op)
+s.sendto(struct.pack("!HH", 4, 0), a)
+got, a = blocks(s, 4)
+print("window", got)
+s.sendto(struct.pack("!HH", 4, 2), a)
+got, a = blocks(s, 4)
+print("after ack 2", got)
+s.sendto(struct.pack("!HH", 5, 0) + b"done\x00", a)
+# Lockstep: a duplicate ACK sends nothing; a lost ACK is resent after the timeout.
+s = rrq([("blksize", "1432")])
+(op, _), _, a = recv(s)
+s.sendto(struct.pack("!HH", 4, 0), a)
+(op, b), _, a = recv(s)
+s.sendto(struct.pack("!HH", 4, 1), a)
+(op, b), _, a = recv(s)
+s.sendto(struct.pack("!HH", 4, 1), a)
+s.settimeout(0.5)
+try:
+    (op, b2), _, _ = recv(s)
+    print("duplicate ack answered with block", b2)
+except socket.timeout:
+    print("duplicate ack ignored")
+s.settimeout(8)
+t = time.time()
+(op, b3), _, _ = recv(s)
+print("resent block %d after %.0fs" % (b3, time.time() - t + 0.5))
+s.sendto(struct.pack("!HH", 5, 0) + b"done\x00", a)
+"#;
+    let out = c.sh(&format!("python3 -c '{}'", probe.replace('\'', "'\\''")))?;
+    for want in [
+        "oack 6",
+        "window [1, 2, 3, 4]",
+        "after ack 2 [3, 4, 5, 6]",
+        "duplicate ack ignored",
+    ] {
+        assert!(out.lines().any(|l| l == want), "want {want:?} in:\n{out}");
+    }
+    assert!(
+        out.lines().any(|l| l.starts_with("resent block 2 after")),
+        "{out}"
+    );
+    // 80,000 blocks of 512 bytes: the block number rolls over and the file is whole.
+    let tmp = tempfile::tempdir()?;
+    let dst = tmp.path().join("initrd.gz");
+    c.sh(&format!(
+        "atftp -g -r installer/initrd.gz -l {} --option 'blksize 512' --option 'windowsize 32' 192.0.2.1 2>&1",
+        dst.display()
+    ))?;
+    let initrd = std::fs::read(format!(
+        "{}/initrd.gz",
+        rackseed::config::PACKAGE_INSTALLER_DIR
+    ))?;
+    assert!(
+        initrd.len() > 512 * 65536,
+        "the initrd is large enough to roll over"
+    );
+    assert!(
+        std::fs::read(&dst)? == initrd,
+        "initrd over blksize 512 differs"
+    );
+    Ok(())
+}
+
 #[test]
 fn hostile_tftp_names_and_writes_are_refused() -> Result<()> {
     let mut lab = Lab::new()?;

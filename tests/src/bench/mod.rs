@@ -8,6 +8,7 @@
 //! cell is the median and range over the runs. Every loop is bounded in count and time;
 //! every namespace and process is removed when its guard drops.
 
+pub mod boot;
 pub mod dhcp;
 pub mod http;
 pub mod inventory;
@@ -51,7 +52,7 @@ impl Opts {
 }
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: &[&str] = &["dhcp", "tftp", "http", "storm", "inventory"];
+pub const SCENARIOS: &[&str] = &["dhcp", "tftp", "http", "storm", "inventory", "boot"];
 
 /// The installer initrd and kernel the issue names.
 pub const INITRD: &str =
@@ -504,6 +505,7 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
             "http" => http::run(opts)?,
             "storm" => storm::run(opts)?,
             "inventory" => inventory::run(opts)?,
+            "boot" => boot::run(opts)?,
             _ => unreachable!("checked above"),
         };
         eprintln!("== scenario {name} took {:.0?}", started.elapsed());

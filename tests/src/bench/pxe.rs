@@ -115,6 +115,30 @@ impl DhcpBus {
     }
 }
 
+impl DhcpBus {
+    /// Sends a DHCPRELEASE of `lease` to its server (unicast, no answer).
+    pub fn release(&self, mac: [u8; 6], lease: &Lease) -> Result<()> {
+        let mut m = Message::new(
+            lease.ip,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        m.set_opcode(Opcode::BootRequest)
+            .set_htype(v4::HType::Eth)
+            .set_xid(rand_u32(mac));
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Release));
+        m.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(lease.server_id));
+        self.sock
+            .send_to(&m.to_vec()?, SocketAddrV4::new(lease.server_id, 67))
+            .context("DHCP RELEASE")?;
+        Ok(())
+    }
+}
+
 /// Which firmware a DHCP exchange pretends to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Firmware {
@@ -450,6 +474,8 @@ pub struct NodeResult {
     pub mac: String,
     pub ok: bool,
     pub error: Option<String>,
+    /// When the node powered on.
+    pub start_ms: u64,
     pub dhcp_pxe_ms: u64,
     pub tftp_ms: u64,
     pub dhcp_ipxe_ms: u64,
@@ -458,17 +484,19 @@ pub struct NodeResult {
     pub preseed_ms: u64,
 }
 
-/// Boots one node as far as its preseed.
-pub fn boot_node(bus: &DhcpBus, mac: [u8; 6], t0: Instant) -> NodeResult {
+/// Boots one node as far as its preseed; with `release`, the node then gives its
+/// address back (DHCPRELEASE), so a storm larger than the pool goes on.
+pub fn boot_node(bus: &DhcpBus, mac: [u8; 6], t0: Instant, release: bool) -> NodeResult {
+    let ms = || t0.elapsed().as_millis() as u64;
     let mut r = NodeResult {
         mac: mac
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":"),
+        start_ms: ms(),
         ..NodeResult::default()
     };
-    let ms = || t0.elapsed().as_millis() as u64;
     let res: Result<()> = (|| {
         let l1 = dora(bus, mac, Firmware::PxeRom).context("PXE ROM DHCP")?;
         r.dhcp_pxe_ms = ms();
@@ -498,6 +526,9 @@ pub fn boot_node(bus: &DhcpBus, mac: [u8; 6], t0: Instant) -> NodeResult {
             bail!("{p}: HTTP {}", pre.status);
         }
         r.preseed_ms = ms();
+        if release {
+            bus.release(mac, &l2)?;
+        }
         Ok(())
     })();
     match res {

@@ -281,16 +281,22 @@ fn dnsmasq_with(net: &Net, root: &Path, extra: &[String]) -> Result<RefServer> {
 
 /// nginx with sendfile serving `root` on 192.0.2.1:8080, access log off.
 pub fn nginx(net: &Net, root: &Path) -> Result<RefServer> {
+    nginx_with_log(net, root, None)
+}
+
+/// [`nginx`], writing its access log to `access` when given.
+pub fn nginx_with_log(net: &Net, root: &Path, access: Option<&Path>) -> Result<RefServer> {
     let dir = tempdir("bench-nginx")?;
     let d = dir.path();
     let log = d.join("nginx.out");
     let p = |n: &str| d.join(n).display().to_string();
     let conf = format!(
-        "user root;\nworker_processes auto;\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n  access_log off;\n  default_type application/octet-stream;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n  fastcgi_temp_path {t}/fastcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n  server {{\n    listen {SERVER_IP}:8080;\n    root {root};\n  }}\n}}\n",
+        "user root;\nworker_processes auto;\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n  access_log {access};\n  default_type application/octet-stream;\n  client_body_temp_path {t}/body;\n  proxy_temp_path {t}/proxy;\n  fastcgi_temp_path {t}/fastcgi;\n  uwsgi_temp_path {t}/uwsgi;\n  scgi_temp_path {t}/scgi;\n  server {{\n    listen {SERVER_IP}:8080;\n    root {root};\n  }}\n}}\n",
         pid = p("nginx.pid"),
         err = p("error.log"),
         t = d.display(),
         root = root.display(),
+        access = access.map_or("off".to_string(), |a| a.display().to_string()),
     );
     let cfg = d.join("nginx.conf");
     std::fs::write(&cfg, conf)?;

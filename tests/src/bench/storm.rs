@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 const SERVERS: &[&str] = &["rackseed", "dnsmasq+nginx"];
 const POOL: (u8, u8) = (20, 250);
+/// Addresses in [`POOL`]: the most nodes that can hold a lease at once (the
+/// documentation range 192.0.2.0/24 is all the bench may use).
+const POOL_SIZE: usize = (POOL.1 - POOL.0) as usize + 1;
 
 /// The MAC of storm node `i` (1-based).
 pub fn node_mac(i: usize) -> [u8; 6] {
@@ -39,10 +42,13 @@ pub struct StormReport {
     pub results: Vec<NodeResult>,
 }
 
-/// `rackseed-bench storm-client --nodes N --timeout SECS`: runs inside the client
-/// namespace and prints a [`StormReport`] as JSON.
+/// `rackseed-bench storm-client --nodes N --at-once C --timeout SECS`: runs inside the
+/// client namespace and prints a [`StormReport`] as JSON. At most `C` nodes boot at a
+/// time (the pool's size); each releases its lease after its preseed and the next one
+/// powers on.
 pub fn client_main(args: &[String]) -> Result<()> {
     let mut nodes = 200usize;
+    let mut at_once = POOL_SIZE;
     let mut timeout = 300u64;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -53,6 +59,12 @@ pub fn client_main(args: &[String]) -> Result<()> {
                     .and_then(|v| v.parse().ok())
                     .context("--nodes N")?
             }
+            "--at-once" => {
+                at_once = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("--at-once C")?
+            }
             "--timeout" => {
                 timeout = it
                     .next()
@@ -62,19 +74,27 @@ pub fn client_main(args: &[String]) -> Result<()> {
             other => bail!("storm-client: unknown argument {other}"),
         }
     }
-    let nodes = nodes.clamp(1, 230);
+    let nodes = nodes.clamp(1, 4000);
+    let at_once = at_once.clamp(1, POOL_SIZE);
+    // Past the pool, a finished node's address is what the next node gets.
+    let release = nodes > at_once;
     let bus = DhcpBus::bind("eth0")?;
     let t0 = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
-    for i in 1..=nodes {
+    let start = |i: usize| -> Result<()> {
         let (bus, tx) = (bus.clone(), tx.clone());
         std::thread::Builder::new()
             .stack_size(256 * 1024)
             .spawn(move || {
-                let _ = tx.send(pxe::boot_node(&bus, node_mac(i), t0));
+                let _ = tx.send(pxe::boot_node(&bus, node_mac(i), t0, release));
             })?;
+        Ok(())
+    };
+    let mut next = 1;
+    while next <= nodes.min(at_once) {
+        start(next)?;
+        next += 1;
     }
-    drop(tx);
     let deadline = t0 + Duration::from_secs(timeout);
     let mut results = Vec::new();
     while results.len() < nodes {
@@ -82,7 +102,13 @@ pub fn client_main(args: &[String]) -> Result<()> {
             break;
         };
         match rx.recv_timeout(left) {
-            Ok(r) => results.push(r),
+            Ok(r) => {
+                results.push(r);
+                if next <= nodes {
+                    start(next)?;
+                    next += 1;
+                }
+            }
             Err(_) => break,
         }
     }
@@ -113,7 +139,7 @@ fn add_nodes(db: &Path, n: usize) -> Result<()> {
         inv.add_node(
             &NewNode {
                 mac: Some(mac_text(node_mac(i), ":").parse()?),
-                hostname: format!("storm{i:03}"),
+                hostname: format!("storm{i:04}"),
                 profile: "lab-single-disk".into(),
                 provision: true,
                 ..NewNode::default()
@@ -135,7 +161,7 @@ fn write_static(root: &Path, n: usize, preseed: &str) -> Result<()> {
         let hy = mac_text(m, "-");
         let token = format!("{:048x}", (i as u128) * 0x9e37_79b9_7f4a_7c15);
         let script = format!(
-            "#!ipxe\necho installing storm{i:03} ({mac})\nkernel {base}/installer/default/linux?mac={mac} initrd=initrd.gz auto=true priority=critical url={base}/install/{token}/preseed.cfg log_host={SERVER_IP} BOOTIF=01-{hy} hostname=storm{i:03} domain=prov.example || goto failed\ninitrd --name initrd.gz {base}/installer/default/initrd.gz?mac={mac} || goto failed\nboot || goto failed\n:failed\nsleep 5\nchain --replace {base}/boot/{hy}.ipxe\n",
+            "#!ipxe\necho installing storm{i:04} ({mac})\nkernel {base}/installer/default/linux?mac={mac} initrd=initrd.gz auto=true priority=critical url={base}/install/{token}/preseed.cfg log_host={SERVER_IP} BOOTIF=01-{hy} hostname=storm{i:04} domain=prov.example || goto failed\ninitrd --name initrd.gz {base}/installer/default/initrd.gz?mac={mac} || goto failed\nboot || goto failed\n:failed\nsleep 5\nchain --replace {base}/boot/{hy}.ipxe\n",
             mac = mac_text(m, ":"),
         );
         std::fs::write(root.join(format!("boot/{hy}.ipxe")), script)?;
@@ -204,13 +230,13 @@ fn summarize(name: &str, r: &StormReport) {
             .results
             .iter()
             .filter(|x| x.ok)
-            .map(|x| get(x) as f64 / 1000.0)
+            .map(|x| get(x).saturating_sub(x.start_ms) as f64 / 1000.0)
             .collect();
         if let Some(m) = super::median(&v) {
             eprint!(" {label} {m:.1}s");
         }
     };
-    eprint!("     median time to:");
+    eprint!("     median time from power-on to:");
     phase("dhcp", |x| x.dhcp_pxe_ms);
     phase("tftp", |x| x.tftp_ms);
     phase("ipxe-dhcp", |x| x.dhcp_ipxe_ms);
@@ -224,10 +250,13 @@ fn summarize(name: &str, r: &StormReport) {
 pub fn run(opts: &Opts) -> Result<Vec<Table>> {
     super::need("dnsmasq", "dnsmasq-base")?;
     super::need("nginx", "nginx")?;
-    let (nodes, timeout) = if opts.quick { (20, 120) } else { (200, 300) };
+    let (nodes, timeout) = if opts.quick { (20, 120) } else { (1000, 600) };
     let tree = Tree::new()?;
     let mut wall = Table::new(
-        &format!("Boot storm: {nodes} nodes, wall time until the last preseed"),
+        &format!(
+            "Boot storm: {nodes} nodes ({} booting at once), wall time until the last preseed",
+            nodes.min(POOL_SIZE)
+        ),
         "s",
         Better::Lower,
         SERVERS,

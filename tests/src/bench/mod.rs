@@ -445,6 +445,32 @@ pub fn machine() -> String {
     format!("{cores} cores ({cpu}), {mem} memory, kernel {kernel}")
 }
 
+/// The machine's load now: the load averages and the CPU pressure (the share of time
+/// some task waited for a CPU over the last 10 and 60 s), for the tables' notes.
+pub fn load() -> String {
+    let avg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into());
+    let cpu = std::fs::read_to_string("/proc/pressure/cpu")
+        .ok()
+        .and_then(|p| {
+            let some = p.lines().find(|l| l.starts_with("some "))?;
+            let field = |k: &str| {
+                some.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .map(str::to_string)
+            };
+            Some(format!(
+                ", CPU pressure {}% (10 s) {}% (60 s)",
+                field("avg10=")?,
+                field("avg60=")?
+            ))
+        })
+        .unwrap_or_default();
+    format!("load average {avg}{cpu}")
+}
+
 /// Versions of every server and client the bench runs.
 pub fn versions() -> Vec<(String, String)> {
     let tftpd = refs::tftpd_hpa().map(|p| version_of(&p.display().to_string(), &["-V"]));
@@ -498,6 +524,7 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
             continue;
         }
         eprintln!("== scenario {name}");
+        let load_before = load();
         let started = Instant::now();
         let mut t = match *name {
             "dhcp" => dhcp::run(opts)?,
@@ -512,6 +539,10 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
         for table in &t {
             println!("{}", table.render());
         }
+        println!(
+            "Machine load during `{name}`: before {load_before}; after {}.\n",
+            load()
+        );
         tables.append(&mut t);
     }
     Ok(tables)

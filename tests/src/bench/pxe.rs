@@ -201,8 +201,21 @@ fn request_msg(mac: [u8; 6], xid: u32, t: MessageType, fw: Firmware) -> Message 
     m
 }
 
-/// DISCOVER → OFFER → REQUEST → ACK as `fw`.
+/// DISCOVER → OFFER → REQUEST → ACK as `fw`; a NAK starts over with a DISCOVER, as
+/// RFC 2131 §3.1 has a client do (up to 20 times: a server that does not hold its
+/// offers can offer one free address to several clients at once when the pool is full).
 pub fn dora(bus: &DhcpBus, mac: [u8; 6], fw: Firmware) -> Result<Lease> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match dora_once(bus, mac, fw) {
+            Err(e) if tries < 20 && format!("{e:#}").ends_with("NAK") => continue,
+            r => return r,
+        }
+    }
+}
+
+fn dora_once(bus: &DhcpBus, mac: [u8; 6], fw: Firmware) -> Result<Lease> {
     let xid: u32 = rand_u32(mac);
     let offer = bus
         .exchange(

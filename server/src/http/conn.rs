@@ -206,6 +206,7 @@ pub async fn serve(
             }
         };
         let keep = parsed.keep_alive;
+        let mut sent = false;
         if parsed.whole_get
             && let Some(path) =
                 super::boot::whole_file(&state, &parsed.path, parsed.query.as_deref(), peer).await
@@ -213,24 +214,20 @@ pub async fn serve(
             let started = Instant::now();
             match send_whole(&mut io, &parsed, &path).await {
                 Ok(Some(bytes)) => {
+                    sent = true;
                     state.metrics.http_requests.inc();
                     state.metrics.http_sendfile_bytes.add(bytes);
                     debug!(method = "GET", route = %parsed.path, status = 200, bytes, ms = started.elapsed().as_millis() as u64, sendfile = true, "http request");
                 }
                 // The file went away between the lookup and the open: the router says so.
-                Ok(None) => {
-                    io.limit = Some(parsed.len as u64);
-                    io = match one_with_hyper(&state, &app, io, peer).await {
-                        Some(io) => io,
-                        None => return,
-                    };
-                }
+                Ok(None) => {}
                 Err(e) => {
                     debug!(%peer, error = %e, "http connection ended during sendfile");
                     return;
                 }
             }
-        } else {
+        }
+        if !sent {
             io.limit = Some(parsed.len as u64 + parsed.body);
             io = match one_with_hyper(&state, &app, io, peer).await {
                 Some(io) => io,

@@ -271,6 +271,36 @@ fn send_error(local: std::net::IpAddr, peer: SocketAddr, (code, msg): &Refusal) 
     }
 }
 
+/// The clients whose transfer runs, by address and port: a request retransmitted
+/// while its transfer runs is ignored.
+#[derive(Default)]
+struct Running(std::sync::Mutex<std::collections::HashSet<SocketAddr>>);
+
+/// A client's place in [`Running`], given up when dropped: at the end of the
+/// transfer, on a refusal, when its thread cannot start or panics.
+struct RunningGuard(Arc<Running>, SocketAddr);
+
+impl Running {
+    fn enter(self: &Arc<Self>, peer: SocketAddr) -> Option<RunningGuard> {
+        let fresh = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer);
+        fresh.then(|| RunningGuard(self.clone(), peer))
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// Serves TFTP on an already-bound socket until `cancel` fires.
 ///
 /// The request loop reads requests on the server port and refuses what it can refuse
@@ -289,7 +319,7 @@ pub async fn run(
     let handler = Arc::new(Handler {
         state: state.clone(),
     });
-    let running: Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>> = Arc::default();
+    let running: Arc<Running> = Arc::default();
     let rt = tokio::runtime::Handle::current();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -319,27 +349,19 @@ pub async fn run(
             );
             continue;
         }
-        if !running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer)
-        {
+        let Some(place) = running.enter(peer) else {
             continue;
-        }
+        };
         let slot = match handler.slot(&peer) {
             Ok(s) => s,
             Err((refusal, why)) => {
                 state.metrics.tftp_refused.inc();
                 debug!(%peer, file = %req.name.escape_debug(), reason = %why, "tftp request refused");
                 send_error(local.ip(), peer, &refusal);
-                running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&peer);
                 continue;
             }
         };
-        let (handler, running, rt) = (handler.clone(), running.clone(), rt.clone());
+        let (handler, rt) = (handler.clone(), rt.clone());
         let cfg = &state.config.tftp;
         let limits = wire::Limits {
             blksize: cfg.block_size_limit,
@@ -352,11 +374,8 @@ pub async fn run(
             .spawn(move || {
                 // The reader's end report spawns onto the runtime.
                 let _rt = rt.enter();
+                let _place = place;
                 serve_one(&handler, local.ip(), peer, &req, slot, limits, timeout);
-                running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&peer);
             });
         if let Err(e) = spawned {
             warn!(%peer, error = %e, "tftp transfer thread not started");
@@ -475,6 +494,20 @@ mod tests {
         assert!(matches!(t.lookup("etc/passwd"), Err(LookupError::Escapes)));
         assert!(matches!(t.lookup("sub"), Err(LookupError::NotFound)));
         assert!(matches!(t.lookup("missing"), Err(LookupError::NotFound)));
+    }
+
+    #[test]
+    fn a_running_client_is_ignored_until_its_place_is_dropped() {
+        let running: Arc<Running> = Arc::default();
+        let peer: SocketAddr = "192.0.2.10:2000".parse().unwrap();
+        let place = running.enter(peer).expect("first request");
+        assert!(running.enter(peer).is_none(), "a retransmitted request");
+        assert!(running.enter("192.0.2.10:2001".parse().unwrap()).is_some());
+        drop(place);
+        assert!(
+            running.enter(peer).is_some(),
+            "free again after the transfer"
+        );
     }
 
     #[test]

@@ -47,23 +47,18 @@ pub fn run(
         ready: VecDeque::new(),
         spare: Vec::new(),
         next_index: 1,
-        last: None,
+        read_all: false,
         base: 1,
     };
     // Read the first window before answering: the client's first wait is not on the file.
     t.fill(reader, t.window)?;
-    if let Some(oack) = &terms.oack {
-        let mut sends = 0;
-        loop {
-            t.socket.send(oack)?;
-            sends += 1;
-            match t.wait_ack(|ack| (ack == 0).then_some(0))? {
-                Some(Exchange::Acked(_)) => break,
-                Some(Exchange::Ended(end)) => return Ok(end),
-                None if sends >= MAX_SENDS => return Ok(End::TimedOut),
-                None => {}
-            }
-        }
+    if let Some(oack) = &terms.oack
+        && let Err(end) = t.until_acked(
+            |t, _| t.socket.send(oack).map(drop),
+            |ack| (ack == 0).then_some(0),
+        )?
+    {
+        return Ok(end);
     }
     loop {
         if t.ready.is_empty() {
@@ -72,20 +67,17 @@ pub fn run(
         }
         let in_flight = t.window.min(t.ready.len() as u64);
         let base = t.base;
-        let mut sends = 0;
-        let acked = loop {
+        let send = |t: &mut Transfer, attempt: u32| {
             t.send_window(in_flight)?;
-            sends += 1;
-            if sends == 1 {
+            if attempt == 1 {
                 // Read-ahead: the next window while this one is in flight.
                 t.fill(reader, 2 * t.window)?;
             }
-            match t.wait_ack(|ack| wire::acked(base, in_flight, ack))? {
-                Some(Exchange::Acked(n)) => break n,
-                Some(Exchange::Ended(end)) => return Ok(end),
-                None if sends >= MAX_SENDS => return Ok(End::TimedOut),
-                None => debug!(%peer, block = base, "tftp window resent after a timeout"),
-            }
+            Ok(())
+        };
+        let acked = match t.until_acked(send, |ack| wire::acked(base, in_flight, ack))? {
+            Ok(n) => n,
+            Err(end) => return Ok(end),
         };
         for _ in 0..acked {
             if let Some(p) = t.ready.pop_front() {
@@ -95,11 +87,6 @@ pub fn run(
         t.base += acked;
         reader.delivered = ((t.base - 1) * t.blksize as u64).min(reader.size);
     }
-}
-
-enum Exchange {
-    Acked(u64),
-    Ended(End),
 }
 
 struct Transfer {
@@ -114,8 +101,8 @@ struct Transfer {
     spare: Vec<Vec<u8>>,
     /// The index of the next block to read.
     next_index: u64,
-    /// The index of the last block, once read (the first shorter than `blksize`).
-    last: Option<u64>,
+    /// Whether the last block (the first shorter than `blksize`) has been read.
+    read_all: bool,
     /// The first block not yet acknowledged.
     base: u64,
 }
@@ -123,16 +110,14 @@ struct Transfer {
 impl Transfer {
     /// Reads blocks until `ready` holds `want` of them or the file is read.
     fn fill(&mut self, reader: &mut FileReader, want: u64) -> io::Result<()> {
-        while (self.ready.len() as u64) < want && self.last.is_none() {
+        while (self.ready.len() as u64) < want && !self.read_all {
             let mut p = self.spare.pop().unwrap_or_default();
             wire::data_header(self.next_index, &mut p);
             p.resize(4 + self.blksize, 0);
             let off = (self.next_index - 1) * self.blksize as u64;
             let n = reader.read_at(&mut p[4..], off)?;
             p.truncate(4 + n);
-            if n < self.blksize {
-                self.last = Some(self.next_index);
-            }
+            self.read_all = n < self.blksize;
             self.ready.push_back(p);
             self.next_index += 1;
         }
@@ -147,10 +132,31 @@ impl Transfer {
         Ok(())
     }
 
-    /// Receives until an ACK `covers` accepts (`Some`), the client's ERROR (`Some`),
-    /// or the timeout passes (`None`). Duplicate ACKs and stray datagrams do not
-    /// restart the timeout.
-    fn wait_ack(&mut self, covers: impl Fn(u16) -> Option<u64>) -> io::Result<Option<Exchange>> {
+    /// Sends with `send` (given the attempt, from 1) and waits for an ACK `covers`
+    /// accepts, resending after each timeout: how many blocks it acknowledged, or how
+    /// the transfer ended (the client's ERROR, or [`MAX_SENDS`] sends unanswered).
+    fn until_acked(
+        &mut self,
+        mut send: impl FnMut(&mut Self, u32) -> io::Result<()>,
+        covers: impl Fn(u16) -> Option<u64>,
+    ) -> io::Result<Result<u64, End>> {
+        for attempt in 1..=MAX_SENDS {
+            send(self, attempt)?;
+            if let Some(answer) = self.wait_ack(&covers)? {
+                return Ok(answer);
+            }
+            debug!(block = self.base, attempt, "tftp resend after a timeout");
+        }
+        Ok(Err(End::TimedOut))
+    }
+
+    /// Receives until an ACK `covers` accepts (`Some(Ok)`), the client's ERROR
+    /// (`Some(Err)`), or the timeout passes (`None`). Duplicate ACKs and stray
+    /// datagrams do not restart the timeout.
+    fn wait_ack(
+        &mut self,
+        covers: impl Fn(u16) -> Option<u64>,
+    ) -> io::Result<Option<Result<u64, End>>> {
         let deadline = Instant::now() + self.timeout;
         let mut buf = [0u8; 516];
         loop {
@@ -181,21 +187,18 @@ impl Transfer {
                 }
                 // The client's port is closed (ICMP unreachable): it is gone.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Ok(Some(Exchange::Ended(End::ClientError(
-                        0,
-                        "port unreachable".into(),
-                    ))));
+                    return Ok(Some(Err(End::ClientError(0, "port unreachable".into()))));
                 }
                 Err(e) => return Err(e),
             };
             match wire::parse_reply(&buf[..n]) {
                 Reply::Ack(a) => {
                     if let Some(k) = covers(a) {
-                        return Ok(Some(Exchange::Acked(k)));
+                        return Ok(Some(Ok(k)));
                     }
                 }
                 Reply::Error(code, msg) => {
-                    return Ok(Some(Exchange::Ended(End::ClientError(code, msg))));
+                    return Ok(Some(Err(End::ClientError(code, msg))));
                 }
                 Reply::Other => {}
             }

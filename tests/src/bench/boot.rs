@@ -70,16 +70,7 @@ fn capture() -> Result<Served> {
 
 /// Writes nginx's tree: the installer files, the script and the captured files.
 fn write_tree(root: &Path, tree: &refs::Tree, served: &Served) -> Result<()> {
-    std::fs::create_dir_all(root.join("installer/default"))?;
-    for f in ["linux", "initrd.gz"] {
-        std::fs::hard_link(
-            tree.root().join("installer/default").join(f),
-            root.join("installer/default").join(f),
-        )?;
-    }
-    for entry in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
-        std::fs::hard_link(tree.root().join(entry), root.join(entry))?;
-    }
+    tree.link_into(root)?;
     std::fs::create_dir_all(root.join("boot"))?;
     std::fs::write(
         root.join(format!("boot/{}.ipxe", MAC.replace(':', "-"))),

@@ -118,16 +118,7 @@ impl DhcpBus {
 impl DhcpBus {
     /// Sends a DHCPRELEASE of `lease` to its server (unicast, no answer).
     pub fn release(&self, mac: [u8; 6], lease: &Lease) -> Result<()> {
-        let mut m = Message::new(
-            lease.ip,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &mac,
-        );
-        m.set_opcode(Opcode::BootRequest)
-            .set_htype(v4::HType::Eth)
-            .set_xid(rand_u32(mac));
+        let mut m = boot_request(mac, lease.ip, rand_u32(mac));
         m.opts_mut()
             .insert(DhcpOption::MessageType(MessageType::Release));
         m.opts_mut()
@@ -160,18 +151,19 @@ pub struct Lease {
 /// The PXE ROM's DHCP retransmission schedule (seconds), shortened at the end.
 pub const PXE_SCHEDULE: &[u64] = &[4, 8, 16, 32];
 
-fn request_msg(mac: [u8; 6], xid: u32, t: MessageType, fw: Firmware) -> Message {
-    let mut m = Message::new(
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
+/// A BOOTREQUEST from `mac` with client address `ciaddr`, no options yet.
+fn boot_request(mac: [u8; 6], ciaddr: Ipv4Addr, xid: u32) -> Message {
+    let unset = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new(ciaddr, unset, unset, unset, &mac);
     m.set_opcode(Opcode::BootRequest)
         .set_htype(v4::HType::Eth)
-        .set_xid(xid)
-        .set_flags(Flags::default().set_broadcast());
+        .set_xid(xid);
+    m
+}
+
+fn request_msg(mac: [u8; 6], xid: u32, t: MessageType, fw: Firmware) -> Message {
+    let mut m = boot_request(mac, Ipv4Addr::UNSPECIFIED, xid);
+    m.set_flags(Flags::default().set_broadcast());
     let o = m.opts_mut();
     o.insert(DhcpOption::MessageType(t));
     o.insert(DhcpOption::MaxMessageSize(1464));

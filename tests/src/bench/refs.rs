@@ -59,6 +59,20 @@ impl Tree {
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Hard-links the iPXE binaries and `installer/default/{linux,initrd.gz}` into
+    /// `root`, the tree an HTTP reference serves.
+    pub fn link_into(&self, root: &Path) -> Result<()> {
+        for (name, _) in IPXE {
+            std::fs::hard_link(self.root().join(name), root.join(name))?;
+        }
+        std::fs::create_dir_all(root.join("installer/default"))?;
+        for f in ["linux", "initrd.gz"] {
+            let at = Path::new("installer/default").join(f);
+            std::fs::hard_link(self.root().join(&at), root.join(&at))?;
+        }
+        Ok(())
+    }
 }
 
 fn chmod(p: &Path, mode: u32) -> Result<()> {

@@ -309,16 +309,7 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>> {
                     root,
                     std::os::unix::fs::PermissionsExt::from_mode(0o755),
                 )?;
-                for entry in ["undionly.kpxe", "ipxe.efi", "snponly.efi"] {
-                    std::fs::hard_link(tree.root().join(entry), root.join(entry))?;
-                }
-                std::fs::create_dir_all(root.join("installer/default"))?;
-                for f in ["linux", "initrd.gz"] {
-                    std::fs::hard_link(
-                        tree.root().join("installer/default").join(f),
-                        root.join("installer/default").join(f),
-                    )?;
-                }
+                tree.link_into(root)?;
                 let body = preseed.clone().unwrap_or_else(|| {
                     "d-i debian-installer/locale string en_US.UTF-8\n".repeat(80)
                 });

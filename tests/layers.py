@@ -30,6 +30,7 @@ from collections import defaultdict
 DECISION = [
     "dhcp::classify",
     "dhcp::decide",
+    "dhcp::journal",
     "dhcp::leases",
     "dhcp::limit",
     "dhcp::report",
@@ -91,6 +92,7 @@ IO_MODULES = [
     "tftp",
     "syslog",
     "dhcp::server",
+    "dhcp::store",
     "images",
     "ca",
     "durable",

@@ -19,6 +19,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("http_path", http_path),
     ("commission", commission),
     ("bmc", bmc),
+    ("lease_journal", lease_journal),
 ];
 
 fn config(mode: &str) -> crate::config::Config {
@@ -164,6 +165,35 @@ pub fn http_path(data: &[u8]) {
         h.insert(header::RANGE, v);
         let _ = crate::http::boot::is_first_range(&h);
         let _ = crate::http::files::wants_whole_file(&Method::GET, &h);
+    }
+}
+
+/// A lease journal file as found at start (torn, stale or hostile bytes): the half to
+/// replay is chosen and replayed without a panic, and what is replayed encodes back to
+/// exactly the bytes it came from.
+pub fn lease_journal(data: &[u8]) {
+    use crate::dhcp::journal;
+    let split = data.len().min(journal::HEADER_LEN);
+    let (header, body) = data.split_at(split);
+    let (a, b) = body.split_at(body.len() / 2);
+    if let Some(head) = journal::current(header, [a, b]) {
+        let half = if head.half == 0 { a } else { b };
+        let r = journal::replay(head.epoch, half);
+        assert!(r.len <= half.len());
+        let mut again = Vec::new();
+        for (i, w) in r.writes.iter().enumerate() {
+            journal::encode(head.epoch, i as u64 + 1, w, &mut again)
+                .unwrap_or_else(|e| panic!("a replayed write does not encode: {e}"));
+        }
+        assert_eq!(
+            again,
+            &half[..r.len],
+            "replayed records re-encode differently"
+        );
+    }
+    // The body read as a journal of any epoch its first record names.
+    if let Some(epoch) = journal::first_epoch(body) {
+        assert!(!journal::replay(epoch, body).writes.is_empty());
     }
 }
 

@@ -17,7 +17,7 @@
 //! | `metrics`     | leaf     | counters, gauges and step histograms (prometheus-client), OpenMetrics text |
 //! | `netif`       | leaf     | this host's interfaces, for the default advertise address |
 //! | `aptsources`  | leaf     | the host's APT sources, for the default mirror |
-//! | `dhcp`        | decision | classification, lease table, discovery limit, decisions (pure); `dhcp::server` is I/O |
+//! | `dhcp`        | decision | classification, lease table, discovery limit, decisions, the lease journal's format (pure); `dhcp::server` and `dhcp::store` (the journal on disk) are I/O |
 //! | `identity`    | decision | whether a caller is the node its token belongs to |
 //! | `facts`       | decision | the facts format and its parsers |
 //! | `stall`       | decision | where a node is stuck: step limits and likely causes |

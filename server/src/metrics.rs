@@ -72,6 +72,8 @@ pub struct Metrics {
     pub dhcp_nak: Counter,
     pub dhcp_malformed: Counter,
     pub dhcp_discover_limited: Counter,
+    pub dhcp_journal_flushes: Counter,
+    pub dhcp_journal_resets: Counter,
     pub tftp_transfers: Counter,
     pub tftp_refused: Counter,
     pub tftp_bytes: Counter,
@@ -102,6 +104,8 @@ impl Default for Metrics {
             dhcp_nak: Counter::default(),
             dhcp_malformed: Counter::default(),
             dhcp_discover_limited: Counter::default(),
+            dhcp_journal_flushes: Counter::default(),
+            dhcp_journal_resets: Counter::default(),
             tftp_transfers: Counter::default(),
             tftp_refused: Counter::default(),
             tftp_bytes: Counter::default(),
@@ -140,6 +144,16 @@ impl Default for Metrics {
             m.dhcp_malformed.0.clone(),
         );
         r.register("dhcp_nak", "DHCPNAKs sent", m.dhcp_nak.0.clone());
+        r.register(
+            "dhcp_journal_flushes",
+            "lease journal group commits (one write and one flush each; ACKs per flush = rackseed_dhcp_sent / this, under load)",
+            m.dhcp_journal_flushes.0.clone(),
+        );
+        r.register(
+            "dhcp_journal_resets",
+            "lease journal switches to its other half (its records are all in the inventory)",
+            m.dhcp_journal_resets.0.clone(),
+        );
         r.register(
             "tftp_transfers",
             "TFTP read requests accepted",

@@ -107,10 +107,7 @@ pub async fn run(
         let (st, c) = (state.clone(), cancel.clone());
         spawn(
             "dhcp",
-            Box::pin(async move {
-                dhcp_server::run(st, l.dhcp, c).await;
-                Ok(())
-            }),
+            Box::pin(async move { dhcp_server::run(st, l.dhcp, c).await }),
         );
     }
     {

@@ -24,6 +24,8 @@ use tracing::{info, warn};
 pub enum StartError {
     #[error("service {name} died: {reason}; rackseed stopped (systemd restarts it)")]
     ServiceDied { name: String, reason: String },
+    #[error(transparent)]
+    Journal(#[from] crate::dhcp::store::JournalError),
     #[error("cannot create data directory `{path}`")]
     DataDir {
         path: String,
@@ -155,6 +157,8 @@ pub struct AppState {
     pub inventory: Arc<Inventory>,
     pub events: EventSink,
     pub leases: Mutex<LeaseTable>,
+    /// The lease journal, until the DHCP server takes it.
+    pub lease_journal: Mutex<Option<crate::dhcp::store::LeaseJournal>>,
     pub metrics: Metrics,
     pub admin_token: String,
     pub templates: Templates,
@@ -282,6 +286,8 @@ impl AppState {
             source,
         })?;
         let inventory = Arc::new(Inventory::open(&dir.join("inventory.db"))?);
+        // Replayed into the inventory before the leases are read from it.
+        let lease_journal = crate::dhcp::store::LeaseJournal::open(dir, &dir.join("inventory.db"))?;
         let mut leases = LeaseTable::from_rows(inventory.load_leases()?);
         leases.set_reservations(inventory.reservations()?);
         info!(leases = leases.len(), "leases loaded");
@@ -330,6 +336,7 @@ impl AppState {
             inventory,
             events,
             leases: Mutex::new(leases),
+            lease_journal: Mutex::new(Some(lease_journal)),
             metrics: Metrics::default(),
             admin_token,
             templates,

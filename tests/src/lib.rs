@@ -492,6 +492,16 @@ impl Server {
         self.spawn()
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing is flushed or closed) and starts
+    /// it again on the same data directory.
+    pub fn crash_restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn()
+    }
+
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

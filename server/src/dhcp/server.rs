@@ -1,15 +1,20 @@
-//! The DHCP socket loops: receive, classify, decide under the lease-table lock, persist
-//! the outcome's lease write (batched, durable) and only then send the reply.
+//! The DHCP socket loops: receive, classify, decide under the lease-table lock, make the
+//! outcome's lease write durable in the lease journal (group commit) and only then send
+//! the reply.
 //!
 //! Decides nothing itself; one bad packet is logged and dropped. The socket loops never
-//! write to the inventory: what a packet changes there (a discovered machine, its
-//! last-seen time, its lease) rides with its reply to the writer task, which stores a
-//! whole batch in one transaction and then sends the batch's replies and events. Which
-//! MAC is which node is answered from a bounded cache, emptied whenever the inventory
-//! says nodes were added, renamed or deleted.
+//! write to the inventory. A packet whose reply depends on a lease write goes to the
+//! journal thread, which commits every write waiting at that moment with one write and
+//! one flush (`dhcp::store`), sends their replies, and passes them on. Everything a
+//! packet changes in the inventory (a discovered machine, its last-seen time, its
+//! lease, timeline events) goes to the writer task, which stores a whole batch in one
+//! transaction, off the reply path, and tells the journal how far the inventory has
+//! caught up. Which MAC is which node is answered from a bounded cache, emptied
+//! whenever the inventory says nodes were added, renamed or deleted.
 
 use super::classify::Request;
 use super::decide::{self, Ctx, Destination, NodeView, Outcome};
+use super::store::LeaseJournal;
 use crate::config::{DhcpMode, UnknownPolicy};
 use crate::inventory::UnixMs;
 use crate::inventory::{
@@ -20,11 +25,12 @@ use crate::state::AppState;
 use dhcproto::Encodable;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 /// One bound DHCP socket.
 pub struct DhcpSocket {
@@ -129,6 +135,8 @@ struct Pending {
     /// An address to attribute to the node (TFTP, HTTP and syslog traffic).
     peer: Option<Ipv4Addr>,
     send: Option<(Vec<u8>, SocketAddr, Arc<UdpSocket>)>,
+    /// The number of the journal commit holding `write` (0: none).
+    journalled: u64,
 }
 
 /// Most MACs the node cache holds before it starts over.
@@ -284,12 +292,26 @@ impl Shared {
     }
 }
 
-/// Runs the DHCP server on already-bound sockets until `cancel` fires.
-pub async fn run(state: Arc<AppState>, sockets: Vec<DhcpSocket>, cancel: CancellationToken) {
+/// Runs the DHCP server on already-bound sockets until `cancel` fires. Fails when the
+/// lease journal cannot be written (no reply may leave without its lease on disk).
+pub async fn run(
+    state: Arc<AppState>,
+    sockets: Vec<DhcpSocket>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
     if sockets.is_empty() {
-        return;
+        return Ok(());
     }
+    let Some(journal) = state
+        .lease_journal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    else {
+        return Err("the lease journal is already in use by another DHCP server".into());
+    };
     let (tx, rx) = mpsc::channel::<Pending>(4096);
+    let (to_journal, journal_rx) = mpsc::channel::<Pending>(4096);
     let discovery = super::limit::DiscoveryLimit::new(
         state.config.dhcp.discover_max,
         state.config.dhcp.discover_per_minute,
@@ -301,30 +323,115 @@ pub async fn run(state: Arc<AppState>, sockets: Vec<DhcpSocket>, cancel: Cancell
         chainloaded: Mutex::default(),
         discovery: Mutex::new((discovery, now_ms(), 0)),
     });
-    let writer = tokio::spawn(dhcp_writer(shared.clone(), rx));
+    let applied = journal.applied();
+    let writer = tokio::spawn(dhcp_writer(shared.clone(), rx, applied));
+    let committer = {
+        let (state, tx) = (state.clone(), tx.clone());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || commit_loop(state, journal, journal_rx, tx, rt))
+    };
     let mut tasks = Vec::new();
     for s in sockets {
-        let (shared, tx, cancel) = (shared.clone(), tx.clone(), cancel.clone());
+        let (shared, tx, to_journal, cancel) = (
+            shared.clone(),
+            tx.clone(),
+            to_journal.clone(),
+            cancel.clone(),
+        );
         info!(
             iface = s.iface.as_deref().unwrap_or("*"),
             port = s.socket.local_addr().map(|a| a.port()).unwrap_or(0),
             "dhcp listening"
         );
         tasks.push(tokio::spawn(async move {
-            serve_socket(shared, s, tx, cancel).await
+            serve_socket(shared, s, tx, to_journal, cancel).await
         }));
     }
-    drop(tx);
+    drop((tx, to_journal));
     for t in tasks {
         let _ = t.await;
     }
+    let committed = committer.await;
     let _ = writer.await;
+    match committed {
+        Ok(r) => r.map_err(|e| crate::error_chain(&e)),
+        Err(e) => Err(format!("the lease journal thread panicked: {e}")),
+    }
+}
+
+/// The journal thread: commits the lease writes of every packet waiting (one write, one
+/// flush), then sends their replies and passes them to the inventory writer. Returns
+/// when the socket loops are gone, or with the error when the journal cannot be
+/// written (the DHCP service then stops: nothing may be answered without its lease).
+fn commit_loop(
+    state: Arc<AppState>,
+    mut journal: LeaseJournal,
+    mut rx: mpsc::Receiver<Pending>,
+    writer: mpsc::Sender<Pending>,
+    rt: tokio::runtime::Handle,
+) -> Result<(), super::store::JournalError> {
+    let mut batch: Vec<Pending> = Vec::with_capacity(256);
+    let mut writes: Vec<LeaseWrite> = Vec::with_capacity(256);
+    let mut resets = journal.resets;
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        writes.clear();
+        writes.extend(batch.iter().filter_map(|p| p.write.clone()));
+        let number = match journal.commit(&writes) {
+            Ok(n) => n,
+            Err(e) => {
+                error!(error = %crate::error_chain(&e), withheld = batch.len(), "lease journal write failed; DHCP replies withheld and the DHCP service stops");
+                return Err(e);
+            }
+        };
+        state.metrics.dhcp_journal_flushes.inc();
+        if journal.resets != resets {
+            resets = journal.resets;
+            state.metrics.dhcp_journal_resets.inc();
+        }
+        for mut p in batch.drain(..) {
+            p.journalled = number;
+            if let Some((bytes, dest, sock)) = p.send.take() {
+                send_now(&state, &rt, sock, bytes, dest);
+            }
+            if writer.blocking_send(p).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a reply from a thread outside the runtime: at once when the socket takes it,
+/// else from a task once it is writable.
+fn send_now(
+    state: &Arc<AppState>,
+    rt: &tokio::runtime::Handle,
+    sock: Arc<UdpSocket>,
+    bytes: Vec<u8>,
+    dest: SocketAddr,
+) {
+    match sock.try_send_to(&bytes, dest) {
+        Ok(_) => state.metrics.dhcp_sent.inc(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let state = state.clone();
+            rt.spawn(async move { send_reply(&state, &sock, &bytes, dest).await });
+        }
+        Err(e) => debug!(error = %crate::error_chain(&e), %dest, "dhcp send failed"),
+    }
 }
 
 async fn serve_socket(
     shared: Arc<Shared>,
     s: DhcpSocket,
     tx: mpsc::Sender<Pending>,
+    to_journal: mpsc::Sender<Pending>,
     cancel: CancellationToken,
 ) {
     let mut buf = vec![0u8; 1500];
@@ -358,13 +465,14 @@ async fn serve_socket(
             // Nothing to make durable first (an OFFER, a NAK, a proxy reply).
             send_reply(&shared.state, &sock, &bytes, dest).await;
         }
-        if (p.send.is_some()
-            || p.write.is_some()
-            || p.discover.is_some()
-            || p.seen.is_some()
-            || !p.events.is_empty())
-            && tx.send(p).await.is_err()
-        {
+        let sent = if p.write.is_some() {
+            to_journal.send(p).await.is_ok()
+        } else if p.discover.is_some() || p.seen.is_some() || !p.events.is_empty() {
+            tx.send(p).await.is_ok()
+        } else {
+            true
+        };
+        if !sent {
             return;
         }
     }
@@ -516,6 +624,7 @@ fn handle_packet(
         events: report.events,
         peer: report.address,
         send,
+        journalled: 0,
     })
 }
 
@@ -527,22 +636,30 @@ async fn send_reply(state: &AppState, sock: &UdpSocket, bytes: &[u8], dest: Sock
 }
 
 /// Stores each batch (discoveries, last-seen times, lease writes, timeline events) in
-/// one transaction on its own connection, then sends the replies that waited for their
-/// lease writes. A reply is never sent before its lease is durable; a batch that cannot
-/// be stored is not answered.
-async fn dhcp_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
+/// one transaction on its own connection, off the reply path (the lease writes are in
+/// the journal already), and reports to the journal the last lease write stored. Lease
+/// writes of a batch that cannot be stored are tried again with the next one.
+async fn dhcp_writer(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Pending>,
+    applied: Arc<AtomicU64>,
+) {
     let state = shared.state.clone();
     let mut conn = match inventory::connect(state.inventory.path()) {
         Ok(c) => Some(c),
         Err(e) => {
-            warn!(error = %crate::error_chain(&e), "dhcp writer cannot open the inventory; nothing will be answered");
+            warn!(error = %crate::error_chain(&e), "dhcp writer cannot open the inventory; leases stay in the journal only");
             None
         }
     };
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
+    // Lease writes not stored yet (a batch that failed), and the last one's number.
+    let mut carried: (Vec<LeaseWrite>, u64) = (Vec::new(), 0);
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut writes = DhcpWrites::default();
         let mut seen: HashMap<i64, Discovery> = HashMap::new();
+        let mut journalled = carried.1;
+        writes.leases = std::mem::take(&mut carried.0);
         let at = now_ms();
         for p in batch.iter_mut() {
             for (kind, message) in p.events.drain(..) {
@@ -565,6 +682,7 @@ async fn dhcp_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
             if let Some(w) = p.write.take() {
                 writes.leases.push(w);
             }
+            journalled = journalled.max(p.journalled);
         }
         writes.seen = seen.into_iter().collect();
         let writes_events_empty = writes.events.is_empty();
@@ -574,23 +692,28 @@ async fn dhcp_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
                 batch.clear();
                 continue;
             };
-            let (c, res) = tokio::task::spawn_blocking(move || {
+            let (c, writes, res) = tokio::task::spawn_blocking(move || {
                 let mut c = c;
                 let r = inventory::store_dhcp(&mut c, &writes, now_ms());
-                (c, r)
+                (c, writes, r)
             })
             .await
             .unwrap_or_else(|e| panic!("dhcp writer thread panicked: {e}"));
             conn = Some(c);
             match res {
-                Ok(f) => found = f,
+                Ok(f) => {
+                    found = f;
+                    applied.fetch_max(journalled, Ordering::AcqRel);
+                }
                 Err(e) => {
-                    // Not durable: do not answer anything in this batch.
-                    warn!(error = %crate::error_chain(&e), dropped = batch.len(), "dhcp batch not stored; replies withheld");
+                    warn!(error = %crate::error_chain(&e), dropped = batch.len(), leases = writes.leases.len(), "dhcp batch not stored in the inventory (the leases are in the journal and are tried again)");
+                    carried = (writes.leases, journalled);
                     batch.clear();
                     continue;
                 }
             }
+        } else {
+            applied.fetch_max(journalled, Ordering::AcqRel);
         }
         if !found.is_empty() {
             let mut c = shared.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -610,9 +733,6 @@ async fn dhcp_writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
                 .or_else(|| found.iter().find(|d| d.mac == p.mac).map(|d| d.node.id));
             if let (Some(id), Some(ip)) = (node, p.peer) {
                 state.note_peer(ip, id);
-            }
-            if let Some((bytes, dest, sock)) = p.send {
-                send_reply(&state, &sock, &bytes, dest).await;
             }
         }
     }

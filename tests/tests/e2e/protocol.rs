@@ -51,9 +51,16 @@ fn udhcpc_and_dhclient_get_leases_that_survive_a_restart() -> Result<()> {
         srv.dir.path().display()
     ))?;
 
-    // The leases are durable: after a restart each MAC keeps its address and the
-    // addresses are not handed to anyone else.
-    srv.restart()?;
+    // The leases are durable: after a crash (SIGKILL right after the last ACK) each MAC
+    // keeps its address and the addresses are not handed to anyone else. The lease
+    // journal is replayed into the inventory at start.
+    srv.crash_restart()?;
+    let log = srv.log_text();
+    assert!(
+        log.contains("lease journal replayed into the inventory"),
+        "no journal replay after the crash: {}",
+        rackseed_tests::tail(&log, 20)
+    );
     let leases = srv.api("/api/leases")?;
     let held: Vec<&str> = leases["leases"]
         .as_array()

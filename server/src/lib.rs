@@ -35,7 +35,7 @@
 //! | `events`      | I/O      | the batched timeline writer and change signal |
 //! | `ca`          | I/O      | rackseed's CA: server and node certificates |
 //! | `images`      | I/O      | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
-//! | `tftp`        | I/O      | the request loop and a thread per transfer; `tftp::wire` (packets, options) and `tftp::tree` (names, path checks, session cap) are pure |
+//! | `tftp`        | I/O      | the request loop and a thread per transfer (kept for the next one); `tftp::wire` (packets, options) and `tftp::tree` (names, path checks, session cap) are pure |
 //! | `syslog`      | I/O      | the installer log receiver; `syslog::line` parses and holds lines |
 //! | `http`        | I/O      | node-facing routes, installer events, the admin API and event stream, the console's pages (`http::ui`), the agents' mTLS listener |
 //! | `state`       | I/O      | the shared `AppState` and start-up checks |

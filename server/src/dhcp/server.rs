@@ -175,17 +175,24 @@ impl Chainloaded {
     }
 }
 
-/// Which MAC is which node (`None`: not a node), as of an inventory generation.
+/// Which MAC is which node, as of an inventory generation. `complete` when it holds
+/// every node (loaded whole after each change of the inventory's nodes, plus the
+/// machines DHCP discovered since): a MAC it lacks is then not a node, with no lookup.
+/// Until then, entries are single lookups (`None`: not a node).
 #[derive(Default)]
 struct NodeCache {
     generation: u64,
     map: HashMap<MacAddr, Option<NodeKey>>,
+    complete: bool,
+    /// A whole load is under way (for `generation`).
+    loading: bool,
 }
 
 impl NodeCache {
     fn insert(&mut self, mac: MacAddr, key: Option<NodeKey>) {
-        if self.map.len() >= CACHE_LIMIT {
+        if self.map.len() >= CACHE_LIMIT && !self.map.contains_key(&mac) {
             self.map.clear();
+            self.complete = false;
         }
         self.map.insert(mac, key);
     }
@@ -261,14 +268,61 @@ impl Shared {
 
 impl Shared {
     /// The node with this MAC from the cache; `None` when the cache does not know.
-    fn cached_key(&self, mac: MacAddr) -> Option<Option<NodeKey>> {
+    /// Starts loading the whole map when it is not complete for the current generation.
+    fn cached_key(self: &Arc<Self>, mac: MacAddr) -> Option<Option<NodeKey>> {
         let generation = self.state.inventory.generation();
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.generation != generation {
             c.map.clear();
             c.generation = generation;
+            c.complete = false;
+            c.loading = false;
         }
-        c.map.get(&mac).cloned()
+        if let Some(k) = c.map.get(&mac) {
+            return Some(k.clone());
+        }
+        if c.complete {
+            return Some(None);
+        }
+        if !c.loading {
+            c.loading = true;
+            self.load_all(generation);
+        }
+        None
+    }
+
+    /// Loads every node's MAC on a blocking thread and makes the map complete, unless
+    /// the nodes changed meanwhile (then the next lookup starts over).
+    fn load_all(self: &Arc<Self>, generation: u64) {
+        let shared = self.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn_blocking(move || {
+            let keys = shared.state.inventory.node_keys();
+            let mut c = shared.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.generation != generation {
+                return;
+            }
+            c.loading = false;
+            match keys {
+                Ok(keys) if keys.len() < CACHE_LIMIT => {
+                    for (mac, key) in keys {
+                        // Entries added meanwhile (discoveries) are newer than the load.
+                        c.map.entry(mac).or_insert(Some(key));
+                    }
+                    // Not-a-node entries from before the load stay right: the load saw
+                    // no such node either, and a discovery replaces them.
+                    c.complete = true;
+                }
+                Ok(keys) => {
+                    debug!(nodes = keys.len(), "too many nodes for the DHCP node map; looked up one by one");
+                }
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "cannot load the DHCP node map; nodes are looked up one by one")
+                }
+            }
+        });
     }
 
     /// The node with this MAC: from the cache, else from the inventory on a blocking
@@ -635,27 +689,96 @@ async fn send_reply(state: &AppState, sock: &UdpSocket, bytes: &[u8], dest: Sock
     }
 }
 
+/// How often at most the inventory writer flushes SQLite's write-ahead log (and then
+/// tells the journal how far it may forget).
+const INVENTORY_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The inventory writer's durable point: stored writes are reported to the journal
+/// only once SQLite's write-ahead log holding them is flushed.
+struct Flushed {
+    wal: std::path::PathBuf,
+    applied: Arc<AtomicU64>,
+    /// The last journal number stored (committed to SQLite, maybe not flushed).
+    stored: u64,
+    at: std::time::Instant,
+}
+
+impl Flushed {
+    /// Flushes the write-ahead log when writes are stored but not reported and the
+    /// last flush is `INVENTORY_FLUSH` ago (always, with `now`), then reports them.
+    /// Blocking: runs on the writer's blocking thread.
+    fn maybe_flush(&mut self, now: bool) {
+        if self.stored <= self.applied.load(Ordering::Acquire)
+            || (!now && self.at.elapsed() < INVENTORY_FLUSH)
+        {
+            return;
+        }
+        // SQLite in WAL mode writes committed frames to the -wal file (or, once
+        // checkpointed, to the database file, which the checkpoint flushes itself).
+        match std::fs::File::open(&self.wal).and_then(|f| f.sync_data()) {
+            Ok(()) => {
+                self.at = std::time::Instant::now();
+                self.applied.fetch_max(self.stored, Ordering::AcqRel);
+            }
+            Err(e) => {
+                warn!(error = %crate::error_chain(&e), wal = %self.wal.display(), "cannot flush the inventory's write-ahead log; the lease journal keeps its records")
+            }
+        }
+    }
+}
+
 /// Stores each batch (discoveries, last-seen times, lease writes, timeline events) in
 /// one transaction on its own connection, off the reply path (the lease writes are in
-/// the journal already), and reports to the journal the last lease write stored. Lease
-/// writes of a batch that cannot be stored are tried again with the next one.
+/// the journal already). Its commits are not flushed one by one
+/// (`synchronous = NORMAL`): the write-ahead log is flushed at most every
+/// `INVENTORY_FLUSH` and when idle, and only then is the journal told which lease
+/// writes the inventory holds durably. Lease writes of a batch that cannot be stored
+/// are tried again with the next one.
 async fn dhcp_writer(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Pending>,
     applied: Arc<AtomicU64>,
 ) {
     let state = shared.state.clone();
-    let mut conn = match inventory::connect(state.inventory.path()) {
+    let path = state.inventory.path().to_path_buf();
+    let mut conn = match inventory::connect(&path).and_then(|c| inventory::relaxed(&c).map(|()| c))
+    {
         Ok(c) => Some(c),
         Err(e) => {
             warn!(error = %crate::error_chain(&e), "dhcp writer cannot open the inventory; leases stay in the journal only");
             None
         }
     };
+    let mut flushed = Some(Flushed {
+        wal: std::path::PathBuf::from(format!("{}-wal", path.display())),
+        applied,
+        stored: 0,
+        at: std::time::Instant::now(),
+    });
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
     // Lease writes not stored yet (a batch that failed), and the last one's number.
     let mut carried: (Vec<LeaseWrite>, u64) = (Vec::new(), 0);
-    while rx.recv_many(&mut batch, 1024).await > 0 {
+    loop {
+        let n = match tokio::time::timeout(INVENTORY_FLUSH, rx.recv_many(&mut batch, 1024)).await {
+            Ok(n) => n,
+            Err(_) => {
+                // Idle: flush what is stored and not reported.
+                if let Some(mut f) = flushed.take() {
+                    flushed = Some(
+                        tokio::task::spawn_blocking(move || {
+                            f.maybe_flush(true);
+                            f
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("dhcp writer thread panicked: {e}")),
+                    );
+                }
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
         let mut writes = DhcpWrites::default();
         let mut seen: HashMap<i64, Discovery> = HashMap::new();
         let mut journalled = carried.1;
@@ -688,23 +811,25 @@ async fn dhcp_writer(
         let writes_events_empty = writes.events.is_empty();
         let mut found: Vec<Discovered> = Vec::new();
         if !writes.is_empty() {
-            let Some(c) = conn.take() else {
+            let (Some(c), Some(f)) = (conn.take(), flushed.take()) else {
                 batch.clear();
                 continue;
             };
-            let (c, writes, res) = tokio::task::spawn_blocking(move || {
-                let mut c = c;
+            let (c, f, writes, res) = tokio::task::spawn_blocking(move || {
+                let (mut c, mut f) = (c, f);
                 let r = inventory::store_dhcp(&mut c, &writes, now_ms());
-                (c, writes, r)
+                if r.is_ok() {
+                    f.stored = f.stored.max(journalled);
+                }
+                f.maybe_flush(false);
+                (c, f, writes, r)
             })
             .await
             .unwrap_or_else(|e| panic!("dhcp writer thread panicked: {e}"));
             conn = Some(c);
+            flushed = Some(f);
             match res {
-                Ok(f) => {
-                    found = f;
-                    applied.fetch_max(journalled, Ordering::AcqRel);
-                }
+                Ok(f) => found = f,
                 Err(e) => {
                     warn!(error = %crate::error_chain(&e), dropped = batch.len(), leases = writes.leases.len(), "dhcp batch not stored in the inventory (the leases are in the journal and are tried again)");
                     carried = (writes.leases, journalled);
@@ -712,8 +837,8 @@ async fn dhcp_writer(
                     continue;
                 }
             }
-        } else {
-            applied.fetch_max(journalled, Ordering::AcqRel);
+        } else if let Some(f) = flushed.as_mut() {
+            f.stored = f.stored.max(journalled);
         }
         if !found.is_empty() {
             let mut c = shared.cache.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,6 +20,34 @@ impl Inventory {
         })
     }
 
+    /// Every node's MAC with the fields DHCP decides on (the DHCP server's node map).
+    pub fn node_keys(&self) -> Result<Vec<(MacAddr, NodeKey)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT mac, id, hostname FROM nodes")
+                .map_err(q("loading the MACs of the nodes"))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        NodeKey {
+                            id: r.get(1)?,
+                            hostname: r.get(2)?,
+                        },
+                    ))
+                })
+                .map_err(q("loading the MACs of the nodes"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (m, k) = row.map_err(q("loading the MACs of the nodes"))?;
+                if let Ok(m) = m.parse() {
+                    out.push((m, k));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The node with this MAC, if any.
     pub fn node_by_mac(&self, mac: MacAddr) -> Result<Option<Node>> {
         self.read(|c| {

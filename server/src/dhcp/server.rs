@@ -379,10 +379,16 @@ pub async fn run(
     });
     let applied = journal.applied();
     let writer = tokio::spawn(dhcp_writer(shared.clone(), rx, applied));
+    // Ends the socket loops too when the journal thread fails.
+    let cancel = cancel.child_token();
     let committer = {
-        let (state, tx) = (state.clone(), tx.clone());
+        let (state, tx, stop) = (state.clone(), tx.clone(), cancel.clone());
         let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || commit_loop(state, journal, journal_rx, tx, rt))
+        tokio::task::spawn_blocking(move || {
+            // Cancels when the loop returns or panics.
+            let _stop = stop.drop_guard();
+            commit_loop(state, journal, journal_rx, tx, rt)
+        })
     };
     let mut tasks = Vec::new();
     for s in sockets {

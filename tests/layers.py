@@ -45,6 +45,7 @@ DECISION = [
     "console",
     "accounts",
     "stall",
+    "health",
     "facts",
     "sshkey",
     "mac",

@@ -193,6 +193,32 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// The certificates the appliance presents, by what they are, with their files:
+    /// the CA's, and the HTTPS server certificate for `server` when the agents'
+    /// listener is on (it is issued at start).
+    pub fn own_certificates(&self, server: Option<IpAddr>) -> Vec<(String, PathBuf)> {
+        let mut out = vec![("CA".to_string(), self.dir.join("ca.crt"))];
+        if let Some(ip) = server {
+            out.push((
+                format!("HTTPS server {ip}"),
+                self.dir.join(format!("server-{ip}.crt")),
+            ));
+        }
+        out
+    }
+}
+
+/// When the first certificate of PEM text `pem` expires, in Unix milliseconds; the
+/// error says why it cannot be read.
+pub fn not_after(pem: &[u8]) -> Result<i64, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not PEM: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp().saturating_mul(1000))
+}
+
 /// The node id and certificate serial in a client certificate rackseed issued.
 pub fn node_of_cert(der: &[u8]) -> Result<(i64, String), CaError> {
     use x509_parser::prelude::*;
@@ -263,6 +289,26 @@ mod tests {
             ca.sign_node(1, "x", "hello"),
             Err(CaError::BadCsr(_))
         ));
+    }
+
+    #[test]
+    fn own_certificates_expire_when_they_were_issued_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::open(dir.path()).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        ca.server_cert(ip).unwrap();
+        let now = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let day = 86_400_000;
+        let certs = ca.own_certificates(Some(ip));
+        let names: Vec<&str> = certs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["CA", "HTTPS server 192.0.2.1"]);
+        let left: Vec<i64> = certs
+            .iter()
+            .map(|(_, p)| (not_after(&std::fs::read(p).unwrap()).unwrap() - now) / day)
+            .collect();
+        assert_eq!(left, [3649, 824]);
+        assert_eq!(ca.own_certificates(None).len(), 1);
+        assert!(not_after(b"hello").unwrap_err().starts_with("not PEM"));
     }
 
     #[test]

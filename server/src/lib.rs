@@ -25,6 +25,7 @@
 //! | `plan`        | decision | the expected state of an installed node (`plan.json`), from profile + node; the sample node of previews and checks |
 //! | `render`      | decision | templates: iPXE scripts, kernel command line, preseed, node scripts, partman recipes; escaping per output language; the render check of a profile |
 //! | `groups`      | decision | placement, replication ring, member views, replication health (`groups::health`); their SQL is `inventory::groups` |
+//! | `health`      | decision | the monitoring check's verdict: conditions, thresholds, the Nagios line and exit code |
 //! | `enroll`      | decision | enrollment: the token judgement, the node's plan, the decision, refusal reasons |
 //! | `accounts`    | decision | console accounts: roles, password hashes, session and CSRF secrets, `authorize` |
 //! | `console`     | decision | what the console shows: overview rows, durations, redacted previews |
@@ -65,6 +66,7 @@ pub mod facts;
 pub(crate) mod fuzz;
 pub mod fuzzing;
 pub mod groups;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod images;

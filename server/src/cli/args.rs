@@ -48,6 +48,14 @@ pub enum Command {
     Serve(ConfigArgs),
     /// Validate config, profiles, installer files and every template; non-zero on error.
     Check(ConfigArgs),
+    /// Monitoring check (Nagios plugin) of a running server; exits 0, 1, 2 or 3.
+    ///
+    /// Checks services, stalled nodes, replication lag, free disk space and
+    /// certificate expiry. Prints one line and exits 0 (OK), 1 (WARNING), 2
+    /// (CRITICAL, also when the server does not answer) or 3 (UNKNOWN: bad arguments,
+    /// an answer it cannot read). With `--json`: one line of JSON with the state, that
+    /// line and the server's facts.
+    Health(HealthArgs),
     /// Manage nodes on a running server.
     #[command(subcommand)]
     Node(NodeCmd),
@@ -166,6 +174,40 @@ pub struct ApiArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The thresholds of `rackseed health`. The worst condition decides its state.
+#[derive(Args, Debug, Clone)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// WARNING when the data directory's file system (or the image store's) has less
+    /// than this percentage of its space free.
+    #[arg(long, default_value_t = 20.0, value_name = "PERCENT")]
+    pub disk_warning: f64,
+    /// CRITICAL when less than this percentage is free.
+    #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+    pub disk_critical: f64,
+    /// WARNING when a certificate of the appliance (its CA, its HTTPS server
+    /// certificate) expires within this many days.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub cert_warning: u32,
+    /// CRITICAL when one expires within this many days, or has expired.
+    #[arg(long, default_value_t = 7, value_name = "DAYS")]
+    pub cert_critical: u32,
+    /// CRITICAL when more than this many nodes are stalled (one is a WARNING).
+    #[arg(long, default_value_t = 5, value_name = "COUNT")]
+    pub stalled_critical: usize,
+    /// WARNING when a group member's last successful replication is older than this
+    /// [default: two replication intervals of its group, when rackseed calls it behind].
+    #[arg(long, value_name = "SECONDS")]
+    pub lag_warning: Option<u64>,
+    /// CRITICAL when it is older than this [default: four intervals of its group].
+    #[arg(long, value_name = "SECONDS")]
+    pub lag_critical: Option<u64>,
+    /// Seconds to wait for the server; no answer in time is CRITICAL.
+    #[arg(long, default_value_t = 8, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 #[derive(Subcommand, Debug)]

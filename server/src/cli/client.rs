@@ -60,6 +60,31 @@ impl Client {
         }
     }
 
+    /// The client with `limit` on each whole request instead of 90 s.
+    pub fn with_timeout(mut self, limit: Duration) -> Result<Client> {
+        self.http = reqwest::blocking::Client::builder()
+            .timeout(limit)
+            .build()?;
+        Ok(self)
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GET `path` as (HTTP status, body), for a caller that judges the status itself;
+    /// an error means there was no answer (no connection, a timeout).
+    pub fn get_answer(&self, path: &str) -> reqwest::Result<(u16, String)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text()?))
+    }
+
     pub fn get(&self, path: &str) -> Result<Value> {
         self.send(self.http.get(format!("{}{path}", self.base)))
     }

@@ -9,6 +9,7 @@
 //! | `args`    | the clap definitions of every command |
 //! | `client`  | the REST client: base URL, admin token, the JSON error shape |
 //! | `serve`, `check` | `rackseed serve`, `rackseed check` |
+//! | `health`  | `rackseed health`: the monitoring check (Nagios plugin exit codes, one line) |
 //! | `node`, `group`, `user` | `rackseed node …`, `rackseed group …`, `rackseed user …` over the REST API |
 //! | `agent`   | `rackseed agent …`, handed to [`crate::agent`] |
 //! | `image`   | `rackseed image …` and the kernel check `rackseed check` prints |
@@ -21,6 +22,7 @@ pub mod args;
 pub mod check;
 pub mod client;
 pub mod group;
+pub mod health;
 pub mod image;
 pub mod node;
 pub mod profile;
@@ -35,7 +37,11 @@ use std::process::ExitCode;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return health::usage_error(e, &args),
+    };
     init_tracing(&cli.log, cli.log_format);
     match run(cli) {
         Ok(code) => code,
@@ -75,6 +81,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Health(args) => Ok(health::run(&args)),
         Command::Node(cmd) => node::run(cmd),
         Command::Group(cmd) => group::run(cmd),
         Command::User(cmd) => user::run(cmd),

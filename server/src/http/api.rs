@@ -128,6 +128,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/rules/test", post(super::commission::rule_test))
         .route("/rules/apply", post(super::commission::apply_all))
         .route("/leases", get(list_leases))
+        .route("/health", get(super::health::get_health))
         .route("/events/stream", get(super::stream::event_stream))
         .route("/users", get(list_users).post(add_user))
         .route("/users/{name}", axum::routing::delete(delete_user))

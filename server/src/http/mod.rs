@@ -13,6 +13,7 @@ pub mod commission;
 pub mod conn;
 pub mod files;
 pub mod head;
+pub mod health;
 pub mod power;
 /// A JSON request body, or a 400 in the one error shape.
 pub(crate) fn json<T>(

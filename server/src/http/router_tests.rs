@@ -710,3 +710,95 @@ async fn rules_are_tested_and_applied_to_commissioned_machines() {
     assert_eq!(v["profile"], "lab-single-disk");
     assert_eq!(v["install_token_valid"], true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_facts_name_services_down_stalled_nodes_disks_and_certificates() {
+    use crate::health::{Facts, Status, Thresholds, judge};
+    let a = api();
+    let (s, v) = a.call("GET", "/api/health", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_error(&v, "unauthorized");
+
+    a.state.health.up("tftp");
+    a.state
+        .health
+        .down("dhcp", "panicked: failpoint dhcp:10 fired");
+    let body = r#"{"mac": "52:54:00:16:00:01", "hostname": "web1", "profile": "lab-single-disk"}"#;
+    let (s, v) = a.admin("POST", "/api/nodes", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    a.state.stalled.write().unwrap().insert(
+        id,
+        crate::stall::Stall {
+            step: "boot-loader",
+            since: now_ms() - 600_000,
+            message: "stalled".into(),
+            reported: true,
+        },
+    );
+    // A stall of a node deleted since the last check is left out.
+    a.state.stalled.write().unwrap().insert(
+        id + 100,
+        crate::stall::Stall {
+            step: "install",
+            since: now_ms(),
+            message: "stalled".into(),
+            reported: true,
+        },
+    );
+    let (s, v) = a.admin("GET", "/api/health", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let f: Facts = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(f.services.len(), 2, "{v}");
+    assert_eq!(f.stalled.len(), 1, "{v}");
+    assert_eq!(
+        (f.stalled[0].hostname.as_str(), f.stalled[0].step.as_str()),
+        ("web1", "boot-loader")
+    );
+    assert!(f.replication.is_empty(), "{v}");
+    assert_eq!(f.disks.len(), 1, "{v}");
+    assert_eq!(f.disks[0].name, "data");
+    assert!(
+        f.disks[0].size_bytes > 0 && f.disks[0].error.is_none(),
+        "{v}"
+    );
+    // The HTTPS server certificate is issued when its listener binds: until then it
+    // is reported unreadable, after that with its expiry.
+    assert_eq!(f.certificates.len(), 2, "{v}");
+    assert!(f.certificates[0].not_after.is_some(), "{v}");
+    assert!(f.certificates[1].error.is_some(), "{v}");
+    // (Disk limits at 0%: the test's file system may be nearly full.)
+    let t = Thresholds {
+        disk_warning_pct: 0.0,
+        disk_critical_pct: 0.0,
+        ..Thresholds::default()
+    };
+    let verdict = judge(&f, &t);
+    assert_eq!(verdict.status, Status::Critical);
+    assert!(
+        verdict
+            .line
+            .starts_with("RACKSEED CRITICAL - service dhcp down: panicked: failpoint dhcp:10 fired; WARNING: 1 node stalled: web1 at boot-loader; WARNING: certificate HTTPS server 192.0.2.1"),
+        "{}",
+        verdict.line
+    );
+    a.state
+        .ca
+        .server_cert(std::net::IpAddr::V4(a.state.config.server.advertise))
+        .unwrap();
+    a.state.health.up("dhcp");
+    a.state.stalled.write().unwrap().clear();
+    let (_, v) = a.admin("GET", "/api/health", None).await;
+    let f: Facts = serde_json::from_value(v.clone()).unwrap();
+    let day = 86_400_000;
+    assert_eq!(
+        f.certificates
+            .iter()
+            .map(|c| c.not_after.map(|t| (t - f.now) / day))
+            .collect::<Vec<_>>(),
+        [Some(3649), Some(824)],
+        "{v}"
+    );
+    let verdict = judge(&f, &t);
+    assert_eq!(verdict.status, Status::Ok, "{}", verdict.line);
+}

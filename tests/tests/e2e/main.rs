@@ -10,6 +10,7 @@ mod cli;
 mod commission;
 mod console;
 mod firstboot;
+mod health;
 mod images;
 mod package;
 mod power;

@@ -42,6 +42,7 @@ DECISION = [
     "enroll",
     "power",
     "commission",
+    "backup",
     "console",
     "accounts",
     "stall",
@@ -63,6 +64,7 @@ DECISION_EXCEPT = [
     "power::driver",  # runs ipmitool, sends Redfish HTTP
     "power::vault",  # reads the key file
     "profiles::cli",  # `rackseed profile`: a command, not a decision
+    "backup::store",  # takes the snapshot, writes and restores the files
 ]
 
 # Crates that do I/O: sockets, SQLite, HTTP, TFTP, TLS streams, system calls, the async
@@ -94,6 +96,7 @@ IO_MODULES = [
     "syslog",
     "dhcp::server",
     "dhcp::store",
+    "backup::store",
     "images",
     "ca",
     "durable",

@@ -20,6 +20,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("commission", commission),
     ("bmc", bmc),
     ("lease_journal", lease_journal),
+    ("backup", backup),
 ];
 
 fn config(mode: &str) -> crate::config::Config {
@@ -194,6 +195,48 @@ pub fn lease_journal(data: &[u8]) {
     // The body read as a journal of any epoch its first record names.
     if let Some(epoch) = journal::first_epoch(body) {
         assert!(!journal::replay(epoch, body).writes.is_empty());
+    }
+}
+
+/// A backup archive as `rackseed restore` reads it (any bytes), and the same bytes as
+/// a manifest alone and as one tar header. An accepted archive or manifest lists only
+/// files a backup carries (never a path with `..` or outside its roots), each once,
+/// and a manifest renders back to itself; a header that decodes has no control
+/// character in its name and encodes back to the same name and size.
+pub fn backup(data: &[u8]) {
+    use crate::backup::{self, archive};
+    let check = |m: &backup::Manifest| {
+        for f in &m.files {
+            assert!(backup::place(&f.path).is_ok(), "{}", f.path);
+            assert!(
+                !f.path
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == ".."),
+                "{}",
+                f.path
+            );
+        }
+        assert_eq!(backup::Manifest::parse(&m.render()).as_ref(), Ok(m));
+    };
+    if let Ok(m) = backup::verify_archive(data) {
+        check(&m);
+    }
+    if let Ok(m) = backup::Manifest::parse(data) {
+        check(&m);
+    }
+    if let Some(block) = data
+        .get(..archive::BLOCK)
+        .and_then(|b| <&[u8; archive::BLOCK]>::try_from(b).ok())
+        && let Ok(Some(h)) = archive::decode_header(block)
+    {
+        assert!(!h.name.is_empty() && !h.name.chars().any(char::is_control));
+        if let Ok(again) = archive::encode_header(&h.name, h.size, h.mode, h.mtime) {
+            let back = archive::decode_header(&again)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("an encoded header does not decode: {h:?}"));
+            assert_eq!((back.name, back.size), (h.name, h.size));
+        }
     }
 }
 

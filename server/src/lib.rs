@@ -31,6 +31,7 @@
 //! | `console`     | decision | what the console shows: overview rows, durations, redacted previews |
 //! | `power`       | decision | BMC records, the steps of a power request, IPMI and Redfish answers parsed (pure); `power::driver` runs ipmitool and Redfish HTTP, `power::vault` seals passwords |
 //! | `commission`  | decision | hardware facts of an inventory boot, option 82 and LLDP parsed, the rules that assign a commissioned machine (pure) |
+//! | `backup`      | decision | what a backup carries, its manifest and archive format, the judgement of an archive before a restore (pure); `backup::store` takes the snapshot and writes and restores files |
 //! | `durable`     | I/O      | atomic file writes |
 //! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`, `users`); `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
@@ -50,6 +51,7 @@
 pub mod accounts;
 pub mod agent;
 pub mod aptsources;
+pub mod backup;
 pub mod bootfiles;
 pub mod ca;
 pub mod chunks;

@@ -56,6 +56,29 @@ pub enum Command {
     /// an answer it cannot read). With `--json`: one line of JSON with the state, that
     /// line and the server's facts.
     Health(HealthArgs),
+    /// Write the appliance's state to one archive (mode 0600): a consistent snapshot
+    /// of the inventory with the lease journal's writes, the CA, the admin token, the
+    /// BMC key and the image store. Works while rackseed runs.
+    Backup {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The archive to write (replaced whole, never left half-written).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore an archive of `rackseed backup` into the data directory and image
+    /// store, after checking every file's SHA-256. Refused while a rackseed runs on
+    /// that data directory, for a backup of a newer schema, and over existing state
+    /// without --force.
+    Restore {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The archive.
+        file: PathBuf,
+        /// Replace the state already in the data directory (rackseed must be stopped).
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage nodes on a running server.
     #[command(subcommand)]
     Node(NodeCmd),

@@ -9,6 +9,7 @@
 //! | `args`    | the clap definitions of every command |
 //! | `client`  | the REST client: base URL, admin token, the JSON error shape |
 //! | `serve`, `check` | `rackseed serve`, `rackseed check` |
+//! | `backup`  | `rackseed backup`, `rackseed restore`, handed to [`crate::backup::store`] |
 //! | `health`  | `rackseed health`: the monitoring check (Nagios plugin exit codes, one line) |
 //! | `node`, `group`, `user` | `rackseed node …`, `rackseed group …`, `rackseed user …` over the REST API |
 //! | `agent`   | `rackseed agent …`, handed to [`crate::agent`] |
@@ -19,6 +20,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod backup;
 pub mod check;
 pub mod client;
 pub mod group;
@@ -81,6 +83,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Backup { cfg, out } => backup::backup(&cfg, &out),
+        Command::Restore { cfg, file, force } => backup::restore(&cfg, &file, force),
         Command::Health(args) => Ok(health::run(&args)),
         Command::Node(cmd) => node::run(cmd),
         Command::Group(cmd) => group::run(cmd),

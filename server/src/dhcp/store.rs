@@ -277,6 +277,39 @@ impl LeaseJournal {
     }
 }
 
+/// What the journal in `dir` holds, read without taking its lock (a running rackseed
+/// holds it): the header's head and the writes a replay at start would store, or
+/// `None` without a journal. For an online backup: read before and after the snapshot
+/// of the inventory; when the head is the same both times, no switch of halves
+/// happened in between, so the second read holds every write the snapshot may lack
+/// (a record being written at that moment is torn and left out, as at a crash; it was
+/// not acknowledged yet).
+pub fn read_unlocked(dir: &Path) -> Result<Option<(Head, Vec<LeaseWrite>)>, JournalError> {
+    use std::io::Read;
+    let path = dir.join(FILE);
+    let io = |what: &'static str| {
+        let path = path.display().to_string();
+        move |source| JournalError::Io { path, what, source }
+    };
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("open")(e)),
+    };
+    let total = journal::HEADER_LEN + 2 * HALF;
+    let mut bytes = Vec::with_capacity(total);
+    file.take(total as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io("read"))?;
+    bytes.resize(total, 0);
+    let (h, rest) = bytes.split_at(journal::HEADER_LEN);
+    let (a, b) = rest.split_at(HALF);
+    Ok(journal::current(h, [a, b]).map(|head| {
+        let half = if head.half == 0 { a } else { b };
+        (head, journal::replay(head.epoch, half).writes)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,9 @@ use events::insert_event;
 pub use events::{Retention, store_events, store_events_kept};
 pub use leases::{store_dhcp, store_leases};
 use nodes::discover_tx;
-pub use schema::{connect, relaxed};
+#[cfg(test)]
+pub(crate) use schema::create_at_version;
+pub use schema::{SCHEMA_VERSION, connect, relaxed};
 use schema::{create_private, migrate};
 use tokens::issue_token_tx;
 pub use tokens::{Enrollment, new_token};

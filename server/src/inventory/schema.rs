@@ -98,6 +98,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE nodes ADD COLUMN hw_facts TEXT;",
 ];
 
+/// The schema version this rackseed migrates an inventory to (migrations it knows).
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Creates an inventory at `path` with only the first `version` migrations applied:
+/// a database an older rackseed left (tests of what meets one).
+#[cfg(test)]
+pub(crate) fn create_at_version(path: &Path, version: usize) {
+    let conn = Connection::open(path).expect("test database opens");
+    for (i, sql) in MIGRATIONS.iter().take(version).enumerate() {
+        conn.execute_batch(sql).expect("migration runs");
+        conn.pragma_update(None, "user_version", (i + 1) as i64)
+            .expect("version set");
+    }
+}
+
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -4,6 +4,7 @@
 //! ranges only) and removes them when it ends. QEMU tests take turns
 //! (`rackseed_tests::qemu::exclusive`).
 
+mod backup;
 mod bench;
 mod boot;
 mod cli;

@@ -93,6 +93,7 @@ IO_MODULES = [
     "http",
     "serve",
     "tftp",
+    "workers",
     "syslog",
     "dhcp::server",
     "dhcp::store",

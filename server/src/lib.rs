@@ -37,8 +37,9 @@
 //! | `events`      | I/O      | the batched timeline writer and change signal |
 //! | `ca`          | I/O      | rackseed's CA: server and node certificates |
 //! | `images`      | I/O      | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
-//! | `tftp`        | I/O      | the request loop and a thread per transfer (kept for the next one); `tftp::wire` (packets, options) and `tftp::tree` (names, path checks, session cap) are pure |
+//! | `tftp`        | I/O      | the request loop and a thread per transfer (from `workers`); `tftp::wire` (packets, options) and `tftp::tree` (names, path checks, session cap) are pure |
 //! | `syslog`      | I/O      | the installer log receiver; `syslog::line` parses and holds lines |
+//! | `workers`     | I/O      | a pool of threads for blocking transfers (TFTP transfers, HTTP `sendfile`), each kept for the next job |
 //! | `http`        | I/O      | node-facing routes, installer events, the admin API and event stream, the console's pages (`http::ui`), the agents' mTLS listener |
 //! | `state`       | I/O      | the shared `AppState` and start-up checks |
 //! | `fuzzing`     | top      | fuzz targets over the parsers, shared by `cargo test` and `cargo fuzz` |
@@ -88,6 +89,7 @@ pub mod stall;
 pub mod state;
 pub mod syslog;
 pub mod tftp;
+pub mod workers;
 
 /// An error and its sources on one line: `outer: inner: innermost`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

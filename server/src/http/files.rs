@@ -179,6 +179,30 @@ impl<T> Activity<T> {
 
     /// Records that the connection moved a byte now.
     pub fn touch(&self) {
+        self.clock().touch();
+    }
+
+    /// What [`Activity::touch`] writes to, for a thread that moves the connection's
+    /// bytes outside this wrapper.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            last: self.last.clone(),
+            started: self.started,
+        }
+    }
+}
+
+/// Records when a connection last moved a byte (see [`Activity`]); `Send`, for a
+/// blocking thread.
+#[derive(Clone)]
+pub struct Clock {
+    last: Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
+}
+
+impl Clock {
+    /// Records that the connection moved a byte now.
+    pub fn touch(&self) {
         self.last.store(
             self.started.elapsed().as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,

@@ -288,6 +288,12 @@ pub async fn run(
     let cfg = &state.config.server;
     let idle_timeout = cfg.idle_timeout;
     let limit = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let senders = Arc::new(crate::workers::Workers::new(
+        "http-send",
+        128 * 1024,
+        16,
+        std::time::Duration::from_secs(60),
+    ));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -307,12 +313,13 @@ pub async fn run(
             continue;
         };
         let (app, cancel, state) = (app.clone(), cancel.clone(), state.clone());
+        let senders = senders.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let started = Instant::now();
             let tcp = files::Activity::new(tcp, activity.clone(), started);
-            let conn = conn::serve(state, app, tcp, peer, cancel, which);
+            let conn = conn::serve(state, app, tcp, peer, cancel, which, senders);
             tokio::pin!(conn);
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {

@@ -434,6 +434,53 @@ for s in held:
     // Served again once the slow ones are gone.
     let (code, _) = rackseed_tests::curl_in(&c.name, &["http://192.0.2.1:8080/healthz"])?;
     assert_eq!(code, 200);
+    // A client that asks for the initrd and stops reading: the blocking `sendfile`
+    // gives up after the idle timeout and the connection closes with the file unsent,
+    // on every one of the four connection slots (a send thread left behind would hold
+    // its slot, and the fifth request would find none).
+    let size = std::fs::metadata(format!(
+        "{}/initrd.gz",
+        rackseed::config::PACKAGE_INSTALLER_DIR
+    ))?
+    .len();
+    let stalled = r#"
+import socket, time
+held = []
+for i in range(4):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("192.0.2.1", 8080))
+    s.send(b"GET /installer/default/initrd.gz HTTP/1.1\r\nHost: x\r\n\r\n")
+    held.append(s)
+time.sleep(7)
+for s in held:
+    s.settimeout(10)
+    got = 0
+    try:
+        while True:
+            r = s.recv(1 << 20)
+            if not r:
+                break
+            got += len(r)
+        print("stalled: closed after %d bytes" % got)
+    except ConnectionResetError:
+        print("stalled: closed after %d bytes" % got)
+    except socket.timeout:
+        print("stalled: held open")
+"#;
+    let out = c.sh(&format!("python3 -c '{}'", stalled.replace('\'', "'\\''")))?;
+    let sent: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("stalled: closed after "))
+        .filter_map(|l| l.strip_suffix(" bytes")?.parse().ok())
+        .collect();
+    assert_eq!(sent.len(), 4, "{out}");
+    assert!(
+        sent.iter().all(|&n| n > 0 && n < size),
+        "{out} (file: {size} bytes)"
+    );
+    let (code, body) = rackseed_tests::curl_in(&c.name, &["http://192.0.2.1:8080/healthz"])?;
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     Ok(())
 }
 

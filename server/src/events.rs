@@ -31,7 +31,7 @@ impl EventSink {
         let notify = changed.clone();
         tokio::spawn(async move {
             // Its own connection; the shared one is the fallback if it cannot be opened.
-            let mut own = match inventory::connect(inventory.path()) {
+            let mut own = match inventory.connect_own() {
                 Ok(c) => Some(c),
                 Err(e) => {
                     warn!(error = %crate::error_chain(&e), "event writer shares the inventory connection");

@@ -702,7 +702,10 @@ const INVENTORY_FLUSH: std::time::Duration = std::time::Duration::from_millis(10
 /// The inventory writer's durable point: stored writes are reported to the journal
 /// only once SQLite's write-ahead log holding them is flushed.
 struct Flushed {
-    wal: std::path::PathBuf,
+    /// SQLite's write-ahead log; `None` on PostgreSQL, where a commit is durable when
+    /// it returns (the server flushes its own WAL), so stored writes are reported at
+    /// once.
+    wal: Option<std::path::PathBuf>,
     applied: Arc<AtomicU64>,
     /// The last journal number stored (committed to SQLite, maybe not flushed).
     stored: u64,
@@ -719,15 +722,19 @@ impl Flushed {
         {
             return;
         }
+        let Some(wal) = &self.wal else {
+            self.applied.fetch_max(self.stored, Ordering::AcqRel);
+            return;
+        };
         // SQLite in WAL mode writes committed frames to the -wal file (or, once
         // checkpointed, to the database file, which the checkpoint flushes itself).
-        match std::fs::File::open(&self.wal).and_then(|f| f.sync_data()) {
+        match std::fs::File::open(wal).and_then(|f| f.sync_data()) {
             Ok(()) => {
                 self.at = std::time::Instant::now();
                 self.applied.fetch_max(self.stored, Ordering::AcqRel);
             }
             Err(e) => {
-                warn!(error = %crate::error_chain(&e), wal = %self.wal.display(), "cannot flush the inventory's write-ahead log; the lease journal keeps its records")
+                warn!(error = %crate::error_chain(&e), wal = %wal.display(), "cannot flush the inventory's write-ahead log; the lease journal keeps its records")
             }
         }
     }
@@ -746,8 +753,10 @@ async fn dhcp_writer(
     applied: Arc<AtomicU64>,
 ) {
     let state = shared.state.clone();
-    let path = state.inventory.path().to_path_buf();
-    let mut conn = match inventory::connect(&path).and_then(|c| inventory::relaxed(&c).map(|()| c))
+    let mut conn = match state
+        .inventory
+        .connect_own()
+        .and_then(|mut c| inventory::relaxed(&mut c).map(|()| c))
     {
         Ok(c) => Some(c),
         Err(e) => {
@@ -756,7 +765,10 @@ async fn dhcp_writer(
         }
     };
     let mut flushed = Some(Flushed {
-        wal: std::path::PathBuf::from(format!("{}-wal", path.display())),
+        wal: state
+            .inventory
+            .sqlite_path()
+            .map(|p| std::path::PathBuf::from(format!("{}-wal", p.display()))),
         applied,
         stored: 0,
         at: std::time::Instant::now(),

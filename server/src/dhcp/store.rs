@@ -84,13 +84,20 @@ impl LeaseJournal {
     /// Opens the journal in `dir` (creating it preallocated), stores what it holds into
     /// the inventory at `inventory` and starts a new epoch in the other half. Fails
     /// when another process holds it.
-    pub fn open(dir: &Path, inventory: &Path) -> Result<LeaseJournal, JournalError> {
+    pub fn open(
+        dir: &Path,
+        inventory: &crate::inventory::Inventory,
+    ) -> Result<LeaseJournal, JournalError> {
         Self::open_sized(dir, inventory, HALF)
     }
 
     /// [`LeaseJournal::open`] with halves of `half` bytes (a journal is always reopened
     /// with the size it was created with).
-    fn open_sized(dir: &Path, inventory: &Path, half: usize) -> Result<LeaseJournal, JournalError> {
+    fn open_sized(
+        dir: &Path,
+        inventory: &crate::inventory::Inventory,
+        half: usize,
+    ) -> Result<LeaseJournal, JournalError> {
         let path = dir.join(FILE);
         let io = |what: &'static str| {
             let path = path.display().to_string();
@@ -140,8 +147,11 @@ impl LeaseJournal {
             None => Vec::new(),
         };
         if !replayed.is_empty() {
-            let mut conn =
-                crate::inventory::connect(inventory).map_err(|source| JournalError::Replay {
+            // On PostgreSQL the replay goes through the same lease claim as the DHCP
+            // writer: a binding another rackseed made meanwhile is not overwritten.
+            let mut conn = inventory
+                .connect_own()
+                .map_err(|source| JournalError::Replay {
                     path: path.display().to_string(),
                     source,
                 })?;
@@ -301,10 +311,8 @@ mod tests {
         })
     }
 
-    fn inventory(dir: &Path) -> PathBuf {
-        let p = dir.join("inventory.db");
-        crate::inventory::Inventory::open(&p).unwrap();
-        p
+    fn inventory(dir: &Path) -> crate::inventory::Inventory {
+        crate::inventory::Inventory::open(&dir.join("inventory.db")).unwrap()
     }
 
     #[test]
@@ -322,10 +330,7 @@ mod tests {
             // Dropped without the inventory storing anything: a crash.
         }
         let _j = LeaseJournal::open(dir.path(), &inv).unwrap();
-        let rows = crate::inventory::Inventory::open(&inv)
-            .unwrap()
-            .load_leases()
-            .unwrap();
+        let rows = inv.load_leases().unwrap();
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0].ip, Ipv4Addr::from(0xC000_0202));
         assert_eq!(rows[0].hostname.as_deref(), Some("b"));

@@ -116,7 +116,7 @@ impl PgServer {
             .map_err(|e| format!("postgres: {e}"))?;
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if server.connect("postgres").is_ok() {
+            if crate::inventory::db::off_runtime(|| server.connect("postgres").is_ok()) {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -188,9 +188,12 @@ impl PgServer {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::Relaxed)
         );
-        let mut c = self.connect("postgres").map_err(|e| e.to_string())?;
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+        // The blocking client may be called from async tests too.
+        crate::inventory::db::off_runtime(|| {
+            let mut c = self.connect("postgres").map_err(|e| e.to_string())?;
+            c.batch_execute(&format!("CREATE DATABASE {name}"))
+                .map_err(|e| format!("CREATE DATABASE {name}: {e}"))
+        })?;
         Ok(self.url(&name))
     }
 

@@ -296,18 +296,54 @@ fn pg_sql(sql: &str) -> String {
     out
 }
 
+/// Runs `f`, which blocks on the `postgres` client's own runtime, where that is
+/// allowed: the blocking client panics when called on a thread that drives a tokio
+/// runtime, and the inventory is also called from async code (start-up, the writers'
+/// set-up). On a multi-threaded runtime's worker it runs through `block_in_place`; on
+/// a current-thread runtime on a thread of its own; elsewhere (blocking threads
+/// included) as is.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
+        Err(_) => f(),
+    }
+}
+
 /// A PostgreSQL client with its prepared statements.
 pub struct PgConn {
-    client: postgres::Client,
+    /// Always `Some` until dropped (taken to close it off the runtime).
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
 }
 
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            off_runtime(move || drop(c));
+        }
+    }
+}
+
 impl PgConn {
+    fn client(&mut self) -> &mut postgres::Client {
+        self.client
+            .as_mut()
+            .expect("a PostgreSQL connection is open until dropped")
+    }
+
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let st = self.client.prepare(&pg_sql(sql))?;
+        let text = pg_sql(sql);
+        let client = self.client();
+        let st = off_runtime(|| client.prepare(&text))?;
         // Bounded: the inventory's queries are a fixed set (plus `IN` lists by length).
         if self.statements.len() > 512 {
             self.statements.clear();
@@ -334,7 +370,7 @@ impl Conn {
     /// A PostgreSQL connection from a client already connected.
     pub fn postgres(client: postgres::Client) -> Conn {
         Conn::Postgres(Box::new(PgConn {
-            client,
+            client: Some(client),
             statements: HashMap::new(),
         }))
     }
@@ -351,7 +387,7 @@ impl Conn {
     pub fn is_closed(&self) -> bool {
         match self {
             Conn::Sqlite(_) => false,
-            Conn::Postgres(p) => p.client.is_closed(),
+            Conn::Postgres(p) => p.client.as_ref().is_none_or(|c| c.is_closed()),
         }
     }
 
@@ -367,7 +403,10 @@ impl Conn {
     pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
         match self {
             Conn::Sqlite(c) => c.execute_batch(sql).map_err(Into::into),
-            Conn::Postgres(p) => p.client.batch_execute(sql).map_err(Into::into),
+            Conn::Postgres(p) => {
+                let client = p.client();
+                off_runtime(|| client.batch_execute(sql)).map_err(Into::into)
+            }
         }
     }
 
@@ -380,7 +419,10 @@ impl Conn {
             }
             Conn::Postgres(p) => {
                 let st = p.statement(sql)?;
-                Ok(p.client.execute(&st, &PgConn::params(params))?)
+                let client = p.client();
+                Ok(off_runtime(|| {
+                    client.execute(&st, &PgConn::params(params))
+                })?)
             }
         }
     }
@@ -398,8 +440,8 @@ impl Conn {
             }
             Conn::Postgres(p) => {
                 let st = p.statement(sql)?;
-                p.client
-                    .query(&st, &PgConn::params(params))?
+                let client = p.client();
+                off_runtime(|| client.query(&st, &PgConn::params(params)))?
                     .iter()
                     .map(pg_row)
                     .collect()
@@ -426,9 +468,10 @@ impl Conn {
     pub fn transaction(&mut self) -> Result<Tx<'_>, DbError> {
         match self {
             Conn::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            Conn::Postgres(p) => p
-                .client
-                .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")?,
+            Conn::Postgres(p) => {
+                let client = p.client();
+                off_runtime(|| client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE"))?
+            }
         }
         Ok(Tx {
             conn: self,

@@ -329,7 +329,7 @@ fn connect_postgres(url: &PostgresUrl) -> Result<Conn> {
         config.connect_timeout(Duration::from_secs(10));
     }
     config.application_name("rackseed");
-    match config.connect(postgres::NoTls) {
+    match db::off_runtime(|| config.connect(postgres::NoTls)) {
         Ok(client) => Ok(Conn::postgres(client)),
         Err(e) if e.as_db_error().is_none() => Err(InventoryError::Unreachable {
             url: url.to_string(),
@@ -863,6 +863,27 @@ mod tests {
             }
             assert_eq!(inv.list_nodes().unwrap().len(), 5);
         }
+    }
+
+    /// The blocking PostgreSQL client must not be driven from a runtime thread; the
+    /// inventory is called from async code too (start-up, the writers' set-up), on
+    /// both runtime flavours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_works_from_async_code_on_a_multi_thread_runtime() {
+        let place = testing::Place::postgres();
+        let inv = place.open();
+        inv.add_node(&new(1, "a"), TTL, 0).unwrap();
+        assert_eq!(inv.list_nodes().unwrap().len(), 1);
+        let mut own = inv.connect_own().unwrap();
+        store_events(&mut own, &[]).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn postgres_works_from_async_code_on_a_current_thread_runtime() {
+        let place = testing::Place::postgres();
+        let inv = place.open();
+        inv.add_node(&new(1, "a"), TTL, 0).unwrap();
+        assert_eq!(inv.list_nodes().unwrap().len(), 1);
     }
 
     #[test]

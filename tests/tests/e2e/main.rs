@@ -12,6 +12,7 @@ mod console;
 mod firstboot;
 mod images;
 mod package;
+mod postgres;
 mod power;
 mod profile;
 mod protocol;

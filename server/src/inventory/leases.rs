@@ -75,6 +75,21 @@ impl Inventory {
     }
 }
 
+/// Claims every lease of `leases` as [`Inventory::claim_lease`] does, in one
+/// transaction on `conn` (the DHCP journal thread's own connection, before the ACKs of
+/// a batch leave): which of them this server won.
+pub fn claim_leases(conn: &mut Conn, leases: &[&LeaseRow], now: UnixMs) -> Result<Vec<bool>> {
+    retry_serializable(conn, &mut |conn| {
+        let mut tx = conn.transaction().map_err(q("claiming leases"))?;
+        let won = leases
+            .iter()
+            .map(|l| claim_tx(&mut tx, l, now))
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().map_err(q("claiming leases"))?;
+        Ok(won)
+    })
+}
+
 /// The conditional upsert of [`Inventory::claim_lease`], inside a transaction: the
 /// MAC's other rows go first (one lease per MAC), and come back when the claim is lost.
 fn claim_tx(tx: &mut Conn, l: &LeaseRow, now: UnixMs) -> Result<bool> {

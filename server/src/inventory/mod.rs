@@ -20,7 +20,7 @@ pub use db::{Backend, Conn, DbError};
 use db::{Row, p};
 use events::insert_event;
 pub use events::{Retention, store_events, store_events_kept};
-pub use leases::{store_dhcp, store_leases};
+pub use leases::{claim_leases, store_dhcp, store_leases};
 use nodes::discover_tx;
 pub use schema::{connect, relaxed};
 use schema::{create_private, migrate};

@@ -178,7 +178,10 @@ impl Chainloaded {
 /// Which MAC is which node, as of an inventory generation. `complete` when it holds
 /// every node (loaded whole after each change of the inventory's nodes, plus the
 /// machines DHCP discovered since): a MAC it lacks is then not a node, with no lookup.
-/// Until then, entries are single lookups (`None`: not a node).
+/// Until then, entries are single lookups (`None`: not a node). On PostgreSQL the
+/// generation also moves every `inventory::PG_GENERATION_MS`, so nodes another rackseed
+/// on the same database added or deleted are seen within that time (a standby that
+/// takes over needs no reload of its own).
 #[derive(Default)]
 struct NodeCache {
     generation: u64,

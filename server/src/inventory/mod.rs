@@ -270,6 +270,10 @@ pub struct Inventory {
 /// Read-only connections per inventory.
 const READERS: usize = 4;
 
+/// How long a cached node lookup stays valid on PostgreSQL, where another rackseed
+/// may add, assign or delete nodes (see [`Inventory::generation`]).
+pub const PG_GENERATION_MS: i64 = 5_000;
+
 /// How often a PostgreSQL transaction that lost a serialization conflict is run again.
 pub const PG_RETRIES: u32 = 30;
 
@@ -410,10 +414,20 @@ impl Inventory {
     /// which MACs are nodes or to a node's hostname (adding, assigning, deleting; not
     /// DHCP discovery, whose writer updates its own view). A cache of
     /// [`Inventory::node_key_by_mac`] answers is valid while this stays the same; read it
-    /// before the lookup whose answer is cached. (Changes made by another rackseed on
-    /// the same PostgreSQL database do not bump it.)
+    /// before the lookup whose answer is cached.
+    ///
+    /// On PostgreSQL another rackseed may change the nodes without this process
+    /// knowing, so the counter also moves every [`PG_GENERATION_MS`]: a cached answer
+    /// is at most that old (the DHCP node map is reloaded that often).
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        let local = self.generation.load(Ordering::Acquire);
+        match self.backend() {
+            Backend::Sqlite => local,
+            Backend::Postgres => {
+                let epoch = (now_ms() / PG_GENERATION_MS).max(0) as u64;
+                local.wrapping_add(epoch.wrapping_shl(32))
+            }
+        }
     }
 
     fn changed_nodes(&self) {
@@ -478,6 +492,18 @@ pub fn retry_serializable<T>(
             }
             r => return r,
         }
+    }
+}
+
+/// Checks that the inventory at `location` can be connected to, without creating or
+/// migrating anything (for `rackseed check`). A SQLite file that does not exist yet
+/// passes: `serve` creates it.
+pub fn probe(location: &InventoryLocation) -> Result<()> {
+    match location {
+        InventoryLocation::Sqlite(_) => Ok(()),
+        InventoryLocation::Postgres(url) => connect_postgres(url)?
+            .batch("SELECT 1")
+            .map_err(q("checking the connection")),
     }
 }
 
@@ -884,6 +910,21 @@ mod tests {
         let inv = place.open();
         inv.add_node(&new(1, "a"), TTL, 0).unwrap();
         assert_eq!(inv.list_nodes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_postgres_inventory_sees_nodes_another_server_added() {
+        let place = testing::Place::postgres();
+        let (a, b) = (place.open(), place.open());
+        let g = a.generation();
+        b.add_node(&new(1, "a"), TTL, 0).unwrap();
+        assert_eq!(
+            a.node_key_by_mac(mac(1)).unwrap().map(|k| k.hostname),
+            Some(Some("a".into()))
+        );
+        // Whatever `a` cached before is stale within PG_GENERATION_MS.
+        std::thread::sleep(Duration::from_millis(PG_GENERATION_MS as u64 + 50));
+        assert_ne!(a.generation(), g);
     }
 
     #[test]

@@ -70,6 +70,17 @@ fn rackseed_on_postgres_hands_out_a_lease_stored_in_postgres() -> Result<()> {
         rackseed_tests::tail(&log, 20)
     );
     assert!(!log.contains("hunter2"), "the password reached the log");
+    // `rackseed check` connects to it too (and shows the URL without the password).
+    let check = std::process::Command::new(rackseed_tests::rackseed_bin())
+        .args(["check", "--config"])
+        .arg(&srv.config)
+        .output()?;
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("inventory postgres://postgres:***@") && out.contains(": ok"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
     let leases = srv.api("/api/leases")?;
     assert!(leases.to_string().contains(&ip), "{leases}");
     drop(srv);

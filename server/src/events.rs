@@ -45,7 +45,9 @@ impl EventSink {
                 let conn = own.take();
                 let res = tokio::task::spawn_blocking(move || match conn {
                     Some(mut c) => {
-                        let r = inventory::store_events(&mut c, &items);
+                        let r = inv
+                            .reconnect_if_closed(&mut c)
+                            .and_then(|()| inventory::store_events(&mut c, &items));
                         (Some(c), r)
                     }
                     None => (None, inv.record_events(&items)),

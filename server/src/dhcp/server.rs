@@ -906,9 +906,12 @@ async fn dhcp_writer(
                 batch.clear();
                 continue;
             };
+            let inv = state.inventory.clone();
             let (c, f, writes, res) = tokio::task::spawn_blocking(move || {
                 let (mut c, mut f) = (c, f);
-                let r = inventory::store_dhcp(&mut c, &writes, now_ms());
+                let r = inv
+                    .reconnect_if_closed(&mut c)
+                    .and_then(|()| inventory::store_dhcp(&mut c, &writes, now_ms()));
                 if r.is_ok() {
                     f.stored = f.stored.max(journalled);
                 }

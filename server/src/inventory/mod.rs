@@ -410,6 +410,12 @@ impl Inventory {
         open_conn(&self.location)
     }
 
+    /// Replaces `c`, a connection from [`Inventory::connect_own`], when its PostgreSQL
+    /// server closed it (a restart, a failover); SQLite connections stay.
+    pub fn reconnect_if_closed(&self, c: &mut Conn) -> Result<()> {
+        self.ready(c, false)
+    }
+
     /// A counter that changes after every committed change, through this inventory, to
     /// which MACs are nodes or to a node's hostname (adding, assigning, deleting; not
     /// DHCP discovery, whose writer updates its own view). A cache of
@@ -449,21 +455,37 @@ impl Inventory {
     fn with<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         self.ready(&mut guard, false)?;
-        retry_serializable(&mut guard, &mut f)
+        match retry_serializable(&mut guard, &mut f) {
+            // The PostgreSQL server closed the connection (a restart, a failover): the
+            // transaction did not commit; once more on a new connection.
+            Err(_) if guard.is_closed() => {
+                self.ready(&mut guard, false)?;
+                retry_serializable(&mut guard, &mut f)
+            }
+            r => r,
+        }
     }
 
     /// Runs a read on a free read-only connection (or waits for the next one in turn).
-    fn read<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, mut f: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
+        let mut run = |c: &mut Conn| {
+            self.ready(c, true)?;
+            match f(c) {
+                Err(_) if c.is_closed() => {
+                    self.ready(c, true)?;
+                    f(c)
+                }
+                r => r,
+            }
+        };
         for r in &self.readers {
             if let Ok(mut guard) = r.try_lock() {
-                self.ready(&mut guard, true)?;
-                return f(&mut guard);
+                return run(&mut guard);
             }
         }
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) as usize % self.readers.len();
         let mut guard = self.readers[i].lock().unwrap_or_else(|p| p.into_inner());
-        self.ready(&mut guard, true)?;
-        f(&mut guard)
+        run(&mut guard)
     }
 
     /// Runs `f` with the connection (for modules that own their own tables, like
@@ -925,6 +947,25 @@ mod tests {
         // Whatever `a` cached before is stale within PG_GENERATION_MS.
         std::thread::sleep(Duration::from_millis(PG_GENERATION_MS as u64 + 50));
         assert_ne!(a.generation(), g);
+    }
+
+    /// PostgreSQL closes the inventory's connections (a restart, a failover, an
+    /// operator's `pg_terminate_backend`): the next calls work on new connections.
+    #[test]
+    fn a_postgres_inventory_reconnects_after_its_connections_are_closed() {
+        let place = testing::Place::postgres();
+        let inv = place.open();
+        inv.add_node(&new(1, "a"), TTL, 0).unwrap();
+        let mut own = inv.connect_own().unwrap();
+        let mut admin = inv.connect_own().unwrap();
+        admin
+            .batch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            .unwrap();
+        assert_eq!(inv.list_nodes().unwrap().len(), 1);
+        inv.add_node(&new(2, "b"), TTL, 0).unwrap();
+        assert!(store_events(&mut own, &[]).is_err() || !own.is_closed());
+        inv.reconnect_if_closed(&mut own).unwrap();
+        store_events(&mut own, &[(1, 1, "x".into(), "y".into())]).unwrap();
     }
 
     #[test]

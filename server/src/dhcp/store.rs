@@ -336,6 +336,34 @@ mod tests {
         assert_eq!(rows[0].hostname.as_deref(), Some("b"));
     }
 
+    /// The replay into a PostgreSQL inventory goes through the lease claim: a journal
+    /// record for an address another rackseed bound meanwhile leaves that binding.
+    #[test]
+    fn a_replay_into_postgres_keeps_another_servers_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let place = crate::inventory::testing::Place::postgres();
+        let inv = place.open();
+        {
+            let mut j = LeaseJournal::open(dir.path(), &inv).unwrap();
+            j.commit(&[up(1, "a"), up(2, "b")]).unwrap();
+        }
+        // Another server binds 192.0.2.2 to another MAC, far into the future.
+        let other = LeaseRow {
+            ip: Ipv4Addr::from(0xC000_0202),
+            mac: Some(MacAddr([2, 0, 0, 0, 0, 9])),
+            state: "bound".into(),
+            expires_at: i64::MAX / 2,
+            hostname: None,
+        };
+        assert!(place.open().claim_lease(&other, 1_800_000_000_000).unwrap());
+        let _j = LeaseJournal::open(dir.path(), &inv).unwrap();
+        let mut rows = inv.load_leases().unwrap();
+        rows.sort_by_key(|l| l.ip);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].hostname.as_deref(), Some("a"), "replayed");
+        assert_eq!(rows[1], other, "the other server's binding stays");
+    }
+
     #[test]
     fn a_full_half_switches_carrying_only_what_the_inventory_lacks() {
         let dir = tempfile::tempdir().unwrap();

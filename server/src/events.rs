@@ -48,6 +48,9 @@ impl EventSink {
                         let r = inv
                             .reconnect_if_closed(&mut c)
                             .and_then(|()| inventory::store_events(&mut c, &items));
+                        if let Err(e) = &r {
+                            let _ = inv.recover(&mut c, e);
+                        }
                         (Some(c), r)
                     }
                     None => (None, inv.record_events(&items)),

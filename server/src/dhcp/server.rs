@@ -516,6 +516,7 @@ impl Claims {
         let won = match self.conn.as_mut() {
             Some(c) => inventory::claim_leases(c, &rows, now_ms()).map_err(|e| {
                 warn!(error = %crate::error_chain(&e), leases = rows.len(), "lease claims failed; ACKs withheld");
+                let _ = state.inventory.recover(c, &e);
             }),
             None => Err(()),
         };
@@ -912,6 +913,11 @@ async fn dhcp_writer(
                 let r = inv
                     .reconnect_if_closed(&mut c)
                     .and_then(|()| inventory::store_dhcp(&mut c, &writes, now_ms()));
+                if let Err(e) = &r {
+                    // The batch's leases are carried to the next one; that one runs on
+                    // a new connection when this one was lost.
+                    let _ = inv.recover(&mut c, e);
+                }
                 if r.is_ok() {
                     f.stored = f.stored.max(journalled);
                 }

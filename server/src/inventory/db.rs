@@ -46,6 +46,29 @@ impl DbError {
         }
     }
 
+    /// True when the PostgreSQL connection is gone (closed, or the server said it is
+    /// shutting it down): a new connection is the remedy.
+    pub fn connection_lost(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            DbError::Postgres(e) => {
+                e.is_closed()
+                    || matches!(
+                        e.code(),
+                        Some(c) if *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CRASH_SHUTDOWN
+                            || *c == SqlState::CANNOT_CONNECT_NOW
+                            || *c == SqlState::CONNECTION_FAILURE
+                            || *c == SqlState::CONNECTION_EXCEPTION
+                    )
+                    || (e.code().is_none()
+                        && e.as_db_error().is_none()
+                        && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
+            }
+            _ => false,
+        }
+    }
+
     /// True for a PostgreSQL serialization failure or deadlock: the transaction was
     /// rolled back and running it again is the remedy.
     pub fn retryable(&self) -> bool {

@@ -99,6 +99,16 @@ pub enum InventoryError {
 }
 
 impl InventoryError {
+    /// True when the failure was a lost PostgreSQL connection.
+    fn connection_lost(&self) -> bool {
+        match self {
+            InventoryError::Query { source, .. }
+            | InventoryError::Busy { source, .. }
+            | InventoryError::Open { source, .. } => source.connection_lost(),
+            _ => false,
+        }
+    }
+
     /// True when the failure was a PostgreSQL serialization failure or deadlock: the
     /// transaction was rolled back and is safe to run again.
     fn retryable(&self) -> bool {
@@ -413,7 +423,17 @@ impl Inventory {
     /// Replaces `c`, a connection from [`Inventory::connect_own`], when its PostgreSQL
     /// server closed it (a restart, a failover); SQLite connections stay.
     pub fn reconnect_if_closed(&self, c: &mut Conn) -> Result<()> {
-        self.ready(c, false)
+        self.renew(c, false, false)
+    }
+
+    /// After a call on `c` (from [`Inventory::connect_own`]) failed with `e`: a new
+    /// connection when `e` says the PostgreSQL one was lost, so the next batch works.
+    pub fn recover(&self, c: &mut Conn, e: &InventoryError) -> Result<()> {
+        self.renew(c, false, e.connection_lost())
+    }
+
+    fn ready(&self, c: &mut Conn, read_only: bool) -> Result<()> {
+        self.renew(c, read_only, false)
     }
 
     /// A counter that changes after every committed change, through this inventory, to
@@ -440,9 +460,10 @@ impl Inventory {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Replaces a lost PostgreSQL connection (the server restarted) before it is used.
-    fn ready(&self, c: &mut Conn, read_only: bool) -> Result<()> {
-        if c.is_closed() {
+    /// Replaces a lost PostgreSQL connection (the server restarted) before it is used,
+    /// or at once with `force` (the last call on it failed for a lost connection).
+    fn renew(&self, c: &mut Conn, read_only: bool, force: bool) -> Result<()> {
+        if force || c.is_closed() {
             let mut fresh = open_conn(&self.location)?;
             if read_only {
                 make_read_only(&mut fresh, &self.location)?;
@@ -458,8 +479,8 @@ impl Inventory {
         match retry_serializable(&mut guard, &mut f) {
             // The PostgreSQL server closed the connection (a restart, a failover): the
             // transaction did not commit; once more on a new connection.
-            Err(_) if guard.is_closed() => {
-                self.ready(&mut guard, false)?;
+            Err(e) if guard.is_closed() || e.connection_lost() => {
+                self.renew(&mut guard, false, true)?;
                 retry_serializable(&mut guard, &mut f)
             }
             r => r,
@@ -471,8 +492,8 @@ impl Inventory {
         let mut run = |c: &mut Conn| {
             self.ready(c, true)?;
             match f(c) {
-                Err(_) if c.is_closed() => {
-                    self.ready(c, true)?;
+                Err(e) if c.is_closed() || e.connection_lost() => {
+                    self.renew(c, true, true)?;
                     f(c)
                 }
                 r => r,
@@ -963,8 +984,11 @@ mod tests {
             .unwrap();
         assert_eq!(inv.list_nodes().unwrap().len(), 1);
         inv.add_node(&new(2, "b"), TTL, 0).unwrap();
-        assert!(store_events(&mut own, &[]).is_err() || !own.is_closed());
-        inv.reconnect_if_closed(&mut own).unwrap();
+        // The writers' own connections: the failed batch is kept by the caller, the
+        // next one runs on a new connection.
+        if let Err(e) = store_events(&mut own, &[]) {
+            inv.recover(&mut own, &e).unwrap();
+        }
         store_events(&mut own, &[(1, 1, "x".into(), "y".into())]).unwrap();
     }
 

@@ -87,3 +87,59 @@ fn rackseed_on_postgres_hands_out_a_lease_stored_in_postgres() -> Result<()> {
     drop(pg);
     Ok(())
 }
+
+/// Two rackseed servers on one PostgreSQL inventory: another server (a second
+/// inventory on the same database, through the same claim its journal thread makes)
+/// binds the first pool address after this server loaded its address book. This
+/// server then offers that address to a new client, but its claim loses: no ACK
+/// leaves for it, the client's retry is refused, and it ends with another address;
+/// the other server's row stays.
+#[test]
+fn an_address_another_rackseed_bound_is_not_acked_again() -> Result<()> {
+    let pg = rackseed::pgtest::PgServer::start().map_err(anyhow::Error::msg)?;
+    let url = pg.create_database().map_err(anyhow::Error::msg)?;
+    let mut lab = Lab::new()?;
+    let srv = Server::start(&lab, &LabConfig::lab().set("inventory.url", url.clone()))?;
+    let other = Inventory::open_at(&InventoryLocation::Postgres(
+        PostgresUrl::parse(&url).map_err(anyhow::Error::msg)?,
+    ))?;
+    let now = rackseed::inventory::now_ms();
+    let held = rackseed::inventory::LeaseRow {
+        ip: "192.0.2.100".parse()?,
+        mac: Some("52:54:00:32:00:99".parse()?),
+        state: "bound".into(),
+        expires_at: now + 3_600_000,
+        hostname: None,
+    };
+    assert!(other.claim_lease(&held, now)?);
+    let c = lab.client("52:54:00:32:00:01", None)?.name.clone();
+    fn client<'a>(lab: &'a Lab, name: &str) -> &'a rackseed_tests::Netns {
+        lab.clients.iter().find(|x| x.name == name).expect("client")
+    }
+    let ip = udhcpc(client(&lab, &c), None)?;
+    assert_ne!(
+        ip, "192.0.2.100",
+        "an address another server holds was acked"
+    );
+    assert!(ip.starts_with("192.0.2.1"), "{ip}");
+    let log = srv.log_text();
+    assert!(
+        log.contains("address held by another rackseed on the same inventory"),
+        "{}",
+        rackseed_tests::tail(&log, 30)
+    );
+    let rows = wait_for(
+        "the client's lease row in PostgreSQL",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let rows = other.load_leases().ok()?;
+            rows.iter().any(|l| l.ip.to_string() == ip).then_some(rows)
+        },
+    )?;
+    let row = rows.iter().find(|l| l.ip == held.ip).expect("held row");
+    assert_eq!(row, &held, "the other server's binding stays");
+    drop(srv);
+    drop(pg);
+    Ok(())
+}

@@ -183,9 +183,13 @@ fn store_leases_tx(tx: &mut Conn, writes: &[LeaseWrite], now: UnixMs) -> Result<
         match w {
             // SQLite has one writer, this rackseed, whose address book decided the
             // write: it is stored as is. On PostgreSQL another rackseed may hold the
-            // address; the write goes through the same claim, and a lost one is left
-            // to the other server's row (logged).
-            LeaseWrite::Upsert(l) if tx.backend() == Backend::Postgres => {
+            // address; a binding goes through the same claim, and a lost one is left
+            // to the other server's row (logged). A row without a MAC (a declined
+            // address: a client saw it in use on the wire) is stored as is on both.
+            // A release (`Delete`) carries no MAC and deletes the row as is: on
+            // PostgreSQL it could remove a binding another server made after this
+            // one's lapsed (see the known gaps).
+            LeaseWrite::Upsert(l) if tx.backend() == Backend::Postgres && l.mac.is_some() => {
                 if !claim_tx(tx, l, now)? {
                     tracing::warn!(ip = %l.ip, mac = ?l.mac.map(|m| m.to_string()), "lease not stored: another rackseed on the same database holds this address");
                 }

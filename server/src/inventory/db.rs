@@ -26,6 +26,10 @@ pub enum DbError {
     /// A column held a value of another type than the query expects.
     #[error("column {column}: {message}")]
     Value { column: usize, message: String },
+    /// PostgreSQL's COMMIT failed. Kept apart from other failures: when the connection
+    /// dropped here the transaction may have committed, so it is not run again.
+    #[error("commit failed")]
+    Commit(#[source] Box<DbError>),
     /// A query that must return one row returned none.
     #[error("the query returned no row")]
     NoRow,
@@ -42,6 +46,7 @@ impl DbError {
     pub fn pg_code(&self) -> Option<&postgres::error::SqlState> {
         match self {
             DbError::Postgres(e) => e.code(),
+            DbError::Commit(e) => e.pg_code(),
             _ => None,
         }
     }
@@ -513,7 +518,10 @@ impl Tx<'_> {
     /// Commits the transaction.
     pub fn commit(mut self) -> Result<(), DbError> {
         self.open = false;
-        self.conn.batch("COMMIT")
+        self.conn.batch("COMMIT").map_err(|e| match e {
+            e @ DbError::Postgres(_) => DbError::Commit(Box::new(e)),
+            e => e,
+        })
     }
 }
 

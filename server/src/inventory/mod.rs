@@ -99,6 +99,20 @@ pub enum InventoryError {
 }
 
 impl InventoryError {
+    /// True when PostgreSQL's COMMIT failed (the transaction may have committed).
+    fn at_commit(&self) -> bool {
+        matches!(
+            self,
+            InventoryError::Query {
+                source: DbError::Commit(_),
+                ..
+            } | InventoryError::Busy {
+                source: DbError::Commit(_),
+                ..
+            }
+        )
+    }
+
     /// True when the failure was a lost PostgreSQL connection.
     fn connection_lost(&self) -> bool {
         match self {
@@ -477,9 +491,10 @@ impl Inventory {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         self.ready(&mut guard, false)?;
         match retry_serializable(&mut guard, &mut f) {
-            // The PostgreSQL server closed the connection (a restart, a failover): the
-            // transaction did not commit; once more on a new connection.
-            Err(e) if guard.is_closed() || e.connection_lost() => {
+            // The PostgreSQL server closed the connection (a restart, a failover)
+            // before the COMMIT: the transaction did not commit; once more on a new
+            // connection. A failed COMMIT may have committed: reported, not re-run.
+            Err(e) if (guard.is_closed() && !e.at_commit()) || e.connection_lost() => {
                 self.renew(&mut guard, false, true)?;
                 retry_serializable(&mut guard, &mut f)
             }

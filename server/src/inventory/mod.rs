@@ -918,6 +918,37 @@ mod tests {
             }
         }
 
+        /// Two servers add different machines under one hostname (or one address) at
+        /// the same moment: one is added, the other refused as a conflict (never a
+        /// second node with that name, never an internal error).
+        fn two_servers_adding_one_hostname_at_once_add_one_node(inv, place) {
+            let servers = [std::sync::Arc::new(place.open()), std::sync::Arc::new(place.open())];
+            for round in 0..5u8 {
+                let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+                let results: Vec<_> = (0..2u8)
+                    .map(|i| {
+                        let inv = servers[usize::from(i)].clone();
+                        let barrier = barrier.clone();
+                        std::thread::spawn(move || {
+                            let n = NewNode {
+                                ip: Some(Ipv4Addr::new(192, 0, 2, 20 + round)),
+                                ..new(10 * round + i + 1, &format!("same{round}"))
+                            };
+                            barrier.wait();
+                            inv.add_node(&n, TTL, 0)
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect();
+                assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {results:?}");
+                let e = results.into_iter().find_map(|r| r.err()).unwrap();
+                assert!(matches!(e, InventoryError::Conflict(_)), "round {round}: {e:?}");
+            }
+            assert_eq!(inv.list_nodes().unwrap().len(), 5);
+        }
+
         /// Two servers' DHCP writers record the same unknown MAC in the same moment:
         /// one node, and both batches are stored.
         fn two_servers_discover_one_machine_once(inv, place) {

@@ -76,7 +76,7 @@ pub enum InventoryError {
     )]
     DiskFull { doing: &'static str },
     #[error(
-        "the inventory stayed locked by another writer for 10 s while {doing}; retry (is another process holding the database open for writing?)"
+        "the inventory stayed busy with another writer while {doing}; retry (SQLite: is another process holding the database open for writing? PostgreSQL: the change kept conflicting with another rackseed's)"
     )]
     Busy {
         doing: &'static str,
@@ -541,6 +541,12 @@ pub fn retry_serializable<T>(
     let mut attempt = 0u32;
     loop {
         match f(c) {
+            // Still conflicting after every retry: busy (503, `busy`), not internal.
+            Err(InventoryError::Query { doing, source })
+                if attempt >= PG_RETRIES && source.retryable() =>
+            {
+                return Err(InventoryError::Busy { doing, source });
+            }
             Err(e) if attempt < PG_RETRIES && e.retryable() => {
                 attempt += 1;
                 // Spread the retries of two servers apart: 1-4 ms, growing to ~60 ms.

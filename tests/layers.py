@@ -73,6 +73,7 @@ IO_CRATES = [
     "tokio",
     "tokio_util",
     "rusqlite",
+    "postgres",
     "axum",
     "hyper",
     "hyper_util",

@@ -121,6 +121,162 @@ pub struct Config {
     pub commission: CommissionConfig,
     /// Commissioning rules, in order (`[[rules]]`).
     pub rules: Vec<crate::commission::rules::Rule>,
+    /// Where the inventory lives (`[inventory]`).
+    pub inventory: InventoryConfig,
+}
+
+/// `[inventory]`: SQLite in the data directory (the default), or PostgreSQL.
+#[derive(Clone, Debug, Default)]
+pub struct InventoryConfig {
+    /// `inventory.url`: a PostgreSQL database instead of `<data_dir>/inventory.db`.
+    pub url: Option<PostgresUrl>,
+}
+
+impl Config {
+    /// Where the inventory is: `inventory.url`, or `inventory.db` in the data directory.
+    pub fn inventory_location(&self) -> InventoryLocation {
+        match &self.inventory.url {
+            Some(u) => InventoryLocation::Postgres(u.clone()),
+            None => InventoryLocation::Sqlite(self.server.data_dir.join("inventory.db")),
+        }
+    }
+}
+
+/// Where an inventory is. Shown (`Display`) as the file's path or the URL without its
+/// password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InventoryLocation {
+    Sqlite(PathBuf),
+    Postgres(PostgresUrl),
+}
+
+impl std::fmt::Display for InventoryLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InventoryLocation::Sqlite(p) => write!(f, "{}", p.display()),
+            InventoryLocation::Postgres(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// A PostgreSQL connection URL (`postgres://user[:password]@host[:port]/db[?…]`, the
+/// host may be a socket directory written percent-encoded, `%2Frun%2Fpostgresql`).
+/// `Display` and `Debug` replace the password with `***`; only [`PostgresUrl::secret`]
+/// gives the URL as written, for connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    url: String,
+    shown: String,
+    host: String,
+}
+
+impl PostgresUrl {
+    /// Parses a URL; the error says what is wrong (never repeating a password).
+    pub fn parse(url: &str) -> Result<PostgresUrl, String> {
+        let Some(rest) = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+        else {
+            return Err("must start with `postgres://` or `postgresql://` (e.g. \"postgres://rackseed@db.example/rackseed\"); leave `inventory.url` out for the SQLite file in the data directory".into());
+        };
+        let scheme = &url[..url.len() - rest.len()];
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let shown_user = userinfo.map(|u| match u.split_once(':') {
+            Some((user, _)) => format!("{user}:***@"),
+            None => format!("{u}@"),
+        });
+        let redacted_tail = tail
+            .split_once('?')
+            .map(|(path, query)| {
+                let q: Vec<String> = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => kv.to_string(),
+                    })
+                    .collect();
+                format!("{path}?{}", q.join("&"))
+            })
+            .unwrap_or_else(|| tail.to_string());
+        let shown = format!(
+            "{scheme}{}{hostport}{redacted_tail}",
+            shown_user.unwrap_or_default()
+        );
+        let host_enc = if hostport.starts_with('[') {
+            hostport
+                .split_once(']')
+                .map(|(h, _)| &h[1..])
+                .unwrap_or(hostport)
+        } else {
+            hostport
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(hostport)
+        };
+        let host = percent_decode(host_enc);
+        let parsed: Result<postgres::Config, _> = url.parse();
+        if let Err(e) = parsed {
+            return Err(format!("`{shown}` is not a PostgreSQL URL: {e}"));
+        }
+        let host = if host.is_empty() {
+            "localhost".to_string()
+        } else {
+            host
+        };
+        Ok(PostgresUrl {
+            url: url.to_string(),
+            shown,
+            host,
+        })
+    }
+
+    /// The URL as written, password included: for connecting only, never for a log.
+    pub fn secret(&self) -> &str {
+        &self.url
+    }
+
+    /// The host (or socket directory) the URL names.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({})", self.shown)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -292,6 +448,14 @@ struct RawConfig {
     commission: RawCommission,
     #[serde(default)]
     rules: Vec<crate::commission::rules::Rule>,
+    #[serde(default)]
+    inventory: RawInventory,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -866,6 +1030,13 @@ impl Validator<'_> {
             stall,
             commission,
             rules: raw.rules,
+            inventory: InventoryConfig {
+                url: raw
+                    .inventory
+                    .url
+                    .map(|u| PostgresUrl::parse(&u).map_err(|m| self.err("inventory.url", m)))
+                    .transpose()?,
+            },
         })
     }
 
@@ -1075,6 +1246,46 @@ mod tests {
         Config::parse_with(text, "rackseed.toml", &|_| None)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn the_inventory_is_sqlite_unless_a_postgres_url_is_set() {
+        let base = "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"/srv/rs\"\n";
+        let c = Config::parse_with(base, "rackseed.toml", &|_| None).unwrap();
+        assert_eq!(
+            c.inventory_location(),
+            InventoryLocation::Sqlite(PathBuf::from("/srv/rs/inventory.db"))
+        );
+        let c = Config::parse_with(
+            &format!("{base}[inventory]\nurl = \"postgres://rackseed:s3cret@db.example:5433/inv?sslmode=disable&password=x2\"\n"),
+            "rackseed.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let InventoryLocation::Postgres(u) = c.inventory_location() else {
+            panic!("not postgres");
+        };
+        assert_eq!(u.host(), "db.example");
+        let shown = format!("{} {u:?} {c:?}", c.inventory_location());
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("x2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "postgres://rackseed:***@db.example:5433/inv?sslmode=disable&password=***"
+            ),
+            "{shown}"
+        );
+        let u = PostgresUrl::parse("postgres://postgres@%2Ftmp%2Fpg:5432/t").unwrap();
+        assert_eq!(u.host(), "/tmp/pg");
+        let e = err(&format!("{base}[inventory]\nurl = \"mysql://x@y/z\"\n"));
+        assert!(
+            e.contains("inventory.url") && e.contains("postgres://"),
+            "{e}"
+        );
+        let e = err(&format!("{base}[inventory]\npath = \"/x\"\n"));
+        assert!(e.contains("path"), "{e}");
     }
 
     /// Group values reach sanoid.conf, replicate.sh and systemd units on every member:

@@ -497,14 +497,16 @@ mod tests {
         }
     }
 
+    crate::inventory::testing::on_each_backend! {
     /// Two nodes of one rack enroll into a group with `failure_domain = rack` at the
     /// same instant, each from its own thread: the transaction re-reads the members, so
     /// exactly one is enrolled and the other is refused with the placement reason,
-    /// answered 409, with its token unused and its state unchanged.
-    #[test]
-    fn two_nodes_of_one_failure_domain_enrolling_at_once_cannot_both_join() {
-        let d = tempfile::tempdir().unwrap();
-        let inv = std::sync::Arc::new(Inventory::open(&d.path().join("i.db")).unwrap());
+    /// answered 409, with its token unused and its state unchanged. Each thread is
+    /// its own server (an inventory of its own on the one database): on PostgreSQL
+    /// the enrollments' serializable transactions conflict and the loser's re-run sees
+    /// the winner.
+    fn two_nodes_of_one_failure_domain_enrolling_at_once_cannot_both_join(inv, place) {
+        let servers = [std::sync::Arc::new(place.open()), std::sync::Arc::new(place.open())];
         let group = crate::groups::Group {
             name: "rg1".into(),
             min_members: 2,
@@ -515,7 +517,7 @@ mod tests {
             replication_network: None,
             version: 0,
         };
-        crate::inventory::groups::create(&inv, &group, 0).unwrap();
+        crate::inventory::groups::create(inv, &group, 0).unwrap();
         let mut tokens = Vec::new();
         for i in 1..=2u8 {
             let n = inv
@@ -545,8 +547,9 @@ mod tests {
         let results: Vec<_> = tokens
             .clone()
             .into_iter()
-            .map(|(id, t)| {
-                let (inv, barrier, group) = (inv.clone(), barrier.clone(), group.clone());
+            .enumerate()
+            .map(|(i, (id, t))| {
+                let (inv, barrier, group) = (servers[i].clone(), barrier.clone(), group.clone());
                 std::thread::spawn(move || {
                     let facts = serde_json::json!({});
                     let e = Enrollment {
@@ -585,11 +588,12 @@ mod tests {
             "token used up"
         );
         let members = crate::inventory::groups::members(
-            &inv,
-            &crate::inventory::groups::get(&inv, "rg1").unwrap(),
+            inv,
+            &crate::inventory::groups::get(inv, "rg1").unwrap(),
         )
         .unwrap();
         assert_eq!(members.len(), 1);
+    }
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl EventSink {
         let notify = changed.clone();
         tokio::spawn(async move {
             // Its own connection; the shared one is the fallback if it cannot be opened.
-            let mut own = match inventory::connect(inventory.path()) {
+            let mut own = match inventory.connect_own() {
                 Ok(c) => Some(c),
                 Err(e) => {
                     warn!(error = %crate::error_chain(&e), "event writer shares the inventory connection");
@@ -45,7 +45,12 @@ impl EventSink {
                 let conn = own.take();
                 let res = tokio::task::spawn_blocking(move || match conn {
                     Some(mut c) => {
-                        let r = inventory::store_events(&mut c, &items);
+                        let r = inv
+                            .reconnect_if_closed(&mut c)
+                            .and_then(|()| inventory::store_events(&mut c, &items));
+                        if let Err(e) = &r {
+                            let _ = inv.recover(&mut c, e);
+                        }
                         (Some(c), r)
                     }
                     None => (None, inv.record_events(&items)),

@@ -33,7 +33,7 @@
 //! | `commission`  | decision | hardware facts of an inventory boot, option 82 and LLDP parsed, the rules that assign a commissioned machine (pure) |
 //! | `backup`      | decision | what a backup carries, its manifest and archive format, the judgement of an archive before a restore (pure); `backup::store` takes the snapshot and writes and restores files |
 //! | `durable`     | I/O      | atomic file writes |
-//! | `inventory`   | I/O      | SQLite behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`, `users`); `inventory::state` is the state machine (pure) |
+//! | `inventory`   | I/O      | SQLite (default) or PostgreSQL (`inventory::db`, one connection type) behind read and write connections, one file per job (`schema`, `nodes`, `tokens`, `leases`, `events`, `groups`, `users`); `inventory::state` is the state machine (pure) |
 //! | `events`      | I/O      | the batched timeline writer and change signal |
 //! | `ca`          | I/O      | rackseed's CA: server and node certificates |
 //! | `images`      | I/O      | installer images: signed-chain fetch, package import, content-addressed store, kernel/mirror check |
@@ -43,6 +43,7 @@
 //! | `http`        | I/O      | node-facing routes, installer events, the admin API and event stream, the console's pages (`http::ui`), the agents' mTLS listener |
 //! | `state`       | I/O      | the shared `AppState` and start-up checks |
 //! | `fuzzing`     | top      | fuzz targets over the parsers, shared by `cargo test` and `cargo fuzz` |
+//! | `pgtest`      | top      | a throwaway PostgreSQL server for the tests (unit and end-to-end) |
 //! | `serve`       | top      | binding listeners and running every part |
 //! | `cli`         | top      | the command line (`cli/`): clap definitions (`args`), the REST client (`client`), one file per command group; nothing outside it imports it, and only it uses clap |
 //! | `agent`       | top      | the node side: `rackseed agent`, collecting facts, replication |
@@ -79,6 +80,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod netif;
 pub mod node;
+pub mod pgtest;
 pub mod plan;
 pub mod power;
 pub mod profiles;

@@ -285,9 +285,11 @@ impl AppState {
             path: dir.join("bmc.key").display().to_string(),
             source,
         })?;
-        let inventory = Arc::new(Inventory::open(&dir.join("inventory.db"))?);
+        let location = config.inventory_location();
+        let inventory = Arc::new(Inventory::open_at(&location)?);
+        info!(inventory = %location, "inventory opened");
         // Replayed into the inventory before the leases are read from it.
-        let lease_journal = crate::dhcp::store::LeaseJournal::open(dir, &dir.join("inventory.db"))?;
+        let lease_journal = crate::dhcp::store::LeaseJournal::open(dir, &inventory)?;
         let mut leases = LeaseTable::from_rows(inventory.load_leases()?);
         leases.set_reservations(inventory.reservations()?);
         info!(leases = leases.len(), "leases loaded");

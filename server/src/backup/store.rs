@@ -373,8 +373,13 @@ fn snapshot(data_dir: &Path, db: &Path, to: &Path) -> Result<(u32, usize)> {
         });
     }
     if !writes.is_empty() {
-        crate::inventory::store_leases(&mut snap, &writes)
+        let mut conn = crate::inventory::Conn::Sqlite(snap);
+        crate::inventory::store_leases(&mut conn, &writes)
             .map_err(|e| BackupError::Replay(to.display().to_string(), e))?;
+        let crate::inventory::Conn::Sqlite(c) = conn else {
+            unreachable!("a SQLite connection stays one")
+        };
+        snap = c;
     }
     snap.query_row("PRAGMA journal_mode = DELETE", [], |r| {
         r.get::<_, String>(0)
@@ -876,7 +881,7 @@ mod tests {
                 .unwrap();
         }
         crate::inventory::store_leases(
-            &mut crate::inventory::connect(inv.path()).unwrap(),
+            &mut crate::inventory::connect(inv.sqlite_path().unwrap()).unwrap(),
             &[lease(1)],
         )
         .unwrap();
@@ -888,7 +893,7 @@ mod tests {
         std::fs::write(&blob, b"kernel").unwrap();
         std::fs::write(store.root().join("images/lab.json"), b"{}").unwrap();
         std::fs::write(store.root().join("tmp/half-written"), b"x").unwrap();
-        let mut j = crate::dhcp::store::LeaseJournal::open(&loc.data_dir, inv.path()).unwrap();
+        let mut j = crate::dhcp::store::LeaseJournal::open(&loc.data_dir, &inv).unwrap();
         // Journalled and acknowledged, not yet in the inventory.
         j.commit(&[lease(2), lease(3)]).unwrap();
         (loc, j, inv)
@@ -1016,7 +1021,11 @@ mod tests {
         // journal's writes (for the inventory being replaced) not replayed over it.
         std::fs::write(target.data_dir.join("ca/server-192.0.2.9.crt"), b"other").unwrap();
         {
-            let mut old = crate::dhcp::store::LeaseJournal::open(&target.data_dir, &db).unwrap();
+            let mut old = crate::dhcp::store::LeaseJournal::open(
+                &target.data_dir,
+                &Inventory::open(&db).unwrap(),
+            )
+            .unwrap();
             old.commit(&[lease(40)]).unwrap();
         }
         let r = restore(&target, &out, true).unwrap();
@@ -1029,7 +1038,11 @@ mod tests {
                 .len(),
             0
         );
-        let j = crate::dhcp::store::LeaseJournal::open(&target.data_dir, &db).unwrap();
+        let j = crate::dhcp::store::LeaseJournal::open(
+            &target.data_dir,
+            &Inventory::open(&db).unwrap(),
+        )
+        .unwrap();
         drop(j);
         assert_eq!(leases(&db), ["192.0.2.101", "192.0.2.102", "192.0.2.103"]);
     }

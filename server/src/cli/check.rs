@@ -14,6 +14,11 @@ pub fn run(args: &ConfigArgs) -> Result<ExitCode> {
         "config {}: ok (dhcp {:?}, advertise {})",
         config.source, config.dhcp.mode, config.server.advertise
     );
+    let inventory = config.inventory_location();
+    match crate::inventory::probe(&inventory) {
+        Ok(()) => println!("inventory {inventory}: ok"),
+        Err(e) => problems.push(crate::error_chain(&e)),
+    }
     let shim = config.installer.dir.join("bootnetx64.efi");
     let grub = config.installer.dir.join("grubx64.efi");
     let mut needed = vec![

@@ -235,9 +235,13 @@ fn preview_agent(config: &Config, node: &crate::inventory::Node, agent: &mut ren
     if let Ok(ca) = std::fs::read_to_string(dir.join("ca/ca.crt")) {
         agent.ca_pem = ca;
     }
-    let db = dir.join("inventory.db");
-    if db.is_file()
-        && let Ok(inv) = crate::inventory::Inventory::open(&db)
+    let location = config.inventory_location();
+    let exists = match &location {
+        crate::inventory::InventoryLocation::Sqlite(db) => db.is_file(),
+        crate::inventory::InventoryLocation::Postgres(_) => true,
+    };
+    if exists
+        && let Ok(inv) = crate::inventory::Inventory::open_at(&location)
         && let Ok(Some(n)) = inv.node_by_mac(node.mac)
         && let Ok(Some(t)) = inv.current_enroll_token(n.id, crate::inventory::now_ms())
     {

@@ -291,6 +291,25 @@ impl LeaseTable {
         }
     }
 
+    /// Another rackseed on the same PostgreSQL inventory holds `ip` (this server's
+    /// claim of it for `mac` was refused): `mac` loses it, and it is not offered again
+    /// before `until`. Not persisted (the database row is the other server's).
+    pub fn held_elsewhere(&mut self, mac: MacAddr, ip: Ipv4Addr, until: UnixMs) {
+        if self.by_mac.get(&mac) == Some(&ip) {
+            self.by_mac.remove(&mac);
+        }
+        self.by_ip.insert(
+            ip,
+            Lease {
+                ip,
+                mac: None,
+                state: LeaseState::Declined,
+                expires_at: until,
+                hostname: None,
+            },
+        );
+    }
+
     /// Marks `ip` unusable until `until` (a DECLINE from `mac`). `None` if `mac` was
     /// not given `ip` by us (a forged DECLINE cannot take addresses away).
     pub fn decline(&mut self, mac: MacAddr, ip: Ipv4Addr, until: UnixMs) -> Option<LeaseWrite> {

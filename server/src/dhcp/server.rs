@@ -178,7 +178,10 @@ impl Chainloaded {
 /// Which MAC is which node, as of an inventory generation. `complete` when it holds
 /// every node (loaded whole after each change of the inventory's nodes, plus the
 /// machines DHCP discovered since): a MAC it lacks is then not a node, with no lookup.
-/// Until then, entries are single lookups (`None`: not a node).
+/// Until then, entries are single lookups (`None`: not a node). On PostgreSQL the
+/// generation also moves every `inventory::PG_GENERATION_MS`, so nodes another rackseed
+/// on the same database added or deleted are seen within that time (a standby that
+/// takes over needs no reload of its own).
 #[derive(Default)]
 struct NodeCache {
     generation: u64,
@@ -433,6 +436,10 @@ fn commit_loop(
     let mut batch: Vec<Pending> = Vec::with_capacity(256);
     let mut writes: Vec<LeaseWrite> = Vec::with_capacity(256);
     let mut resets = journal.resets;
+    // With the inventory on PostgreSQL another rackseed may share it: every binding
+    // of a batch is claimed in the database before its ACK leaves.
+    let mut claims = (state.inventory.backend() == crate::inventory::Backend::Postgres)
+        .then(|| Claims { conn: None });
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < 1024 {
@@ -455,6 +462,9 @@ fn commit_loop(
             resets = journal.resets;
             state.metrics.dhcp_journal_resets.inc();
         }
+        if let Some(c) = claims.as_mut() {
+            c.arbitrate(&state, &mut batch);
+        }
         for mut p in batch.drain(..) {
             p.journalled = number;
             if let Some((bytes, dest, sock)) = p.send.take() {
@@ -466,6 +476,70 @@ fn commit_loop(
         }
     }
     Ok(())
+}
+
+/// The journal thread's PostgreSQL connection for lease claims (opened on first use,
+/// again after it is lost).
+struct Claims {
+    conn: Option<crate::inventory::Conn>,
+}
+
+impl Claims {
+    /// Claims the bindings (`bound` lease writes) of `batch` in the database. A binding
+    /// another server holds loses its reply and lease write, and the address is kept
+    /// from offers here until the lease would have ended; the client's next REQUEST
+    /// gets a NAK and it starts over. When the database cannot be asked, no binding of
+    /// the batch is answered (safety over availability: two servers must not ACK one
+    /// address); the clients retry, and the bindings stay for the inventory writer.
+    fn arbitrate(&mut self, state: &AppState, batch: &mut [Pending]) {
+        let bound: Vec<usize> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(&p.write, Some(LeaseWrite::Upsert(l)) if l.state == "bound" && l.mac.is_some()))
+            .map(|(i, _)| i)
+            .collect();
+        if bound.is_empty() {
+            return;
+        }
+        let rows: Vec<&crate::inventory::LeaseRow> = bound
+            .iter()
+            .filter_map(|&i| match &batch[i].write {
+                Some(LeaseWrite::Upsert(l)) => Some(l),
+                _ => None,
+            })
+            .collect();
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            self.conn = state.inventory.connect_own().map_err(|e| {
+                warn!(error = %crate::error_chain(&e), "cannot reach the inventory to claim leases; ACKs withheld");
+            }).ok();
+        }
+        let won = match self.conn.as_mut() {
+            Some(c) => inventory::claim_leases(c, &rows, now_ms()).map_err(|e| {
+                warn!(error = %crate::error_chain(&e), leases = rows.len(), "lease claims failed; ACKs withheld");
+                let _ = state.inventory.recover(c, &e);
+            }),
+            None => Err(()),
+        };
+        let Ok(won) = won else {
+            for &i in &bound {
+                // Kept for the writer (the journal holds it); only the ACK waits.
+                batch[i].send = None;
+            }
+            return;
+        };
+        let mut table = state.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for (&i, ok) in bound.iter().zip(won) {
+            if ok {
+                continue;
+            }
+            let p = &mut batch[i];
+            if let Some(LeaseWrite::Upsert(l)) = p.write.take() {
+                info!(ip = %l.ip, mac = %p.mac, "address held by another rackseed on the same inventory; ACK withheld");
+                table.held_elsewhere(p.mac, l.ip, l.expires_at);
+            }
+            p.send = None;
+        }
+    }
 }
 
 /// Sends a reply from a thread outside the runtime: at once when the socket takes it,
@@ -702,7 +776,10 @@ const INVENTORY_FLUSH: std::time::Duration = std::time::Duration::from_millis(10
 /// The inventory writer's durable point: stored writes are reported to the journal
 /// only once SQLite's write-ahead log holding them is flushed.
 struct Flushed {
-    wal: std::path::PathBuf,
+    /// SQLite's write-ahead log; `None` on PostgreSQL, where a commit is durable when
+    /// it returns (the server flushes its own WAL), so stored writes are reported at
+    /// once.
+    wal: Option<std::path::PathBuf>,
     applied: Arc<AtomicU64>,
     /// The last journal number stored (committed to SQLite, maybe not flushed).
     stored: u64,
@@ -719,15 +796,19 @@ impl Flushed {
         {
             return;
         }
+        let Some(wal) = &self.wal else {
+            self.applied.fetch_max(self.stored, Ordering::AcqRel);
+            return;
+        };
         // SQLite in WAL mode writes committed frames to the -wal file (or, once
         // checkpointed, to the database file, which the checkpoint flushes itself).
-        match std::fs::File::open(&self.wal).and_then(|f| f.sync_data()) {
+        match std::fs::File::open(wal).and_then(|f| f.sync_data()) {
             Ok(()) => {
                 self.at = std::time::Instant::now();
                 self.applied.fetch_max(self.stored, Ordering::AcqRel);
             }
             Err(e) => {
-                warn!(error = %crate::error_chain(&e), wal = %self.wal.display(), "cannot flush the inventory's write-ahead log; the lease journal keeps its records")
+                warn!(error = %crate::error_chain(&e), wal = %wal.display(), "cannot flush the inventory's write-ahead log; the lease journal keeps its records")
             }
         }
     }
@@ -746,8 +827,10 @@ async fn dhcp_writer(
     applied: Arc<AtomicU64>,
 ) {
     let state = shared.state.clone();
-    let path = state.inventory.path().to_path_buf();
-    let mut conn = match inventory::connect(&path).and_then(|c| inventory::relaxed(&c).map(|()| c))
+    let mut conn = match state
+        .inventory
+        .connect_own()
+        .and_then(|mut c| inventory::relaxed(&mut c).map(|()| c))
     {
         Ok(c) => Some(c),
         Err(e) => {
@@ -756,7 +839,10 @@ async fn dhcp_writer(
         }
     };
     let mut flushed = Some(Flushed {
-        wal: std::path::PathBuf::from(format!("{}-wal", path.display())),
+        wal: state
+            .inventory
+            .sqlite_path()
+            .map(|p| std::path::PathBuf::from(format!("{}-wal", p.display()))),
         applied,
         stored: 0,
         at: std::time::Instant::now(),
@@ -821,9 +907,17 @@ async fn dhcp_writer(
                 batch.clear();
                 continue;
             };
+            let inv = state.inventory.clone();
             let (c, f, writes, res) = tokio::task::spawn_blocking(move || {
                 let (mut c, mut f) = (c, f);
-                let r = inventory::store_dhcp(&mut c, &writes, now_ms());
+                let r = inv
+                    .reconnect_if_closed(&mut c)
+                    .and_then(|()| inventory::store_dhcp(&mut c, &writes, now_ms()));
+                if let Err(e) = &r {
+                    // The batch's leases are carried to the next one; that one runs on
+                    // a new connection when this one was lost.
+                    let _ = inv.recover(&mut c, e);
+                }
                 if r.is_ok() {
                     f.stored = f.stored.max(journalled);
                 }
@@ -865,6 +959,97 @@ async fn dhcp_writer(
             if let (Some(id), Some(ip)) = (node, p.peer) {
                 state.note_peer(ip, id);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::LeaseRow;
+
+    /// A server's state (its own data directory) on the PostgreSQL database `url`.
+    fn state_on(url: &str) -> (tempfile::TempDir, Arc<AppState>) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nadvertise = \"192.0.2.1\"\ndata_dir = \"{}\"\n[dhcp]\nmode = \"authoritative\"\n[[dhcp.subnets]]\nnetwork = \"192.0.2.0/24\"\ninterface = \"br0\"\nrange = \"192.0.2.100-192.0.2.199\"\n[installer]\nmirror = \"http://mirror.example/debian\"\n[inventory]\nurl = \"{url}\"\n",
+            dir.path().join("data").display()
+        );
+        let cfg = crate::config::Config::parse_with(&text, "test.toml", &|_| None).unwrap();
+        let profiles = crate::profiles::Catalog::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"),
+        )
+        .unwrap();
+        let state = AppState::open(cfg, profiles)
+            .unwrap_or_else(|e| panic!("{} (run ./x setup)", crate::error_chain(&e)));
+        (dir, Arc::new(state))
+    }
+
+    /// Two rackseed servers on one PostgreSQL inventory whose address books both hand
+    /// out the same address, to different MACs, in the same moment: the journal
+    /// threads' claims let exactly one ACK leave; the other server keeps the address
+    /// from its offers and drops its lease write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_servers_on_one_database_never_ack_one_address_twice() {
+        let url = crate::pgtest::shared().create_database().unwrap();
+        let servers = [state_on(&url), state_on(&url)];
+        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        for round in 0..10u8 {
+            let ip = Ipv4Addr::new(192, 0, 2, 100 + round);
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let handles: Vec<_> = servers
+                .iter()
+                .enumerate()
+                .map(|(i, (_, state))| {
+                    let mac = MacAddr([0x52, 0x54, 0, 9, round, i as u8]);
+                    let mut batch = vec![Pending {
+                        mac,
+                        node: None,
+                        discover: None,
+                        seen: None,
+                        write: Some(LeaseWrite::Upsert(LeaseRow {
+                            ip,
+                            mac: Some(mac),
+                            state: "bound".into(),
+                            expires_at: now_ms() + 600_000,
+                            hostname: None,
+                        })),
+                        events: vec![],
+                        peer: None,
+                        send: Some((vec![0], "127.0.0.1:9".parse().unwrap(), sock.clone())),
+                        journalled: 0,
+                    }];
+                    let (state, barrier) = (state.clone(), barrier.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut claims = Claims { conn: None };
+                        barrier.wait();
+                        claims.arbitrate(&state, &mut batch);
+                        batch.pop().unwrap()
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for h in handles {
+                out.push(h.await.unwrap());
+            }
+            let acked: Vec<_> = out.iter().filter(|p| p.send.is_some()).collect();
+            assert_eq!(acked.len(), 1, "round {round}: exactly one ACK");
+            let winner = acked[0].mac;
+            let (loser_i, loser) = out
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.send.is_none())
+                .unwrap();
+            assert!(loser.write.is_none(), "the lost binding is not stored");
+            let table = servers[loser_i].1.leases.lock().unwrap();
+            assert!(
+                table.lease_at(ip).is_some_and(|l| l.mac.is_none()),
+                "the loser keeps the address from its offers"
+            );
+            drop(table);
+            let rows = servers[0].1.inventory.load_leases().unwrap();
+            let row = rows.iter().find(|l| l.ip == ip).unwrap();
+            assert_eq!(row.mac, Some(winner));
         }
     }
 }

@@ -84,13 +84,20 @@ impl LeaseJournal {
     /// Opens the journal in `dir` (creating it preallocated), stores what it holds into
     /// the inventory at `inventory` and starts a new epoch in the other half. Fails
     /// when another process holds it.
-    pub fn open(dir: &Path, inventory: &Path) -> Result<LeaseJournal, JournalError> {
+    pub fn open(
+        dir: &Path,
+        inventory: &crate::inventory::Inventory,
+    ) -> Result<LeaseJournal, JournalError> {
         Self::open_sized(dir, inventory, HALF)
     }
 
     /// [`LeaseJournal::open`] with halves of `half` bytes (a journal is always reopened
     /// with the size it was created with).
-    fn open_sized(dir: &Path, inventory: &Path, half: usize) -> Result<LeaseJournal, JournalError> {
+    fn open_sized(
+        dir: &Path,
+        inventory: &crate::inventory::Inventory,
+        half: usize,
+    ) -> Result<LeaseJournal, JournalError> {
         let path = dir.join(FILE);
         let io = |what: &'static str| {
             let path = path.display().to_string();
@@ -140,8 +147,11 @@ impl LeaseJournal {
             None => Vec::new(),
         };
         if !replayed.is_empty() {
-            let mut conn =
-                crate::inventory::connect(inventory).map_err(|source| JournalError::Replay {
+            // On PostgreSQL the replay goes through the same lease claim as the DHCP
+            // writer: a binding another rackseed made meanwhile is not overwritten.
+            let mut conn = inventory
+                .connect_own()
+                .map_err(|source| JournalError::Replay {
                     path: path.display().to_string(),
                     source,
                 })?;
@@ -334,10 +344,8 @@ mod tests {
         })
     }
 
-    fn inventory(dir: &Path) -> PathBuf {
-        let p = dir.join("inventory.db");
-        crate::inventory::Inventory::open(&p).unwrap();
-        p
+    fn inventory(dir: &Path) -> crate::inventory::Inventory {
+        crate::inventory::Inventory::open(&dir.join("inventory.db")).unwrap()
     }
 
     #[test]
@@ -355,13 +363,38 @@ mod tests {
             // Dropped without the inventory storing anything: a crash.
         }
         let _j = LeaseJournal::open(dir.path(), &inv).unwrap();
-        let rows = crate::inventory::Inventory::open(&inv)
-            .unwrap()
-            .load_leases()
-            .unwrap();
+        let rows = inv.load_leases().unwrap();
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0].ip, Ipv4Addr::from(0xC000_0202));
         assert_eq!(rows[0].hostname.as_deref(), Some("b"));
+    }
+
+    /// The replay into a PostgreSQL inventory goes through the lease claim: a journal
+    /// record for an address another rackseed bound meanwhile leaves that binding.
+    #[test]
+    fn a_replay_into_postgres_keeps_another_servers_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let place = crate::inventory::testing::Place::postgres();
+        let inv = place.open();
+        {
+            let mut j = LeaseJournal::open(dir.path(), &inv).unwrap();
+            j.commit(&[up(1, "a"), up(2, "b")]).unwrap();
+        }
+        // Another server binds 192.0.2.2 to another MAC, far into the future.
+        let other = LeaseRow {
+            ip: Ipv4Addr::from(0xC000_0202),
+            mac: Some(MacAddr([2, 0, 0, 0, 0, 9])),
+            state: "bound".into(),
+            expires_at: i64::MAX / 2,
+            hostname: None,
+        };
+        assert!(place.open().claim_lease(&other, 1_800_000_000_000).unwrap());
+        let _j = LeaseJournal::open(dir.path(), &inv).unwrap();
+        let mut rows = inv.load_leases().unwrap();
+        rows.sort_by_key(|l| l.ip);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].hostname.as_deref(), Some("a"), "replayed");
+        assert_eq!(rows[1], other, "the other server's binding stays");
     }
 
     #[test]

@@ -118,6 +118,14 @@ impl From<InventoryError> for ApiError {
                 tracing::error!(error = %e, "data directory full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
             }
+            InventoryError::Unreachable { .. } => {
+                tracing::error!(error = %crate::error_chain(&e), "inventory unreachable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the inventory database cannot be reached; retry (the reason is in rackseed's log)".to_string(),
+                )
+                .with_code("unavailable")
+            }
             InventoryError::Busy { .. } => {
                 tracing::warn!(error = %crate::error_chain(&e), "inventory busy");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).with_code("busy")

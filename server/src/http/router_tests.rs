@@ -155,7 +155,7 @@ fn internal_errors_send_no_detail() {
     assert!(!e.message.contains("inventory.db"), "{}", e.message);
     let e = ApiError::from(crate::inventory::InventoryError::Query {
         doing: "listing nodes",
-        source: rusqlite::Error::InvalidQuery,
+        source: rusqlite::Error::InvalidQuery.into(),
     });
     assert_eq!(e.code, "internal");
     assert!(!e.message.contains("listing nodes"), "{}", e.message);

@@ -176,25 +176,14 @@ pub fn partial_dir(config: &crate::config::Config) -> std::path::PathBuf {
 
 /// Images nodes reference (the inventory's `nodes.image`), when an inventory exists.
 pub fn node_images(config: &crate::config::Config) -> Result<Vec<String>, ImageError> {
-    let path = config.server.data_dir.join("inventory.db");
-    if !path.exists() {
+    let location = config.inventory_location();
+    if let crate::inventory::InventoryLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
         return Ok(Vec::new());
     }
-    let inv = crate::inventory::Inventory::open(&path).map_err(ImageError::Inventory)?;
-    let images = inv
-        .with_conn(|c| {
-            let q = |source| crate::inventory::InventoryError::Query {
-                doing: "listing node images",
-                source,
-            };
-            let mut st = c
-                .prepare("SELECT DISTINCT image FROM nodes WHERE image IS NOT NULL")
-                .map_err(q)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(q)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(q)
-        })
-        .map_err(ImageError::Inventory)?;
-    Ok(images)
+    let inv = crate::inventory::Inventory::open_at(&location).map_err(ImageError::Inventory)?;
+    inv.node_images().map_err(ImageError::Inventory)
 }
 
 /// Hex SHA-256 of a byte slice.

@@ -16,7 +16,7 @@ impl Inventory {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(node_id) DO UPDATE SET protocol = ?2, address = ?3, username = ?4,
                    password = ?5, system = ?6, insecure_tls = ?7, updated_at = ?8",
-                params![
+                p![
                     id,
                     bmc.protocol.as_str(),
                     bmc.address,
@@ -35,12 +35,11 @@ impl Inventory {
     /// Node `id`'s BMC and its sealed password.
     pub fn bmc(&self, id: i64) -> Result<Option<(Bmc, Vec<u8>)>> {
         let row: Option<BmcRow> = self.read(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT protocol, address, username, password, system, insecure_tls FROM bmcs WHERE node_id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                p![id],
             )
-            .optional()
+            .and_then(|r| r.map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).transpose())
             .map_err(q("reading a BMC"))
         })?;
         Ok(
@@ -64,7 +63,7 @@ impl Inventory {
     pub fn delete_bmc(&self, id: i64) -> Result<()> {
         self.with(|c| {
             let n = c
-                .execute("DELETE FROM bmcs WHERE node_id = ?1", [id])
+                .execute("DELETE FROM bmcs WHERE node_id = ?1", p![id])
                 .map_err(q("removing a BMC"))?;
             if n == 0 {
                 return Err(InventoryError::NotFound(format!("a BMC of node {id}")));

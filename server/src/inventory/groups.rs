@@ -6,17 +6,17 @@ use crate::facts::Facts;
 use crate::groups::{Group, Member, check_placement, member_from};
 use crate::inventory::{Inventory, InventoryError};
 use crate::node::{NodeState, UnixMs};
-use rusqlite::{OptionalExtension, params};
 
-use super::q;
+use super::db::{DbError, Row, p};
+use super::{q, rows};
 
-fn group_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+fn group_from_row(r: &Row) -> Result<Group, DbError> {
     let datasets: String = r.get(5)?;
     Ok(Group {
         name: r.get(0)?,
-        min_members: r.get::<_, i64>(1)? as u32,
+        min_members: r.get::<i64>(1)? as u32,
         failure_domain: r.get(2)?,
-        interval_secs: r.get::<_, i64>(3)? as u64,
+        interval_secs: r.get::<i64>(3)? as u64,
         retention: r.get(4)?,
         datasets: serde_json::from_str(&datasets).unwrap_or_default(),
         replication_network: r.get(6)?,
@@ -31,8 +31,8 @@ pub fn create(inv: &Inventory, g: &Group, now: UnixMs) -> Result<(), InventoryEr
     inv.with_conn(|c| {
         let n = c
             .execute(
-                "INSERT OR IGNORE INTO groups (name, min_members, failure_domain, interval_secs, retention, datasets, replication_network, version, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
-                params![g.name, g.min_members, g.failure_domain, g.interval_secs as i64, g.retention, serde_json::to_string(&g.datasets).unwrap_or_default(), g.replication_network, now],
+                "INSERT INTO groups (name, min_members, failure_domain, interval_secs, retention, datasets, replication_network, version, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8) ON CONFLICT(name) DO NOTHING",
+                p![g.name, g.min_members, g.failure_domain, g.interval_secs as i64, g.retention, serde_json::to_string(&g.datasets).unwrap_or_default(), g.replication_network, now],
             )
             .map_err(q("creating a group"))?;
         if n == 0 {
@@ -54,8 +54,8 @@ pub fn sync_config_groups(
                 "INSERT INTO groups (name, min_members, failure_domain, interval_secs, retention, datasets, replication_network, version, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
                  ON CONFLICT(name) DO UPDATE SET min_members = excluded.min_members, failure_domain = excluded.failure_domain, interval_secs = excluded.interval_secs,
                    retention = excluded.retention, datasets = excluded.datasets, replication_network = excluded.replication_network,
-                   version = groups.version + (groups.min_members != excluded.min_members OR IFNULL(groups.failure_domain,'') != IFNULL(excluded.failure_domain,'') OR groups.interval_secs != excluded.interval_secs OR groups.retention != excluded.retention OR groups.datasets != excluded.datasets OR IFNULL(groups.replication_network,'') != IFNULL(excluded.replication_network,''))",
-                params![g.name, g.min_members, g.failure_domain, g.interval.as_secs() as i64, g.retention, serde_json::to_string(&g.datasets).unwrap_or_default(), g.replication_network, now],
+                   version = groups.version + CASE WHEN (groups.min_members != excluded.min_members OR COALESCE(groups.failure_domain,'') != COALESCE(excluded.failure_domain,'') OR groups.interval_secs != excluded.interval_secs OR groups.retention != excluded.retention OR groups.datasets != excluded.datasets OR COALESCE(groups.replication_network,'') != COALESCE(excluded.replication_network,'')) THEN 1 ELSE 0 END",
+                p![g.name, g.min_members, g.failure_domain, g.interval.as_secs() as i64, g.retention, serde_json::to_string(&g.datasets).unwrap_or_default(), g.replication_network, now],
             )
             .map_err(q("applying configured groups"))?;
         }
@@ -66,26 +66,23 @@ pub fn sync_config_groups(
 /// Every group, by name.
 pub fn list(inv: &Inventory) -> Result<Vec<Group>, InventoryError> {
     inv.with_conn(|c| {
-        let mut st = c
-            .prepare(&format!("SELECT {GROUP_COLS} FROM groups ORDER BY name"))
-            .map_err(q("listing groups"))?;
-        let rows = st
-            .query_map([], group_from_row)
-            .map_err(q("listing groups"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(q("listing groups"))
+        c.query(
+            &format!("SELECT {GROUP_COLS} FROM groups ORDER BY name"),
+            &[],
+        )
+        .and_then(|all| rows(all, group_from_row))
+        .map_err(q("listing groups"))
     })
 }
 
 /// The group called `name`.
 pub fn get(inv: &Inventory, name: &str) -> Result<Group, InventoryError> {
     inv.with_conn(|c| {
-        c.query_row(
+        c.query_opt(
             &format!("SELECT {GROUP_COLS} FROM groups WHERE name = ?1"),
-            [name],
-            group_from_row,
+            p![name],
         )
-        .optional()
+        .and_then(|r| r.as_ref().map(group_from_row).transpose())
         .map_err(q("reading a group"))?
         .ok_or_else(|| InventoryError::NotFound(format!("group `{name}`")))
     })
@@ -95,9 +92,8 @@ pub fn get(inv: &Inventory, name: &str) -> Result<Group, InventoryError> {
 pub fn delete(inv: &Inventory, name: &str) -> Result<(), InventoryError> {
     inv.with_conn(|c| {
         let n: i64 = c
-            .query_row("SELECT COUNT(*) FROM nodes WHERE grp = ?1", [name], |r| {
-                r.get(0)
-            })
+            .query_one("SELECT COUNT(*) FROM nodes WHERE grp = ?1", p![name])
+            .and_then(|r| r.get(0))
             .map_err(q("deleting a group"))?;
         if n > 0 {
             return Err(InventoryError::Conflict(format!(
@@ -105,7 +101,7 @@ pub fn delete(inv: &Inventory, name: &str) -> Result<(), InventoryError> {
             )));
         }
         let d = c
-            .execute("DELETE FROM groups WHERE name = ?1", [name])
+            .execute("DELETE FROM groups WHERE name = ?1", p![name])
             .map_err(q("deleting a group"))?;
         if d == 0 {
             return Err(InventoryError::NotFound(format!("group `{name}`")));
@@ -127,13 +123,9 @@ type MemberRow = (
 /// The members of a group as placement and planning see them.
 pub fn members(inv: &Inventory, group: &Group) -> Result<Vec<Member>, InventoryError> {
     let rows: Vec<MemberRow> = inv.with_conn(|c| {
-        let mut st = c
-            .prepare("SELECT id, COALESCE(hostname, mac), state, failure_domain, facts, repl_key FROM nodes WHERE grp = ?1 ORDER BY hostname")
-            .map_err(q("reading group members"))?;
-        let rows = st
-            .query_map([&group.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-            .map_err(q("reading group members"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(q("reading group members"))
+        c.query("SELECT id, COALESCE(hostname, mac), state, failure_domain, facts, repl_key FROM nodes WHERE grp = ?1 ORDER BY hostname", p![group.name])
+            .and_then(|all| rows(all, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))))
+            .map_err(q("reading group members"))
     })?;
     Ok(rows
         .into_iter()
@@ -161,8 +153,8 @@ pub fn set_membership(
     group: Option<&str>,
 ) -> Result<(), InventoryError> {
     let (host, state, fd, old): (String, String, Option<String>, Option<String>) = inv.with_conn(|c| {
-        c.query_row("SELECT COALESCE(hostname, mac), state, failure_domain, grp FROM nodes WHERE id = ?1", [node_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .optional()
+        c.query_opt("SELECT COALESCE(hostname, mac), state, failure_domain, grp FROM nodes WHERE id = ?1", p![node_id])
+            .and_then(|r| r.map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).transpose())
             .map_err(q("changing membership"))?
             .ok_or_else(|| InventoryError::NotFound(format!("node {node_id}")))
     })?;
@@ -185,18 +177,16 @@ pub fn set_membership(
             .map_err(|e| InventoryError::Conflict(e.to_string()))?;
     }
     inv.with_conn(|c| {
-        let tx = c
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(q("changing membership"))?;
+        let mut tx = c.transaction().map_err(q("changing membership"))?;
         tx.execute(
             "UPDATE nodes SET grp = ?2 WHERE id = ?1",
-            params![node_id, group],
+            p![node_id, group],
         )
         .map_err(q("changing membership"))?;
         for g in [old.as_deref(), group].into_iter().flatten() {
             tx.execute(
                 "UPDATE groups SET version = version + 1 WHERE name = ?1",
-                [g],
+                p![g],
             )
             .map_err(q("changing membership"))?;
         }
@@ -209,7 +199,7 @@ pub fn touch(inv: &Inventory, name: &str) -> Result<(), InventoryError> {
     inv.with_conn(|c| {
         c.execute(
             "UPDATE groups SET version = version + 1 WHERE name = ?1",
-            [name],
+            p![name],
         )
         .map(|_| ())
         .map_err(q("updating a group"))

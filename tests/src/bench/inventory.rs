@@ -14,7 +14,7 @@ use std::time::Duration;
 pub fn fill(db: &Path, n: usize) -> Result<()> {
     let inv = Inventory::open(db)?;
     inv.with_conn(|c| {
-        c.execute_batch("PRAGMA synchronous = OFF")
+        c.batch("PRAGMA synchronous = OFF")
             .map_err(|source| InventoryError::Query {
                 doing: "turning off synchronous writes for the bench fill",
                 source,

@@ -888,11 +888,14 @@ fn gc_keeps_generations_that_nodes_and_the_config_reference() -> Result<()> {
     )?;
     let pinned0 = format!("lab@{}", ids[0]);
     inv.with_conn(|c| {
-        c.execute("UPDATE nodes SET image = ?1", [&pinned0])
-            .map_err(|source| rackseed::inventory::InventoryError::Query {
-                doing: "test",
-                source,
-            })
+        c.execute(
+            "UPDATE nodes SET image = ?1",
+            &[rackseed::inventory::db::Value::Text(pinned0.clone())],
+        )
+        .map_err(|source| rackseed::inventory::InventoryError::Query {
+            doing: "test",
+            source,
+        })
     })?;
     drop(inv);
     f.write_config(

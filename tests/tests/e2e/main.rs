@@ -14,6 +14,7 @@ mod firstboot;
 mod health;
 mod images;
 mod package;
+mod postgres;
 mod power;
 mod profile;
 mod protocol;

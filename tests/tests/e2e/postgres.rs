@@ -8,19 +8,7 @@ use rackseed::inventory::{Inventory, InventoryLocation, PostgresUrl};
 use rackseed_tests::{Lab, LabConfig, Server, wait_for};
 use std::time::Duration;
 
-/// Runs udhcpc once on a client's eth0 and returns the leased address.
-fn udhcpc(ns: &rackseed_tests::Netns, request: Option<&str>) -> Result<String> {
-    let req = request.map(|r| format!("-r {r}")).unwrap_or_default();
-    let out = ns.sh(&format!(
-        "udhcpc -f -q -n -t 5 -T 2 -i eth0 -s /bin/true {req} 2>&1"
-    ))?;
-    let ip = out
-        .lines()
-        .find_map(|l| l.split("lease of ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("udhcpc got no lease: {out}"))?;
-    Ok(ip.to_string())
-}
+use super::protocol::udhcpc;
 
 #[test]
 fn rackseed_on_postgres_hands_out_a_lease_stored_in_postgres() -> Result<()> {

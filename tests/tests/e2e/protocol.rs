@@ -7,7 +7,7 @@ use serde_json::json;
 use std::time::Duration;
 
 /// Runs udhcpc once on a client's eth0 and returns the leased address.
-fn udhcpc(ns: &rackseed_tests::Netns, request: Option<&str>) -> Result<String> {
+pub(crate) fn udhcpc(ns: &rackseed_tests::Netns, request: Option<&str>) -> Result<String> {
     let req = request.map(|r| format!("-r {r}")).unwrap_or_default();
     let out = ns.sh(&format!(
         "udhcpc -f -q -n -t 5 -T 2 -i eth0 -s /bin/true {req} 2>&1"
